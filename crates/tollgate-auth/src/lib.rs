@@ -1,0 +1,4 @@
+//! (being written)
+
+#![forbid(unsafe_code)]
+#![warn(missing_docs)]

@@ -1,0 +1,155 @@
+//! [`MemoryKeyStore`]: API keys in process memory, for one instance.
+
+use std::future::Future;
+use std::sync::Arc;
+use std::time::SystemTime;
+
+use dashmap::DashMap;
+
+use crate::error::StoreError;
+use crate::key_store::{KeyHash, KeyRecord, KeyStore};
+
+/// Keys in process memory: sharded maps, so concurrent lookups of different
+/// keys do not contend. Clones share the same keys.
+#[derive(Debug, Clone, Default)]
+pub struct MemoryKeyStore {
+    inner: Arc<Inner>,
+}
+
+#[derive(Debug, Default)]
+struct Inner {
+    by_hash: DashMap<KeyHash, Arc<KeyRecord>>,
+    hash_by_id: DashMap<String, KeyHash>,
+    // The account's entry is held locked while its keys are counted and a
+    // new one inserted, which makes the per-account limit atomic.
+    hashes_by_account: DashMap<String, Vec<KeyHash>>,
+}
+
+impl MemoryKeyStore {
+    /// An empty store.
+    pub fn new() -> MemoryKeyStore {
+        MemoryKeyStore::default()
+    }
+
+    /// How many keys the store holds, revoked ones included.
+    pub fn len(&self) -> usize {
+        self.inner.by_hash.len()
+    }
+
+    /// Whether the store holds no key.
+    pub fn is_empty(&self) -> bool {
+        self.inner.by_hash.is_empty()
+    }
+
+    // Replaces the record with `update` applied to a copy, under the shard lock.
+    fn update(&self, key_id: &str, update: impl FnOnce(&mut KeyRecord)) -> Option<Arc<KeyRecord>> {
+        let hash = *self.inner.hash_by_id.get(key_id)?;
+        let mut entry = self.inner.by_hash.get_mut(&hash)?;
+        let mut record = KeyRecord::clone(&entry);
+        update(&mut record);
+        *entry = Arc::new(record);
+        Some(entry.clone())
+    }
+}
+
+impl KeyStore for MemoryKeyStore {
+    fn find_by_hash(&self, hash: &KeyHash) -> impl Future<Output = Result<Option<Arc<KeyRecord>>, StoreError>> + Send {
+        std::future::ready(Ok(self.inner.by_hash.get(hash).map(|entry| entry.clone())))
+    }
+
+    fn find_by_id(&self, key_id: &str) -> impl Future<Output = Result<Option<Arc<KeyRecord>>, StoreError>> + Send {
+        let found = self
+            .inner
+            .hash_by_id
+            .get(key_id)
+            .and_then(|hash| self.inner.by_hash.get(&*hash).map(|entry| entry.clone()));
+        std::future::ready(Ok(found))
+    }
+
+    fn insert(
+        &self,
+        record: KeyRecord,
+        max_active: Option<usize>,
+        now: SystemTime,
+    ) -> impl Future<Output = Result<(), StoreError>> + Send {
+        let inner = &self.inner;
+        let result = (|| {
+            let mut account = inner
+                .hashes_by_account
+                .entry(record.account_id().to_owned())
+                .or_default();
+            if let Some(limit) = max_active {
+                let active = account
+                    .iter()
+                    .filter_map(|hash| inner.by_hash.get(hash))
+                    .filter(|existing| existing.counts_toward_limit(now))
+                    .count();
+                if active >= limit {
+                    return Err(StoreError::KeyLimitReached { limit });
+                }
+            }
+            if inner.by_hash.contains_key(&record.hash) {
+                return Err(StoreError::Conflict("a key with this hash exists".into()));
+            }
+            match inner.hash_by_id.entry(record.id().to_owned()) {
+                dashmap::Entry::Occupied(_) => {
+                    return Err(StoreError::Conflict(format!("key id {} exists", record.id())))
+                }
+                dashmap::Entry::Vacant(slot) => {
+                    slot.insert(record.hash);
+                }
+            }
+            account.push(record.hash);
+            inner.by_hash.insert(record.hash, Arc::new(record));
+            Ok(())
+        })();
+        std::future::ready(result)
+    }
+
+    fn list_by_account(
+        &self,
+        account_id: &str,
+    ) -> impl Future<Output = Result<Vec<Arc<KeyRecord>>, StoreError>> + Send {
+        let mut records: Vec<Arc<KeyRecord>> = self
+            .inner
+            .hashes_by_account
+            .get(account_id)
+            .map(|hashes| {
+                hashes
+                    .iter()
+                    .filter_map(|hash| self.inner.by_hash.get(hash).map(|entry| entry.clone()))
+                    .collect()
+            })
+            .unwrap_or_default();
+        records.sort_by(|a, b| a.created_at.cmp(&b.created_at).then_with(|| a.id().cmp(b.id())));
+        std::future::ready(Ok(records))
+    }
+
+    fn revoke(
+        &self,
+        key_id: &str,
+        at: SystemTime,
+    ) -> impl Future<Output = Result<Option<Arc<KeyRecord>>, StoreError>> + Send {
+        let updated = self.update(key_id, |record| {
+            record.revoked_at = Some(record.revoked_at.map_or(at, |earlier| earlier.min(at)));
+        });
+        std::future::ready(Ok(updated))
+    }
+
+    fn record_last_use(&self, key_id: &str, at: SystemTime) -> impl Future<Output = Result<(), StoreError>> + Send {
+        self.update(key_id, |record| {
+            record.last_used_at = Some(record.last_used_at.map_or(at, |earlier| earlier.max(at)));
+        });
+        std::future::ready(Ok(()))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn conforms() {
+        crate::conformance::key_store(&MemoryKeyStore::new()).await;
+    }
+}
