@@ -1,5 +1,5 @@
-//! Serving a router on a real loopback socket and talking to it over HTTP.
-
+//! Shared by the end-to-end tests: serving a router on a real loopback
+//! socket and talking to it over HTTP.
 #![allow(dead_code)]
 
 use std::net::SocketAddr;
