@@ -13,7 +13,7 @@ use crate::principal::Principal;
 
 /// The SHA-256 of an API key. Keys are looked up and stored by this hash,
 /// never by their value. Equality is constant-time; `Debug` is redacted.
-#[derive(Clone, Copy, Hash, Eq)]
+#[derive(Clone, Copy, Eq)]
 pub struct KeyHash([u8; 32]);
 
 impl KeyHash {
@@ -42,7 +42,29 @@ impl KeyHash {
 
 impl PartialEq for KeyHash {
     fn eq(&self, other: &KeyHash) -> bool {
-        self.0.ct_eq(&other.0).into()
+        // Folds the differences of the four words without branching on the
+        // data, then compares the result through one `subtle` barrier: as
+        // constant-time as a byte-wise `ct_eq`, without 32 barriers on every
+        // lookup of the auth hot path.
+        let mut difference = 0u64;
+        for (ours, theirs) in self.0.chunks_exact(8).zip(other.0.chunks_exact(8)) {
+            difference |= word(ours) ^ word(theirs);
+        }
+        difference.ct_eq(&0).into()
+    }
+}
+
+fn word(bytes: &[u8]) -> u64 {
+    let mut word = [0u8; 8];
+    word.copy_from_slice(bytes);
+    u64::from_ne_bytes(word)
+}
+
+// Written by hand because `PartialEq` is: equal hashes have equal bytes, so
+// hashing the bytes agrees with it.
+impl std::hash::Hash for KeyHash {
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        self.0.hash(state);
     }
 }
 
@@ -187,5 +209,16 @@ mod tests {
         assert_eq!(format!("{hash:?}"), "KeyHash(<redacted>)");
         assert_eq!(KeyHash::from_hex(&hash.to_hex()), Some(hash));
         assert_eq!(KeyHash::from_hex("zz"), None);
+    }
+
+    #[test]
+    fn key_hashes_are_equal_only_when_every_byte_is() {
+        let hash = KeyHash::from_bytes([7; 32]);
+        assert_eq!(hash, KeyHash::from_bytes([7; 32]));
+        for index in 0..32 {
+            let mut bytes = [7; 32];
+            bytes[index] ^= 0x80;
+            assert_ne!(hash, KeyHash::from_bytes(bytes), "byte {index}");
+        }
     }
 }

@@ -1,4 +1,145 @@
-//! (being written)
+//! Idempotent requests for Tower services: a client that retries a
+//! `POST /v1/messages` after a timeout, with the same `X-Request-ID`, gets
+//! the first attempt's response back instead of a second message.
+//!
+//! [`IdempotencyLayer`] follows Stripe's idempotent requests and the IETF
+//! draft *The Idempotency-Key HTTP Header Field*
+//! (draft-ietf-httpapi-idempotency-key-header).
+//!
+//! # Behaviour
+//!
+//! A request is deduplicated when its method is one of the configured ones
+//! (`POST` and `PATCH` by default), it is not gRPC, it has a scope (below)
+//! and it carries a key. Every other request passes through untouched: its
+//! body is not buffered and nothing is stored.
+//!
+//! | the key…                                   | answer |
+//! |--------------------------------------------|--------|
+//! | is new (or expired)                        | the inner service runs; its response is stored for 24 h and returned |
+//! | completed, same request                    | the stored response, byte for byte, plus `Idempotent-Replayed: true`; the inner service does not run |
+//! | still running, same request                | 409 `IDEMPOTENCY_IN_PROGRESS`, `Retry-After: 1` |
+//! | running or completed for another request   | 422 `IDEMPOTENCY_KEY_REUSED` |
+//! | is empty, over 255 characters, not visible ASCII | 400 `INVALID_IDEMPOTENCY_KEY` |
+//! | is missing where [required](IdempotencyLayer::require_key) | 400 `IDEMPOTENCY_KEY_MISSING` |
+//!
+//! - **Key.** Read from `X-Request-ID` by default; [`IdempotencyLayer::headers`]
+//!   chooses others, such as [`IDEMPOTENCY_KEY`]. The draft's
+//!   structured-field string form (`Idempotency-Key: "8e03978e-…"`) is
+//!   accepted in any of them and means the same key as the bare value.
+//! - **Scope.** Keys are scoped to the caller's account and environment,
+//!   taken from the [`Principal`](tollgate_core::Principal) that
+//!   authentication put in the request extensions: two customers can use
+//!   the same id without seeing each other's responses, and a sandbox retry
+//!   never replays a live response. Requests without a principal pass
+//!   through untouched unless a [`fallback_scope`](IdempotencyLayer::fallback_scope)
+//!   is set. Place the layer after authentication.
+//! - **Same request.** The fingerprint is SHA-256 over the method, the path
+//!   and query, and the body. The body is buffered (up to 1 MiB by default,
+//!   413 `PAYLOAD_TOO_LARGE` beyond, checked against `Content-Length` before
+//!   reading) and handed to the inner service unchanged.
+//! - **One execution.** The store's `begin` claims the key atomically, so
+//!   of many concurrent requests with one key exactly one runs. The claim
+//!   expires after the [lock timeout](IdempotencyLayer::lock_timeout)
+//!   (60 s) in case its instance crashes.
+//! - **Released claims.** When the inner service fails, when the response
+//!   is not stored (5xx with [`store_server_errors(false)`](IdempotencyLayer::store_server_errors),
+//!   a body over [`max_response_body`](IdempotencyLayer::max_response_body),
+//!   trailers, a body read error) or when the response future is dropped
+//!   because the client went away, the claim is released so a retry runs.
+//!   Such responses still reach the client exactly as the inner service
+//!   produced them ([`PassThroughBody`]).
+//! - **Stored headers.** Everything but the hop-by-hop headers and
+//!   `Set-Cookie`: a cookie is a credential minted for one response and
+//!   does not belong in a store shared by every retry. Headers added by
+//!   layers outside this one (rate-limit headers) are fresh on each replay.
+//! - **Store failures** answer 503 (fail closed) or, with
+//!   [`fail_open(true)`](IdempotencyLayer::fail_open), run the request
+//!   without deduplication; both are logged with `tracing`.
+//!
+//! A deduplicated response reaches the client once it has been read whole
+//! and stored, never streamed.
+//!
+//! # Example
+//!
+//! ```
+//! use std::convert::Infallible;
+//! use std::sync::atomic::{AtomicUsize, Ordering};
+//! use std::sync::Arc;
+//!
+//! use bytes::Bytes;
+//! use http::{Request, Response, StatusCode};
+//! use http_body_util::{BodyExt, Full};
+//! use tollgate_core::{KeyKind, MemoryIdempotencyStore, Principal};
+//! use tollgate_idempotency::{IdempotencyLayer, RequestBody};
+//! use tower::{service_fn, ServiceBuilder, ServiceExt};
+//!
+//! # tokio_test::block_on(async {
+//! let sent = Arc::new(AtomicUsize::new(0));
+//! let counter = sent.clone();
+//! let send_message = service_fn(move |_request: Request<RequestBody<Full<Bytes>>>| {
+//!     let id = counter.fetch_add(1, Ordering::SeqCst) + 1;
+//!     async move {
+//!         let body = format!(r#"{{"id":"msg_{id}","status":"queued"}}"#);
+//!         Ok::<_, Infallible>(Response::builder().status(201).body(Full::new(Bytes::from(body))).unwrap())
+//!     }
+//! });
+//! let api = ServiceBuilder::new()
+//!     .layer(IdempotencyLayer::new(MemoryIdempotencyStore::new()))
+//!     .service(send_message);
+//!
+//! // BearerAuthLayer puts the caller's Principal in the extensions.
+//! let post = |body: &'static str| {
+//!     Request::post("/v1/messages")
+//!         .header("x-request-id", "5a1b2c3d-0000-4000-8000-000000000001")
+//!         .extension(Principal::new("acct_1", "key_1", KeyKind::Production))
+//!         .body(Full::new(Bytes::from_static(body.as_bytes())))
+//!         .unwrap()
+//! };
+//!
+//! let first = api.clone().oneshot(post(r#"{"to":"+15550100"}"#)).await.unwrap();
+//! let retry = api.clone().oneshot(post(r#"{"to":"+15550100"}"#)).await.unwrap();
+//! assert_eq!(retry.status(), StatusCode::CREATED);
+//! assert_eq!(retry.headers()["idempotent-replayed"], "true");
+//! let first = first.into_body().collect().await.unwrap().to_bytes();
+//! let retry = retry.into_body().collect().await.unwrap().to_bytes();
+//! assert_eq!(first, retry);
+//! assert_eq!(sent.load(Ordering::SeqCst), 1, "the message was sent once");
+//!
+//! // The same key with another payload is a client error.
+//! let reused = api.clone().oneshot(post(r#"{"to":"+15550199"}"#)).await.unwrap();
+//! assert_eq!(reused.status(), StatusCode::UNPROCESSABLE_ENTITY);
+//! # });
+//! ```
 
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
+
+mod body;
+mod claim;
+mod config;
+mod fingerprint;
+mod flow;
+mod future;
+mod key;
+mod layer;
+mod rejections;
+mod replay;
+mod service;
+
+pub use body::PassThroughBody;
+pub use config::{IDEMPOTENCY_KEY, X_REQUEST_ID};
+pub use future::ResponseFuture;
+pub use key::MAX_KEY_LEN;
+pub use layer::IdempotencyLayer;
+pub use replay::IDEMPOTENT_REPLAYED;
+pub use service::Idempotency;
+
+/// The request body the inner service receives: the original body
+/// (`Left`) when the layer lets the request through untouched, the
+/// buffered bytes (`Right`) when it deduplicates it.
+pub type RequestBody<B> = http_body_util::Either<B, http_body_util::Full<bytes::Bytes>>;
+
+/// The layer's response body: the inner body handed on (`Left`), or a body
+/// the layer made (`Right`): a refusal, a replay, or a first response that
+/// was read whole to be stored.
+pub type IdempotencyBody<B> = tollgate_core::ResponseBody<PassThroughBody<B>>;

@@ -1,14 +1,47 @@
-//! The StartMessaging-style API server (being built up layer by layer).
+//! `cargo run -p messaging-api -- [--listen ADDR] [--config FILE] [--allow-private-webhook-urls]`
+//!
+//! In-memory stores by default; with `REDIS_URL` set, Redis stores, so
+//! several instances share keys, quotas, idempotency records and allowlists.
 
-use axum::{routing::get, Json, Router};
+use std::net::SocketAddr;
+
+use messaging_api::{bootstrap::bootstrap, router, stores::Stores, AppState, Config};
+use tollgate_core::SharedClock;
 
 #[tokio::main]
 async fn main() {
-    let listen = std::env::var("LISTEN_ADDR").unwrap_or_else(|_| "127.0.0.1:8080".into());
-    let app = Router::new().route("/health", get(|| async { Json(serde_json::json!({"status":"ok"})) }));
-    let listener = tokio::net::TcpListener::bind(&listen)
+    tracing_subscriber::fmt()
+        .with_env_filter(std::env::var("RUST_LOG").unwrap_or_else(|_| "info".into()))
+        .init();
+    if let Err(message) = run().await {
+        eprintln!("messaging-api: {message}");
+        std::process::exit(1);
+    }
+}
+
+async fn run() -> Result<(), String> {
+    let config = Config::from_args(std::env::args().skip(1))?;
+    let clock = SharedClock::default();
+    let stores = match std::env::var("REDIS_URL") {
+        Ok(url) if !url.is_empty() => Stores::redis(&url).await?,
+        _ => Stores::memory(clock.clone()),
+    };
+    let state = AppState::new(config.clone(), stores, clock);
+    let bootstrap_key = std::env::var("BOOTSTRAP_KEY").ok().filter(|key| !key.is_empty());
+    if let Some(key) = bootstrap(&state, bootstrap_key.as_deref()).await? {
+        println!("bootstrap key: {key}");
+    }
+
+    let listener = tokio::net::TcpListener::bind(config.listen)
         .await
-        .expect("bind the listen address");
-    println!("listening on {listen}");
-    axum::serve(listener, app).await.expect("server runs");
+        .map_err(|error| format!("cannot listen on {}: {error}", config.listen))?;
+    println!("messaging-api listening on http://{}", config.listen);
+    let app = router(state).into_make_service_with_connect_info::<SocketAddr>();
+    axum::serve(listener, app)
+        .with_graceful_shutdown(async {
+            let _ = tokio::signal::ctrl_c().await;
+            println!("shutting down");
+        })
+        .await
+        .map_err(|error| format!("server error: {error}"))
 }

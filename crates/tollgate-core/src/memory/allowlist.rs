@@ -1,1 +1,138 @@
+//! [`MemoryAllowlistStore`]: per-account and per-key IP allowlists in
+//! process memory, for one instance.
 
+use std::future::Future;
+use std::sync::Arc;
+
+use dashmap::DashMap;
+
+use crate::allowlist::{AllowlistStore, Allowlists, IpSet};
+use crate::error::StoreError;
+
+/// Allowlists in process memory, each kept as a built [`IpSet`] behind an
+/// `Arc`: a lookup is a map read and a reference count, however long the
+/// list. Clones share the same lists.
+#[derive(Debug, Clone, Default)]
+pub struct MemoryAllowlistStore {
+    inner: Arc<Inner>,
+}
+
+#[derive(Debug, Default)]
+struct Inner {
+    accounts: DashMap<String, Arc<IpSet>>,
+    keys: DashMap<String, Arc<IpSet>>,
+}
+
+impl MemoryAllowlistStore {
+    /// An empty store: no account or key is restricted.
+    pub fn new() -> MemoryAllowlistStore {
+        MemoryAllowlistStore::default()
+    }
+}
+
+// Replacing the map's Arc is the atomic swap: a reader holds the old set or
+// the new one, never a half-written list.
+fn read(map: &DashMap<String, Arc<IpSet>>, id: &str) -> Option<Arc<IpSet>> {
+    map.get(id).map(|entry| Arc::clone(&entry))
+}
+
+impl AllowlistStore for MemoryAllowlistStore {
+    fn account_allowlist(
+        &self,
+        account_id: &str,
+    ) -> impl Future<Output = Result<Option<Arc<IpSet>>, StoreError>> + Send {
+        std::future::ready(Ok(read(&self.inner.accounts, account_id)))
+    }
+
+    fn set_account_allowlist(
+        &self,
+        account_id: &str,
+        list: IpSet,
+    ) -> impl Future<Output = Result<(), StoreError>> + Send {
+        self.inner.accounts.insert(account_id.to_owned(), Arc::new(list));
+        std::future::ready(Ok(()))
+    }
+
+    fn clear_account_allowlist(&self, account_id: &str) -> impl Future<Output = Result<bool, StoreError>> + Send {
+        std::future::ready(Ok(self.inner.accounts.remove(account_id).is_some()))
+    }
+
+    fn key_allowlist(&self, key_id: &str) -> impl Future<Output = Result<Option<Arc<IpSet>>, StoreError>> + Send {
+        std::future::ready(Ok(read(&self.inner.keys, key_id)))
+    }
+
+    fn set_key_allowlist(&self, key_id: &str, list: IpSet) -> impl Future<Output = Result<(), StoreError>> + Send {
+        self.inner.keys.insert(key_id.to_owned(), Arc::new(list));
+        std::future::ready(Ok(()))
+    }
+
+    fn clear_key_allowlist(&self, key_id: &str) -> impl Future<Output = Result<bool, StoreError>> + Send {
+        std::future::ready(Ok(self.inner.keys.remove(key_id).is_some()))
+    }
+
+    fn allowlists(
+        &self,
+        account_id: &str,
+        key_id: &str,
+    ) -> impl Future<Output = Result<Allowlists, StoreError>> + Send {
+        std::future::ready(Ok(Allowlists {
+            account: read(&self.inner.accounts, account_id),
+            key: read(&self.inner.keys, key_id),
+        }))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::net::IpAddr;
+
+    #[tokio::test]
+    async fn conforms() {
+        crate::conformance::allowlist_store(&MemoryAllowlistStore::new()).await;
+    }
+
+    // The memory store's futures are ready at once; poll one to its end.
+    fn ready<F: std::future::Future>(future: F) -> F::Output {
+        let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
+        match std::pin::pin!(future).poll(&mut cx) {
+            std::task::Poll::Ready(output) => output,
+            std::task::Poll::Pending => panic!("the memory store never waits"),
+        }
+    }
+
+    #[test]
+    fn readers_on_other_threads_never_see_a_mixed_list() {
+        // Two writers keep swapping between two disjoint lists while two
+        // readers check that every list they get is wholly one or the other.
+        let store = MemoryAllowlistStore::new();
+        let first = IpSet::parse((0..200).map(|i| format!("10.0.{i}.0/24"))).unwrap();
+        let second = IpSet::parse((0..200).map(|i| format!("172.16.{i}.0/24"))).unwrap();
+        ready(store.set_account_allowlist("acct", first.clone())).unwrap();
+        let probe_first: IpAddr = "10.0.199.1".parse().unwrap();
+        let probe_second: IpAddr = "172.16.0.1".parse().unwrap();
+        std::thread::scope(|scope| {
+            for list in [&first, &second] {
+                let store = store.clone();
+                scope.spawn(move || {
+                    for _ in 0..500 {
+                        ready(store.set_account_allowlist("acct", list.clone())).unwrap();
+                    }
+                });
+            }
+            for _ in 0..2 {
+                let store = store.clone();
+                let (first, second) = (&first, &second);
+                scope.spawn(move || {
+                    for _ in 0..5000 {
+                        let got = ready(store.account_allowlist("acct"))
+                            .unwrap()
+                            .expect("a list is always there");
+                        assert!(*got == *first || *got == *second, "a torn list");
+                        assert_ne!(got.contains(probe_first), got.contains(probe_second));
+                    }
+                });
+            }
+        });
+    }
+}

@@ -1,0 +1,767 @@
+use std::convert::Infallible;
+use std::future::Future;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::task::Waker;
+use std::time::Duration;
+
+use http::header::{AUTHORIZATION, CONTENT_TYPE, WWW_AUTHENTICATE};
+use http::{HeaderValue, Method, StatusCode};
+use http_body_util::BodyExt;
+use tollgate_core::{Clock, Environment, KeyKind, ManualClock, MemoryKeyStore, StoreError};
+use tower::{service_fn, ServiceExt};
+
+use super::*;
+use crate::{KeyManager, NewKey};
+
+const INVALID_KEY_BODY: &str = r#"{"error":{"code":"UNAUTHORIZED","message":"Invalid API key."}}"#;
+const MISSING_KEY_BODY: &str = r#"{"error":{"code":"UNAUTHORIZED","message":"Missing API key. Send it in the Authorization header: Bearer YOUR_API_KEY."}}"#;
+const MALFORMED_BODY: &str =
+    r#"{"error":{"code":"UNAUTHORIZED","message":"Malformed Authorization header. Expected: Bearer YOUR_API_KEY."}}"#;
+const INVALID_TOKEN: &str = r#"Bearer error="invalid_token""#;
+
+/// Holds lookups until opened; the wake-up goes to the waker of the last poll.
+#[derive(Clone)]
+struct Gate(Arc<Mutex<(bool, Option<Waker>)>>);
+
+impl Default for Gate {
+    fn default() -> Gate {
+        Gate(Arc::new(Mutex::new((true, None))))
+    }
+}
+
+impl Gate {
+    fn close(&self) {
+        self.0.lock().unwrap().0 = false;
+    }
+
+    fn open(&self) {
+        let mut gate = self.0.lock().unwrap();
+        gate.0 = true;
+        if let Some(waker) = gate.1.take() {
+            waker.wake();
+        }
+    }
+
+    fn pass(&self) -> impl Future<Output = ()> + Send + 'static {
+        let gate = self.clone();
+        std::future::poll_fn(move |cx| {
+            let mut gate = gate.0.lock().unwrap();
+            if gate.0 {
+                Poll::Ready(())
+            } else {
+                gate.1 = Some(cx.waker().clone());
+                Poll::Pending
+            }
+        })
+    }
+}
+
+/// A memory store that counts calls, fails on demand, and can hold lookups.
+#[derive(Clone, Default)]
+struct ProbeStore {
+    inner: MemoryKeyStore,
+    lookup_gate: Gate,
+    lookups: Arc<AtomicUsize>,
+    last_use_writes: Arc<AtomicUsize>,
+    fail_lookups: Arc<AtomicBool>,
+    fail_last_use: Arc<AtomicBool>,
+}
+
+fn outage() -> StoreError {
+    StoreError::backend("connection refused")
+}
+
+impl KeyStore for ProbeStore {
+    fn find_by_hash(&self, hash: &KeyHash) -> impl Future<Output = Result<Option<Arc<KeyRecord>>, StoreError>> + Send {
+        self.lookups.fetch_add(1, Ordering::SeqCst);
+        let found = (!self.fail_lookups.load(Ordering::SeqCst)).then(|| self.inner.find_by_hash(hash));
+        let gate = self.lookup_gate.pass();
+        async move {
+            gate.await;
+            match found {
+                Some(found) => found.await,
+                None => Err(outage()),
+            }
+        }
+    }
+
+    fn find_by_id(&self, key_id: &str) -> impl Future<Output = Result<Option<Arc<KeyRecord>>, StoreError>> + Send {
+        self.inner.find_by_id(key_id)
+    }
+
+    fn insert(
+        &self,
+        record: KeyRecord,
+        max_active: Option<usize>,
+        now: SystemTime,
+    ) -> impl Future<Output = Result<(), StoreError>> + Send {
+        self.inner.insert(record, max_active, now)
+    }
+
+    fn list_by_account(
+        &self,
+        account_id: &str,
+    ) -> impl Future<Output = Result<Vec<Arc<KeyRecord>>, StoreError>> + Send {
+        self.inner.list_by_account(account_id)
+    }
+
+    fn revoke(
+        &self,
+        key_id: &str,
+        at: SystemTime,
+    ) -> impl Future<Output = Result<Option<Arc<KeyRecord>>, StoreError>> + Send {
+        self.inner.revoke(key_id, at)
+    }
+
+    fn record_last_use(&self, key_id: &str, at: SystemTime) -> impl Future<Output = Result<(), StoreError>> + Send {
+        self.last_use_writes.fetch_add(1, Ordering::SeqCst);
+        let recorded = (!self.fail_last_use.load(Ordering::SeqCst)).then(|| self.inner.record_last_use(key_id, at));
+        async move {
+            match recorded {
+                Some(recorded) => recorded.await,
+                None => Err(outage()),
+            }
+        }
+    }
+}
+
+struct Fixture {
+    store: ProbeStore,
+    clock: ManualClock,
+    keys: KeyManager<ProbeStore>,
+    handler_calls: Arc<AtomicUsize>,
+}
+
+impl Fixture {
+    fn new() -> Fixture {
+        let store = ProbeStore::default();
+        let clock = ManualClock::at_unix_secs(1_700_000_000);
+        let keys = KeyManager::new(store.clone()).clock(clock.clone());
+        Fixture {
+            store,
+            clock,
+            keys,
+            handler_calls: Arc::default(),
+        }
+    }
+
+    async fn key(&self, kind: KeyKind) -> (String, String) {
+        let created = self.keys.create(NewKey::new("acct_1", kind)).await.expect("create");
+        (created.info.id, created.secret.expose_secret().to_owned())
+    }
+
+    fn layer(&self) -> BearerAuthLayer<ProbeStore> {
+        BearerAuthLayer::new(self.store.clone()).clock(self.clock.clone())
+    }
+
+    // The handler answers with the principal's key id and environment.
+    fn service(
+        &self,
+        layer: BearerAuthLayer<ProbeStore>,
+    ) -> impl Service<
+        Request<Full<Bytes>>,
+        Response = Response<ResponseBody<Full<Bytes>>>,
+        Error = Infallible,
+        Future = impl Send,
+    > + Clone {
+        let calls = self.handler_calls.clone();
+        layer.layer(service_fn(move |request: Request<Full<Bytes>>| {
+            calls.fetch_add(1, Ordering::SeqCst);
+            let principal = request.extensions().get::<Principal>().cloned();
+            async move {
+                let body = principal.map_or("no principal".to_owned(), |principal| {
+                    format!("{} {}", principal.key_id(), principal.environment().as_str())
+                });
+                Ok(Response::new(Full::new(Bytes::from(body))))
+            }
+        }))
+    }
+
+    async fn send(&self, method: Method, authorization: Option<&[u8]>) -> Reply {
+        self.send_with(self.layer(), method, authorization).await
+    }
+
+    async fn send_with(
+        &self,
+        layer: BearerAuthLayer<ProbeStore>,
+        method: Method,
+        authorization: Option<&[u8]>,
+    ) -> Reply {
+        let mut request = Request::builder().method(method).uri("/v1/messages");
+        if let Some(value) = authorization {
+            request = request.header(AUTHORIZATION, HeaderValue::from_bytes(value).unwrap());
+        }
+        send(self.service(layer), request.body(Full::default()).unwrap()).await
+    }
+
+    fn calls(&self) -> usize {
+        self.handler_calls.load(Ordering::SeqCst)
+    }
+}
+
+struct Reply {
+    status: StatusCode,
+    challenge: Option<String>,
+    body: String,
+}
+
+async fn send<Svc>(service: Svc, request: Request<Full<Bytes>>) -> Reply
+where
+    Svc: Service<Request<Full<Bytes>>, Response = Response<ResponseBody<Full<Bytes>>>, Error = Infallible>,
+{
+    let response = service.oneshot(request).await.unwrap();
+    let status = response.status();
+    let challenge = response
+        .headers()
+        .get(WWW_AUTHENTICATE)
+        .map(|value| value.to_str().unwrap().to_owned());
+    let body = response.into_body().collect().await.unwrap().to_bytes();
+    Reply {
+        status,
+        challenge,
+        body: String::from_utf8(body.to_vec()).unwrap(),
+    }
+}
+
+fn bearer(key: &str) -> Vec<u8> {
+    format!("Bearer {key}").into_bytes()
+}
+
+#[tokio::test]
+async fn a_valid_key_reaches_the_handler_with_its_principal() {
+    let fixture = Fixture::new();
+    let (id, key) = fixture.key(KeyKind::Production).await;
+    let reply = fixture.send(Method::POST, Some(&bearer(&key))).await;
+    assert_eq!(reply.status, StatusCode::OK);
+    assert_eq!(reply.body, format!("{id} live"));
+    assert_eq!(reply.challenge, None);
+    let reply = fixture
+        .send(Method::GET, Some(format!("bearer {key}").as_bytes()))
+        .await;
+    assert_eq!(reply.status, StatusCode::OK, "the scheme is case-insensitive");
+    assert_eq!(fixture.calls(), 2);
+}
+
+#[tokio::test]
+async fn a_missing_header_is_401_with_a_bare_challenge() {
+    let fixture = Fixture::new();
+    let reply = fixture.send(Method::GET, None).await;
+    assert_eq!(reply.status, StatusCode::UNAUTHORIZED);
+    assert_eq!(reply.challenge.as_deref(), Some("Bearer"));
+    assert_eq!(reply.body, MISSING_KEY_BODY);
+    assert_eq!(fixture.calls(), 0);
+    assert_eq!(fixture.store.lookups.load(Ordering::SeqCst), 0);
+}
+
+#[tokio::test]
+async fn unreadable_headers_are_401_without_a_lookup() {
+    let fixture = Fixture::new();
+    let mut ten_kilobytes = b"Bearer ".to_vec();
+    ten_kilobytes.extend(std::iter::repeat_n(b'k', 10 * 1024));
+    let cases: [(&[u8], &str); 8] = [
+        (b"", "Bearer"),
+        (b"Basic dXNlcjpwYXNz", "Bearer"),
+        (b"Bearer", "Bearer"),
+        (b"Bearer   ", "Bearer"),
+        (b"Bearer two words", INVALID_TOKEN),
+        (b"Bearer caf\xc3\xa9", INVALID_TOKEN),
+        (b"Bearer \x80\x81", INVALID_TOKEN),
+        (&ten_kilobytes, INVALID_TOKEN),
+    ];
+    for (value, challenge) in cases {
+        let reply = fixture.send(Method::GET, Some(value)).await;
+        let shown = String::from_utf8_lossy(&value[..value.len().min(20)]).into_owned();
+        assert_eq!(reply.status, StatusCode::UNAUTHORIZED, "{shown}");
+        assert_eq!(reply.challenge.as_deref(), Some(challenge), "{shown}");
+        assert_eq!(reply.body, MALFORMED_BODY, "{shown}");
+    }
+    assert_eq!(fixture.store.lookups.load(Ordering::SeqCst), 0);
+    assert_eq!(fixture.calls(), 0);
+}
+
+#[tokio::test]
+async fn two_authorization_headers_are_refused() {
+    let fixture = Fixture::new();
+    let (_, key) = fixture.key(KeyKind::Production).await;
+    let request = Request::get("/")
+        .header(AUTHORIZATION, format!("Bearer {key}"))
+        .header(AUTHORIZATION, format!("Bearer {key}"))
+        .body(Full::default())
+        .unwrap();
+    let reply = send(fixture.service(fixture.layer()), request).await;
+    assert_eq!(reply.status, StatusCode::UNAUTHORIZED);
+    assert_eq!(reply.body, MALFORMED_BODY);
+    assert_eq!(fixture.calls(), 0);
+}
+
+#[tokio::test]
+async fn the_token_length_limit_is_configurable() {
+    let fixture = Fixture::new();
+    let (_, key) = fixture.key(KeyKind::Production).await;
+    let short = fixture.layer().max_token_len(key.len() - 1);
+    let reply = fixture.send_with(short, Method::GET, Some(&bearer(&key))).await;
+    assert_eq!(reply.status, StatusCode::UNAUTHORIZED);
+    assert_eq!(reply.challenge.as_deref(), Some(INVALID_TOKEN));
+    let exact = fixture.layer().max_token_len(key.len());
+    let reply = fixture.send_with(exact, Method::GET, Some(&bearer(&key))).await;
+    assert_eq!(reply.status, StatusCode::OK);
+}
+
+#[tokio::test]
+async fn unknown_revoked_and_expired_keys_look_the_same() {
+    let fixture = Fixture::new();
+    let (revoked_id, revoked) = fixture.key(KeyKind::Production).await;
+    fixture.keys.revoke("acct_1", &revoked_id).await.unwrap();
+    let expiring = fixture
+        .keys
+        .create(NewKey::new("acct_1", KeyKind::Production).expires_at(fixture.clock.now() + Duration::from_secs(60)))
+        .await
+        .unwrap();
+    let expiring = expiring.secret.expose_secret().to_owned();
+    assert_eq!(
+        fixture.send(Method::GET, Some(&bearer(&expiring))).await.status,
+        StatusCode::OK
+    );
+    fixture.clock.advance(Duration::from_secs(60));
+    let unknown = KeyFormat::default().generate(KeyKind::Production);
+    for key in [unknown.expose_secret(), &revoked, &expiring, "not-even-a-key"] {
+        let reply = fixture.send(Method::GET, Some(&bearer(key))).await;
+        assert_eq!(reply.status, StatusCode::UNAUTHORIZED);
+        assert_eq!(reply.challenge.as_deref(), Some(INVALID_TOKEN));
+        assert_eq!(reply.body, INVALID_KEY_BODY);
+    }
+    assert_eq!(fixture.calls(), 1);
+}
+
+#[tokio::test]
+async fn revocation_takes_effect_on_the_next_request() {
+    let fixture = Fixture::new();
+    let (id, key) = fixture.key(KeyKind::Production).await;
+    let service = fixture.service(fixture.layer());
+    let request = || {
+        Request::post("/v1/messages")
+            .header(AUTHORIZATION, format!("Bearer {key}"))
+            .body(Full::default())
+            .unwrap()
+    };
+    assert_eq!(send(service.clone(), request()).await.status, StatusCode::OK);
+    fixture.keys.revoke("acct_1", &id).await.unwrap();
+    let reply = send(service, request()).await;
+    assert_eq!(reply.status, StatusCode::UNAUTHORIZED);
+    assert_eq!(reply.body, INVALID_KEY_BODY);
+}
+
+#[tokio::test]
+async fn production_keys_may_use_every_method_in_live() {
+    let fixture = Fixture::new();
+    let (id, key) = fixture.key(KeyKind::Production).await;
+    for method in [Method::GET, Method::POST, Method::DELETE] {
+        let reply = fixture.send(method, Some(&bearer(&key))).await;
+        assert_eq!(reply.status, StatusCode::OK);
+        assert_eq!(reply.body, format!("{id} live"));
+    }
+}
+
+#[tokio::test]
+async fn sandbox_keys_may_use_every_method_in_the_sandbox() {
+    let fixture = Fixture::new();
+    let (id, key) = fixture.key(KeyKind::Sandbox).await;
+    for method in [Method::GET, Method::POST, Method::PATCH] {
+        let reply = fixture.send(method, Some(&bearer(&key))).await;
+        assert_eq!(reply.status, StatusCode::OK);
+        assert_eq!(reply.body, format!("{id} sandbox"));
+    }
+    let principal = fixture
+        .store
+        .inner
+        .find_by_id(&id)
+        .await
+        .unwrap()
+        .unwrap()
+        .principal
+        .clone();
+    assert_eq!(principal.environment(), Environment::Sandbox);
+}
+
+#[tokio::test]
+async fn read_only_keys_may_only_get_and_head() {
+    let fixture = Fixture::new();
+    let (id, key) = fixture.key(KeyKind::ReadOnly).await;
+    for method in [Method::GET, Method::HEAD] {
+        let reply = fixture.send(method.clone(), Some(&bearer(&key))).await;
+        assert_eq!(reply.status, StatusCode::OK, "{method}");
+        if method == Method::GET {
+            assert_eq!(reply.body, format!("{id} live"));
+        }
+    }
+    for method in [Method::POST, Method::PUT, Method::PATCH, Method::DELETE] {
+        let reply = fixture.send(method.clone(), Some(&bearer(&key))).await;
+        assert_eq!(reply.status, StatusCode::FORBIDDEN, "{method}");
+        assert_eq!(reply.challenge.as_deref(), Some(r#"Bearer error="insufficient_scope""#));
+        assert_eq!(
+            reply.body,
+            r#"{"error":{"code":"FORBIDDEN","message":"This API key is read-only: only GET and HEAD requests are allowed."}}"#
+        );
+    }
+    assert_eq!(fixture.calls(), 2);
+    let lenient = fixture.layer().enforce_key_kind(false);
+    let reply = fixture.send_with(lenient, Method::POST, Some(&bearer(&key))).await;
+    assert_eq!(reply.status, StatusCode::OK, "the rule can be turned off");
+}
+
+#[tokio::test]
+async fn a_rotated_key_works_until_its_grace_period_ends() {
+    let fixture = Fixture::new();
+    let (old_id, old) = fixture.key(KeyKind::Production).await;
+    let rotated = fixture
+        .keys
+        .rotate("acct_1", &old_id, Duration::from_secs(3600))
+        .await
+        .unwrap();
+    let new = rotated.secret.expose_secret().to_owned();
+    assert_eq!(
+        fixture.send(Method::POST, Some(&bearer(&old))).await.status,
+        StatusCode::OK
+    );
+    assert_eq!(
+        fixture.send(Method::POST, Some(&bearer(&new))).await.status,
+        StatusCode::OK
+    );
+    fixture.clock.advance(Duration::from_secs(3599));
+    assert_eq!(
+        fixture.send(Method::POST, Some(&bearer(&old))).await.status,
+        StatusCode::OK
+    );
+    fixture.clock.advance(Duration::from_secs(1));
+    let reply = fixture.send(Method::POST, Some(&bearer(&old))).await;
+    assert_eq!(reply.status, StatusCode::UNAUTHORIZED);
+    assert_eq!(reply.body, INVALID_KEY_BODY);
+    let reply = fixture.send(Method::POST, Some(&bearer(&new))).await;
+    assert_eq!(reply.status, StatusCode::OK);
+    assert_eq!(reply.body, format!("{} live", rotated.info.id));
+}
+
+#[tokio::test]
+async fn last_use_is_recorded_at_most_once_per_resolution() {
+    let fixture = Fixture::new();
+    let (id, key) = fixture.key(KeyKind::Production).await;
+    let writes = || fixture.store.last_use_writes.load(Ordering::SeqCst);
+    let start = fixture.clock.now();
+    fixture.send(Method::GET, Some(&bearer(&key))).await;
+    assert_eq!(writes(), 1, "the first use is recorded");
+    for _ in 0..5 {
+        fixture.clock.advance(Duration::from_secs(10));
+        assert_eq!(
+            fixture.send(Method::GET, Some(&bearer(&key))).await.status,
+            StatusCode::OK
+        );
+    }
+    assert_eq!(writes(), 1, "uses within a minute are not");
+    fixture.clock.advance(Duration::from_secs(10));
+    fixture.send(Method::GET, Some(&bearer(&key))).await;
+    assert_eq!(writes(), 2, "a minute later it is recorded again");
+    let info = fixture.keys.get("acct_1", &id).await.unwrap();
+    assert_eq!(info.last_used_at, Some(start + Duration::from_secs(60)));
+
+    let fine = fixture.layer().last_use_resolution(Duration::from_secs(1));
+    fixture.clock.advance(Duration::from_secs(1));
+    fixture.send_with(fine, Method::GET, Some(&bearer(&key))).await;
+    assert_eq!(writes(), 3, "the resolution is configurable");
+}
+
+#[tokio::test]
+async fn failing_to_record_last_use_does_not_fail_the_request() {
+    let fixture = Fixture::new();
+    let (_, key) = fixture.key(KeyKind::Production).await;
+    fixture.store.fail_last_use.store(true, Ordering::SeqCst);
+    let reply = fixture.send(Method::GET, Some(&bearer(&key))).await;
+    assert_eq!(reply.status, StatusCode::OK);
+    assert_eq!(fixture.store.last_use_writes.load(Ordering::SeqCst), 1);
+}
+
+#[derive(Clone, Default)]
+struct LogBuffer(Arc<Mutex<Vec<u8>>>);
+
+impl std::io::Write for LogBuffer {
+    fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(bytes);
+        Ok(bytes.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+#[tokio::test]
+async fn a_store_outage_is_503_and_logged_without_the_key() {
+    let fixture = Fixture::new();
+    let (_, key) = fixture.key(KeyKind::Production).await;
+    fixture.store.fail_lookups.store(true, Ordering::SeqCst);
+    let logs = LogBuffer::default();
+    let writer = logs.clone();
+    let subscriber = tracing_subscriber::fmt()
+        .with_writer(move || writer.clone())
+        .with_ansi(false)
+        .finish();
+    let _guard = tracing::subscriber::set_default(subscriber);
+    let reply = fixture.send(Method::GET, Some(&bearer(&key))).await;
+    assert_eq!(reply.status, StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(
+        reply.body,
+        r#"{"error":{"code":"SERVICE_UNAVAILABLE","message":"The service is temporarily unavailable. Please retry."}}"#
+    );
+    assert_eq!(fixture.calls(), 0);
+    let logs = String::from_utf8(logs.0.lock().unwrap().clone()).unwrap();
+    assert!(logs.contains("WARN"), "{logs}");
+    assert!(logs.contains("API key lookup failed"), "{logs}");
+    assert!(logs.contains("connection refused"), "{logs}");
+    assert!(!logs.contains(&key), "the key must never be logged: {logs}");
+    assert!(!logs.contains(&key[8..20]), "not even part of it: {logs}");
+}
+
+#[tokio::test]
+async fn a_required_checksum_refuses_garbage_before_the_store() {
+    let fixture = Fixture::new();
+    let (_, key) = fixture.key(KeyKind::Production).await;
+    let strict = || fixture.layer().require_checksum(KeyFormat::default());
+    let mut typo = key.clone().into_bytes();
+    typo[12] = if typo[12] == b'x' { b'y' } else { b'x' };
+    let typo = String::from_utf8(typo).unwrap();
+    for garbage in ["garbage", "tg_live_short", typo.as_str()] {
+        let reply = fixture.send_with(strict(), Method::GET, Some(&bearer(garbage))).await;
+        assert_eq!(reply.status, StatusCode::UNAUTHORIZED);
+        assert_eq!(reply.body, INVALID_KEY_BODY, "the same answer as an unknown key");
+        assert_eq!(reply.challenge.as_deref(), Some(INVALID_TOKEN));
+    }
+    assert_eq!(fixture.store.lookups.load(Ordering::SeqCst), 0, "no store round trip");
+    assert_eq!(
+        fixture
+            .send_with(strict(), Method::GET, Some(&bearer(&key)))
+            .await
+            .status,
+        StatusCode::OK
+    );
+    assert_eq!(fixture.store.lookups.load(Ordering::SeqCst), 1);
+}
+
+#[tokio::test]
+async fn without_a_required_checksum_imported_keys_of_any_format_work() {
+    let fixture = Fixture::new();
+    let bootstrap = "bootstrap-key-from-env-0123456789";
+    fixture
+        .keys
+        .import(NewKey::new("acct_1", KeyKind::Production), bootstrap)
+        .await
+        .unwrap();
+    let reply = fixture.send(Method::POST, Some(&bearer(bootstrap))).await;
+    assert_eq!(reply.status, StatusCode::OK);
+}
+
+/// A store that answers every lookup with the same record, whatever the hash.
+struct CarelessStore(Arc<KeyRecord>);
+
+impl KeyStore for CarelessStore {
+    fn find_by_hash(&self, _: &KeyHash) -> impl Future<Output = Result<Option<Arc<KeyRecord>>, StoreError>> + Send {
+        std::future::ready(Ok(Some(self.0.clone())))
+    }
+    fn find_by_id(&self, _: &str) -> impl Future<Output = Result<Option<Arc<KeyRecord>>, StoreError>> + Send {
+        std::future::ready(Ok(Some(self.0.clone())))
+    }
+    fn insert(
+        &self,
+        _: KeyRecord,
+        _: Option<usize>,
+        _: SystemTime,
+    ) -> impl Future<Output = Result<(), StoreError>> + Send {
+        std::future::ready(Ok(()))
+    }
+    fn list_by_account(&self, _: &str) -> impl Future<Output = Result<Vec<Arc<KeyRecord>>, StoreError>> + Send {
+        std::future::ready(Ok(vec![self.0.clone()]))
+    }
+    fn revoke(
+        &self,
+        _: &str,
+        _: SystemTime,
+    ) -> impl Future<Output = Result<Option<Arc<KeyRecord>>, StoreError>> + Send {
+        std::future::ready(Ok(None))
+    }
+    fn record_last_use(&self, _: &str, _: SystemTime) -> impl Future<Output = Result<(), StoreError>> + Send {
+        std::future::ready(Ok(()))
+    }
+}
+
+#[tokio::test]
+async fn a_record_with_another_hash_is_not_accepted() {
+    let record = KeyRecord {
+        principal: Principal::new("acct_1", "key_1", KeyKind::Production),
+        hash: hash_key("the-real-key"),
+        label: String::new(),
+        display_prefix: String::new(),
+        created_at: SystemTime::UNIX_EPOCH,
+        expires_at: None,
+        revoked_at: None,
+        last_used_at: None,
+    };
+    let layer = BearerAuthLayer::new(CarelessStore(Arc::new(record)));
+    let service = layer.layer(service_fn(|_: Request<Full<Bytes>>| async {
+        Ok::<_, Infallible>(Response::new(Full::default()))
+    }));
+    let request = |key: &str| {
+        Request::get("/")
+            .header(AUTHORIZATION, format!("Bearer {key}"))
+            .body(Full::default())
+            .unwrap()
+    };
+    let reply = send(service.clone(), request("a-guessed-key")).await;
+    assert_eq!(reply.status, StatusCode::UNAUTHORIZED);
+    assert_eq!(reply.body, INVALID_KEY_BODY);
+    assert_eq!(send(service, request("the-real-key")).await.status, StatusCode::OK);
+}
+
+#[tokio::test]
+async fn grpc_requests_get_a_grpc_status() {
+    let fixture = Fixture::new();
+    let request = Request::post("/messaging.Messages/Send")
+        .header(CONTENT_TYPE, "application/grpc")
+        .body(Full::default())
+        .unwrap();
+    let response = fixture.service(fixture.layer()).oneshot(request).await.unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+    assert_eq!(response.headers()["grpc-status"], "16");
+    assert_eq!(response.headers()[WWW_AUTHENTICATE], "Bearer");
+}
+
+#[tokio::test]
+async fn a_custom_renderer_is_used() {
+    let fixture = Fixture::new();
+    let layer = fixture
+        .layer()
+        .renderer(Renderer::json(tollgate_core::ErrorFormat::ProblemJson));
+    let reply = fixture.send_with(layer, Method::GET, None).await;
+    assert_eq!(reply.status, StatusCode::UNAUTHORIZED);
+    assert!(
+        reply
+            .body
+            .starts_with(r#"{"type":"about:blank","title":"Unauthorized","status":401"#),
+        "{}",
+        reply.body
+    );
+}
+
+#[tokio::test]
+async fn poll_ready_waits_for_the_inner_service() {
+    let (inner, mut handle) = tower_test::mock::pair::<Request<Full<Bytes>>, Response<Full<Bytes>>>();
+    let fixture = Fixture::new();
+    let (_, key) = fixture.key(KeyKind::Production).await;
+    let mut service = tower_test::mock::Spawn::new(fixture.layer().layer(inner));
+    handle.allow(0);
+    tokio_test::assert_pending!(service.poll_ready());
+    handle.allow(1);
+    tokio_test::assert_ready_ok!(service.poll_ready());
+    let request = Request::get("/")
+        .header(AUTHORIZATION, format!("Bearer {key}"))
+        .body(Full::default())
+        .unwrap();
+    let mut response = tokio_test::task::spawn(service.call(request));
+    tokio_test::assert_pending!(response.poll());
+    let (request, reply) = handle.next_request().await.expect("the inner service is called");
+    assert!(request.extensions().get::<Principal>().is_some());
+    reply.send_response(Response::new(Full::new(Bytes::from_static(b"inner"))));
+    let response = tokio_test::assert_ready_ok!(response.poll());
+    assert_eq!(response.status(), StatusCode::OK);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn concurrent_requests_through_clones_each_get_their_own_principal() {
+    let fixture = Arc::new(Fixture::new());
+    let mut keys = Vec::new();
+    for kind in [
+        KeyKind::Production,
+        KeyKind::Sandbox,
+        KeyKind::ReadOnly,
+        KeyKind::Production,
+    ] {
+        keys.push(fixture.key(kind).await);
+    }
+    let service = fixture.service(fixture.layer());
+    let tasks: Vec<_> = (0..200)
+        .map(|i| {
+            let (id, key) = keys[i % keys.len()].clone();
+            let service = service.clone();
+            tokio::spawn(async move {
+                let request = Request::get("/")
+                    .header(AUTHORIZATION, format!("Bearer {key}"))
+                    .body(Full::default())
+                    .unwrap();
+                let reply = send(service, request).await;
+                assert_eq!(reply.status, StatusCode::OK);
+                assert!(reply.body.starts_with(&id), "{} is not {id}'s", reply.body);
+            })
+        })
+        .collect();
+    for task in tasks {
+        task.await.unwrap();
+    }
+    assert_eq!(fixture.calls(), 200);
+}
+
+#[test]
+fn the_layer_debug_shows_configuration_only() {
+    let layer = BearerAuthLayer::new(MemoryKeyStore::new()).max_token_len(64);
+    let debug = format!("{layer:?}");
+    assert!(debug.contains("max_token_len: 64"), "{debug}");
+    assert!(debug.contains("enforce_key_kind: true"), "{debug}");
+}
+
+#[tokio::test]
+async fn a_pending_lookup_is_finished_by_the_response_future() {
+    let (inner, mut handle) = tower_test::mock::pair::<Request<Full<Bytes>>, Response<Full<Bytes>>>();
+    let fixture = Fixture::new();
+    let (id, key) = fixture.key(KeyKind::Production).await;
+    fixture.store.lookup_gate.close();
+    let mut service = tower_test::mock::Spawn::new(fixture.layer().layer(inner));
+    handle.allow(1);
+    tokio_test::assert_ready_ok!(service.poll_ready());
+    let request = Request::get("/")
+        .header(AUTHORIZATION, format!("Bearer {key}"))
+        .body(Full::default())
+        .unwrap();
+    let mut response = tokio_test::task::spawn(service.call(request));
+    tokio_test::assert_pending!(response.poll());
+    assert!(!response.is_woken());
+    fixture.store.lookup_gate.open();
+    assert!(
+        response.is_woken(),
+        "the store wakes the task that polled the response future"
+    );
+    // The ready inner service went into the future; calling it there must not panic.
+    tokio_test::assert_pending!(response.poll());
+    let (request, reply) = handle.next_request().await.expect("the inner service is called");
+    assert_eq!(
+        request.extensions().get::<Principal>().map(Principal::key_id),
+        Some(id.as_str())
+    );
+    reply.send_response(Response::new(Full::new(Bytes::from_static(b"inner"))));
+    let response = tokio_test::assert_ready_ok!(response.poll());
+    assert_eq!(response.status(), StatusCode::OK);
+}
+
+#[tokio::test]
+async fn a_pending_lookup_that_fails_is_rendered_by_the_response_future() {
+    let fixture = Fixture::new();
+    let (_, key) = fixture.key(KeyKind::ReadOnly).await;
+    fixture.store.lookup_gate.close();
+    let service = fixture.service(fixture.layer());
+    let request = Request::post("/")
+        .header(AUTHORIZATION, format!("Bearer {key}"))
+        .body(Full::default())
+        .unwrap();
+    let mut response = tokio_test::task::spawn(service.oneshot(request));
+    tokio_test::assert_pending!(response.poll());
+    fixture.store.lookup_gate.open();
+    let response = tokio_test::assert_ready_ok!(response.poll());
+    assert_eq!(response.status(), StatusCode::FORBIDDEN);
+    assert_eq!(fixture.calls(), 0);
+}

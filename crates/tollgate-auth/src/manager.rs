@@ -1,0 +1,290 @@
+//! [`KeyManager`]: the seed API's key lifecycle — generate (the value shown
+//! once), list, revoke, rotate with a grace period — over any [`KeyStore`],
+//! with the per-account limit of active keys (10 by default) enforced by
+//! the store atomically.
+//!
+//! ```
+//! use std::time::Duration;
+//! use tollgate_auth::{KeyManager, KeyManagerError, NewKey};
+//! use tollgate_core::{KeyKind, MemoryKeyStore};
+//!
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() -> Result<(), KeyManagerError> {
+//! let keys = KeyManager::new(MemoryKeyStore::new()).max_active_keys(2);
+//! let first = keys.create(NewKey::new("acct_1", KeyKind::Production).label("Server")).await?;
+//! keys.create(NewKey::new("acct_1", KeyKind::ReadOnly).label("Dashboards")).await?;
+//! assert!(matches!(
+//!     keys.create(NewKey::new("acct_1", KeyKind::Sandbox)).await,
+//!     Err(KeyManagerError::KeyLimitReached { limit: 2 })
+//! ));
+//!
+//! // A rotation does not count against the limit; the old key works for an hour more.
+//! let second = keys.rotate("acct_1", &first.info.id, Duration::from_secs(3600)).await?;
+//! assert_ne!(second.secret, first.secret);
+//! assert_eq!(keys.list("acct_1").await?.len(), 3);
+//! # Ok(())
+//! # }
+//! ```
+
+use std::fmt;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use tollgate_core::{KeyRecord, KeyStore, Principal, SharedClock};
+
+use crate::error::KeyManagerError;
+use crate::key_format::{hash_key, try_generate_key_id, KeyFormat};
+use crate::key_info::{CreatedKey, KeyInfo, NewKey};
+use crate::parse::DEFAULT_MAX_TOKEN_LEN;
+use crate::secret::ApiKeySecret;
+
+/// The seed API's limit of active keys per account.
+pub const DEFAULT_MAX_ACTIVE_KEYS: usize = 10;
+
+// Imported keys shorter than this are accepted but logged: they are guessable.
+const SHORT_IMPORTED_KEY: usize = 20;
+
+/// Creates, lists, rotates and revokes API keys. Clones share the store.
+pub struct KeyManager<S> {
+    store: Arc<S>,
+    format: KeyFormat,
+    clock: SharedClock,
+    max_active_keys: Option<usize>,
+    max_key_len: usize,
+}
+
+impl<S> Clone for KeyManager<S> {
+    fn clone(&self) -> Self {
+        KeyManager {
+            store: self.store.clone(),
+            format: self.format.clone(),
+            clock: self.clock.clone(),
+            max_active_keys: self.max_active_keys,
+            max_key_len: self.max_key_len,
+        }
+    }
+}
+
+impl<S> fmt::Debug for KeyManager<S> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("KeyManager")
+            .field("format", &self.format)
+            .field("max_active_keys", &self.max_active_keys)
+            .field("max_key_len", &self.max_key_len)
+            .finish_non_exhaustive()
+    }
+}
+
+impl<S: KeyStore> KeyManager<S> {
+    /// A manager over `store`: default key format, system clock, at most 10
+    /// active keys per account, imported keys up to 256 characters.
+    pub fn new(store: S) -> KeyManager<S> {
+        KeyManager::from_shared(Arc::new(store))
+    }
+
+    /// Like [`KeyManager::new`], for a store already shared.
+    pub fn from_shared(store: Arc<S>) -> KeyManager<S> {
+        KeyManager {
+            store,
+            format: KeyFormat::default(),
+            clock: SharedClock::default(),
+            max_active_keys: Some(DEFAULT_MAX_ACTIVE_KEYS),
+            max_key_len: DEFAULT_MAX_TOKEN_LEN,
+        }
+    }
+
+    /// The format of generated keys.
+    pub fn format(mut self, format: KeyFormat) -> Self {
+        self.format = format;
+        self
+    }
+
+    /// The clock for creation, expiry, revocation and grace periods.
+    pub fn clock(mut self, clock: impl Into<SharedClock>) -> Self {
+        self.clock = clock.into();
+        self
+    }
+
+    /// The most active keys an account may have; `None` for no limit.
+    pub fn max_active_keys(mut self, limit: impl Into<Option<usize>>) -> Self {
+        self.max_active_keys = limit.into();
+        self
+    }
+
+    /// The longest key [`KeyManager::import`] accepts; keep it no longer
+    /// than the auth layer's `max_token_len`.
+    pub fn max_key_len(mut self, max: usize) -> Self {
+        self.max_key_len = max;
+        self
+    }
+
+    /// The store.
+    pub fn store(&self) -> &Arc<S> {
+        &self.store
+    }
+
+    /// Generates a key. The returned secret is the only copy of its value.
+    pub async fn create(&self, new: NewKey) -> Result<CreatedKey, KeyManagerError> {
+        let now = self.clock.now();
+        new.validate(now)?;
+        let secret = self.format.try_generate(new.kind)?;
+        let record = self.record(&new, &secret, now)?;
+        self.store.insert(record.clone(), self.max_active_keys, now).await?;
+        Ok(CreatedKey {
+            info: KeyInfo::from(&record),
+            secret,
+        })
+    }
+
+    /// Registers a key whose value was chosen elsewhere, such as a bootstrap
+    /// key from an environment variable. It must be 1 to `max_key_len`
+    /// visible ASCII characters; one in this manager's format must carry the
+    /// prefix of `new.kind`. Registering the same value twice is
+    /// [`KeyManagerError::Duplicate`].
+    pub async fn import(&self, new: NewKey, plaintext: &str) -> Result<KeyInfo, KeyManagerError> {
+        let now = self.clock.now();
+        new.validate(now)?;
+        if plaintext.is_empty() {
+            return Err(KeyManagerError::InvalidKey("the key is empty".into()));
+        }
+        if plaintext.len() > self.max_key_len {
+            return Err(KeyManagerError::InvalidKey(format!(
+                "the key is longer than {} characters",
+                self.max_key_len
+            )));
+        }
+        if !plaintext.bytes().all(|byte| matches!(byte, 0x21..=0x7e)) {
+            return Err(KeyManagerError::InvalidKey(
+                "the key may only contain visible ASCII characters".into(),
+            ));
+        }
+        if let Ok(kind) = self.format.check(plaintext) {
+            if kind != new.kind {
+                return Err(KeyManagerError::InvalidKey(format!(
+                    "the key's prefix marks it as a {kind} key, not {}",
+                    new.kind
+                )));
+            }
+        }
+        if plaintext.len() < SHORT_IMPORTED_KEY {
+            tracing::warn!(
+                account_id = %new.account_id,
+                "importing an API key shorter than {SHORT_IMPORTED_KEY} characters; it may be guessable"
+            );
+        }
+        let secret = ApiKeySecret::new(plaintext.to_owned());
+        let record = self.record(&new, &secret, now)?;
+        self.store.insert(record.clone(), self.max_active_keys, now).await?;
+        Ok(KeyInfo::from(&record))
+    }
+
+    /// Every key of the account, revoked ones included, oldest first.
+    pub async fn list(&self, account_id: &str) -> Result<Vec<KeyInfo>, KeyManagerError> {
+        let records = self.store.list_by_account(account_id).await?;
+        Ok(records.into_iter().map(KeyInfo::from).collect())
+    }
+
+    /// One key of the account.
+    pub async fn get(&self, account_id: &str, key_id: &str) -> Result<KeyInfo, KeyManagerError> {
+        self.owned(account_id, key_id).await.map(KeyInfo::from)
+    }
+
+    /// Revokes the key now: its very next request is refused.
+    /// A key already revoked is [`KeyManagerError::AlreadyRevoked`]; a key
+    /// retiring after a rotation is revoked at once.
+    pub async fn revoke(&self, account_id: &str, key_id: &str) -> Result<KeyInfo, KeyManagerError> {
+        let now = self.clock.now();
+        let record = self.owned(account_id, key_id).await?;
+        if record.revoked_at.is_some_and(|at| at <= now) {
+            return Err(KeyManagerError::AlreadyRevoked);
+        }
+        let revoked = self.store.revoke(key_id, now).await?.ok_or(KeyManagerError::NotFound)?;
+        Ok(KeyInfo::from(revoked))
+    }
+
+    /// Replaces a key with a new one of the same kind, label, plan, scopes,
+    /// allowlist and expiry. The new key is stored first, without counting
+    /// against the limit (the account is swapping, not adding); then the old
+    /// key is set to be revoked once `grace` has passed, so clients can
+    /// switch over while both work.
+    pub async fn rotate(&self, account_id: &str, key_id: &str, grace: Duration) -> Result<CreatedKey, KeyManagerError> {
+        let now = self.clock.now();
+        let retire_at = now
+            .checked_add(grace)
+            .ok_or_else(|| KeyManagerError::InvalidKey("the grace period is too long".into()))?;
+        let old = self.owned(account_id, key_id).await?;
+        // A key already retiring is not rotated again: each rotation adds a
+        // key outside the limit, so repeating it could grow an account without bound.
+        if old.revoked_at.is_some() {
+            return Err(KeyManagerError::AlreadyRevoked);
+        }
+        if !old.is_valid_at(now) {
+            return Err(KeyManagerError::Expired);
+        }
+        let secret = self.format.try_generate(old.principal.kind())?;
+        let record = KeyRecord {
+            principal: successor(&old.principal, try_generate_key_id()?),
+            hash: secret.hash(),
+            label: old.label.clone(),
+            display_prefix: self.format.display_prefix(secret.expose_secret()),
+            created_at: now,
+            expires_at: old.expires_at,
+            revoked_at: None,
+            last_used_at: None,
+        };
+        self.store.insert(record.clone(), None, now).await?;
+        if let Err(error) = self.store.revoke(key_id, retire_at).await {
+            // Undo the half-done rotation so the account does not silently
+            // gain a key whose value nobody received.
+            if let Err(undo) = self.store.revoke(record.id(), now).await {
+                tracing::warn!(key_id = record.id(), error = %undo, "revoking a half-rotated key failed");
+            }
+            return Err(error.into());
+        }
+        Ok(CreatedKey {
+            info: KeyInfo::from(&record),
+            secret,
+        })
+    }
+
+    // The key, if it exists and belongs to the account; a key of another
+    // account is reported exactly like a missing one.
+    async fn owned(&self, account_id: &str, key_id: &str) -> Result<Arc<KeyRecord>, KeyManagerError> {
+        match self.store.find_by_id(key_id).await? {
+            Some(record) if record.account_id() == account_id => Ok(record),
+            _ => Err(KeyManagerError::NotFound),
+        }
+    }
+
+    fn record(&self, new: &NewKey, secret: &ApiKeySecret, now: SystemTime) -> Result<KeyRecord, KeyManagerError> {
+        let mut principal = Principal::new(new.account_id.as_str(), try_generate_key_id()?, new.kind)
+            .with_plan(new.plan.as_str())
+            .with_ip_allowlist(new.ip_allowlist.clone());
+        if let Some(scopes) = &new.scopes {
+            principal = principal.with_scopes(scopes.iter().cloned());
+        }
+        Ok(KeyRecord {
+            principal,
+            hash: hash_key(secret.expose_secret()),
+            label: new.label.clone(),
+            display_prefix: self.format.display_prefix(secret.expose_secret()),
+            created_at: now,
+            expires_at: new.expires_at,
+            revoked_at: None,
+            last_used_at: None,
+        })
+    }
+}
+
+// The principal of a rotated key's replacement: everything but the key id.
+fn successor(old: &Principal, key_id: String) -> Principal {
+    Principal::new(old.account_id(), key_id, old.kind())
+        .with_scopes(old.scopes().iter().cloned())
+        .with_plan(old.plan())
+        .with_environment(old.environment())
+        .with_ip_allowlist(old.ip_allowlist().map(<[_]>::to_vec))
+}
+
+// Long, so in `manager/tests.rs`.
+#[cfg(test)]
+mod tests;

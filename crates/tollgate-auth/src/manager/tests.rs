@@ -1,0 +1,439 @@
+use std::future::Future;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use ipnet::IpNet;
+use tollgate_core::{Clock, KeyHash, KeyKind, ManualClock, MemoryKeyStore, Scope, StoreError};
+
+use super::*;
+use crate::key_info::KeyStatus;
+
+fn manager() -> (KeyManager<MemoryKeyStore>, ManualClock) {
+    let clock = ManualClock::at_unix_secs(1_700_000_000);
+    (KeyManager::new(MemoryKeyStore::new()).clock(clock.clone()), clock)
+}
+
+fn production(account: &str) -> NewKey {
+    NewKey::new(account, KeyKind::Production)
+}
+
+#[tokio::test]
+async fn create_returns_the_key_once_and_stores_only_its_hash() {
+    let (keys, clock) = manager();
+    let created = keys
+        .create(production("acct_1").label("Production Server").plan("premium"))
+        .await
+        .unwrap();
+    let plaintext = created.secret.expose_secret();
+    assert_eq!(KeyFormat::default().check(plaintext), Ok(KeyKind::Production));
+    assert_eq!(created.info.display_prefix, &plaintext[..12]);
+    assert!(created.info.id.starts_with("key_"));
+    assert_eq!(created.info.label, "Production Server");
+    assert_eq!(created.info.plan, "premium");
+    assert_eq!(created.info.created_at, clock.now());
+    assert_eq!(created.info.status_at(clock.now()), KeyStatus::Active);
+
+    let stored = keys.store().find_by_id(&created.info.id).await.unwrap().unwrap();
+    assert_eq!(stored.hash, hash_key(plaintext));
+    assert_eq!(stored.principal.plan(), "premium");
+    let printed = format!("{created:?} {stored:?} {:?}", keys.list("acct_1").await.unwrap());
+    assert!(!printed.contains(plaintext), "{printed}");
+    assert!(!printed.contains(&plaintext[12..]), "{printed}");
+    assert!(!printed.contains(&stored.hash.to_hex()), "{printed}");
+    assert!(printed.contains("<redacted>"));
+}
+
+#[tokio::test]
+async fn scopes_default_by_kind_and_can_be_chosen() {
+    let (keys, _) = manager();
+    let read_only = keys.create(NewKey::new("acct_1", KeyKind::ReadOnly)).await.unwrap();
+    assert_eq!(read_only.info.scopes, [Scope::READ]);
+    assert!(read_only.secret.expose_secret().starts_with("tg_read_"));
+    let sandbox = keys.create(NewKey::new("acct_1", KeyKind::Sandbox)).await.unwrap();
+    assert_eq!(sandbox.info.scopes, [Scope::ALL]);
+    let record = keys.store().find_by_id(&sandbox.info.id).await.unwrap().unwrap();
+    assert_eq!(record.principal.environment(), tollgate_core::Environment::Sandbox);
+    let narrow = keys
+        .create(production("acct_1").scopes([Scope::new("messages:read"), Scope::new("templates:read")]))
+        .await
+        .unwrap();
+    assert_eq!(
+        narrow.info.scopes,
+        [Scope::new("messages:read"), Scope::new("templates:read")]
+    );
+}
+
+#[tokio::test]
+async fn the_eleventh_active_key_is_refused() {
+    let (keys, _) = manager();
+    let mut ids = Vec::new();
+    for _ in 0..10 {
+        ids.push(keys.create(production("acct_1")).await.unwrap().info.id);
+    }
+    match keys.create(production("acct_1")).await {
+        Err(KeyManagerError::KeyLimitReached { limit: 10 }) => {}
+        other => panic!("expected KeyLimitReached, got {other:?}"),
+    }
+    assert!(
+        matches!(
+            keys.import(production("acct_1"), "imported-key-0123456789abcdef").await,
+            Err(KeyManagerError::KeyLimitReached { limit: 10 })
+        ),
+        "imports count too"
+    );
+    keys.create(production("acct_2"))
+        .await
+        .expect("other accounts have their own limit");
+    keys.revoke("acct_1", &ids[3]).await.unwrap();
+    keys.create(production("acct_1"))
+        .await
+        .expect("a revoked key frees its slot");
+    assert_eq!(keys.list("acct_1").await.unwrap().len(), 11);
+}
+
+#[tokio::test]
+async fn the_limit_is_configurable_or_off() {
+    let (keys, _) = manager();
+    let keys = keys.max_active_keys(2);
+    keys.create(production("acct_1")).await.unwrap();
+    keys.create(production("acct_1")).await.unwrap();
+    assert!(matches!(
+        keys.create(production("acct_1")).await,
+        Err(KeyManagerError::KeyLimitReached { limit: 2 })
+    ));
+    let unlimited = keys.max_active_keys(None);
+    for _ in 0..12 {
+        unlimited.create(production("acct_2")).await.unwrap();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn concurrent_creates_never_exceed_the_limit() {
+    let (keys, _) = manager();
+    let tasks: Vec<_> = (0..25)
+        .map(|_| {
+            let keys = keys.clone();
+            tokio::spawn(async move { keys.create(production("acct_race")).await })
+        })
+        .collect();
+    let mut created = 0;
+    let mut refused = 0;
+    for task in tasks {
+        match task.await.unwrap() {
+            Ok(_) => created += 1,
+            Err(KeyManagerError::KeyLimitReached { limit: 10 }) => refused += 1,
+            Err(other) => panic!("unexpected {other}"),
+        }
+    }
+    assert_eq!((created, refused), (10, 15));
+}
+
+#[tokio::test]
+async fn keys_of_another_account_are_not_found() {
+    let (keys, _) = manager();
+    let theirs = keys.create(production("acct_other")).await.unwrap();
+    let id = &theirs.info.id;
+    assert!(matches!(keys.get("acct_1", id).await, Err(KeyManagerError::NotFound)));
+    assert!(matches!(
+        keys.revoke("acct_1", id).await,
+        Err(KeyManagerError::NotFound)
+    ));
+    assert!(matches!(
+        keys.rotate("acct_1", id, Duration::ZERO).await,
+        Err(KeyManagerError::NotFound)
+    ));
+    assert!(matches!(
+        keys.get("acct_1", "key_nothing").await,
+        Err(KeyManagerError::NotFound)
+    ));
+    let still = keys.get("acct_other", id).await.unwrap();
+    assert_eq!(still.revoked_at, None, "the other account's key is untouched");
+}
+
+#[tokio::test]
+async fn revoking_twice_is_already_revoked() {
+    let (keys, clock) = manager();
+    let key = keys.create(production("acct_1")).await.unwrap();
+    let revoked = keys.revoke("acct_1", &key.info.id).await.unwrap();
+    assert_eq!(revoked.revoked_at, Some(clock.now()));
+    assert_eq!(revoked.status_at(clock.now()), KeyStatus::Revoked);
+    assert!(matches!(
+        keys.revoke("acct_1", &key.info.id).await,
+        Err(KeyManagerError::AlreadyRevoked)
+    ));
+}
+
+#[tokio::test]
+async fn rotation_copies_the_key_and_schedules_the_old_ones_revocation() {
+    let (keys, clock) = manager();
+    let network: IpNet = "203.0.113.0/24".parse().unwrap();
+    let expires = clock.now() + Duration::from_secs(86_400);
+    let old = keys
+        .create(
+            NewKey::new("acct_1", KeyKind::ReadOnly)
+                .label("Dashboards")
+                .plan("enterprise")
+                .scopes([Scope::new("analytics:read")])
+                .ip_allowlist([network])
+                .expires_at(expires),
+        )
+        .await
+        .unwrap();
+    clock.advance(Duration::from_secs(10));
+    let new = keys
+        .rotate("acct_1", &old.info.id, Duration::from_secs(600))
+        .await
+        .unwrap();
+    assert_ne!(new.info.id, old.info.id);
+    assert_ne!(new.secret, old.secret);
+    assert!(new.secret.expose_secret().starts_with("tg_read_"));
+    assert_eq!(new.info.kind, KeyKind::ReadOnly);
+    assert_eq!(new.info.label, "Dashboards");
+    assert_eq!(new.info.plan, "enterprise");
+    assert_eq!(new.info.scopes, [Scope::new("analytics:read")]);
+    assert_eq!(new.info.ip_allowlist, Some(vec![network]));
+    assert_eq!(new.info.expires_at, Some(expires), "a rotation never extends access");
+    assert_eq!(new.info.created_at, clock.now());
+
+    let retiring = keys.get("acct_1", &old.info.id).await.unwrap();
+    assert_eq!(retiring.revoked_at, Some(clock.now() + Duration::from_secs(600)));
+    assert_eq!(retiring.status_at(clock.now()), KeyStatus::Retiring);
+    assert_eq!(
+        retiring.status_at(clock.now() + Duration::from_secs(600)),
+        KeyStatus::Revoked
+    );
+}
+
+#[tokio::test]
+async fn rotation_works_at_the_limit_without_raising_it() {
+    let (keys, _) = manager();
+    let mut ids = Vec::new();
+    for _ in 0..10 {
+        ids.push(keys.create(production("acct_1")).await.unwrap().info.id);
+    }
+    let new = keys
+        .rotate("acct_1", &ids[0], Duration::from_secs(3600))
+        .await
+        .expect("a rotation is not refused at the limit");
+    assert!(matches!(
+        keys.create(production("acct_1")).await,
+        Err(KeyManagerError::KeyLimitReached { limit: 10 })
+    ));
+    assert!(
+        matches!(
+            keys.rotate("acct_1", &ids[0], Duration::from_secs(3600)).await,
+            Err(KeyManagerError::AlreadyRevoked)
+        ),
+        "a retiring key is not rotated twice"
+    );
+    keys.rotate("acct_1", &new.info.id, Duration::ZERO)
+        .await
+        .expect("the new key can be rotated in turn");
+}
+
+#[tokio::test]
+async fn revoking_a_retiring_key_ends_its_grace_period() {
+    let (keys, clock) = manager();
+    let old = keys.create(production("acct_1")).await.unwrap();
+    keys.rotate("acct_1", &old.info.id, Duration::from_secs(3600))
+        .await
+        .unwrap();
+    let revoked = keys.revoke("acct_1", &old.info.id).await.unwrap();
+    assert_eq!(revoked.revoked_at, Some(clock.now()));
+}
+
+#[tokio::test]
+async fn expired_keys_are_not_rotated_and_huge_grace_periods_are_refused() {
+    let (keys, clock) = manager();
+    let key = keys
+        .create(production("acct_1").expires_at(clock.now() + Duration::from_secs(5)))
+        .await
+        .unwrap();
+    assert!(matches!(
+        keys.rotate("acct_1", &key.info.id, Duration::MAX).await,
+        Err(KeyManagerError::InvalidKey(_))
+    ));
+    clock.advance(Duration::from_secs(5));
+    assert!(matches!(
+        keys.rotate("acct_1", &key.info.id, Duration::ZERO).await,
+        Err(KeyManagerError::Expired)
+    ));
+}
+
+#[tokio::test]
+async fn imports_accept_any_visible_ascii_key_once() {
+    let (keys, _) = manager();
+    let info = keys
+        .import(production("acct_1").label("bootstrap"), "sm-bootstrap-7f3a9c2e41b8")
+        .await
+        .unwrap();
+    assert_eq!(info.display_prefix, "sm-b");
+    let record = keys.store().find_by_id(&info.id).await.unwrap().unwrap();
+    assert_eq!(record.hash, hash_key("sm-bootstrap-7f3a9c2e41b8"));
+    assert!(matches!(
+        keys.import(production("acct_1"), "sm-bootstrap-7f3a9c2e41b8").await,
+        Err(KeyManagerError::Duplicate)
+    ));
+    let generated = KeyFormat::default().generate(KeyKind::Production);
+    let info = keys
+        .import(production("acct_1"), generated.expose_secret())
+        .await
+        .unwrap();
+    assert_eq!(info.display_prefix, &generated.expose_secret()[..12]);
+}
+
+#[tokio::test]
+async fn imports_refuse_unusable_keys() {
+    let (keys, _) = manager();
+    let too_long = "k".repeat(257);
+    let read_only_key = KeyFormat::default().generate(KeyKind::ReadOnly);
+    for bad in [
+        "",
+        "has space",
+        "tab\tkey",
+        "caf\u{e9}-key",
+        too_long.as_str(),
+        read_only_key.expose_secret(),
+    ] {
+        match keys.import(production("acct_1"), bad).await {
+            Err(KeyManagerError::InvalidKey(reason)) => {
+                assert!(
+                    !reason.contains(bad) || bad.is_empty(),
+                    "the reason repeats the key: {reason}"
+                )
+            }
+            other => panic!("{bad:?} was accepted: {other:?}"),
+        }
+    }
+    assert!(keys.list("acct_1").await.unwrap().is_empty());
+    let short_limit = keys.max_key_len(8);
+    assert!(matches!(
+        short_limit.import(production("acct_1"), "123456789").await,
+        Err(KeyManagerError::InvalidKey(_))
+    ));
+}
+
+#[tokio::test]
+async fn listing_is_per_account_and_shows_every_state() {
+    let (keys, clock) = manager();
+    let first = keys.create(production("acct_1").label("one")).await.unwrap();
+    clock.advance(Duration::from_secs(1));
+    let second = keys.create(production("acct_1").label("two")).await.unwrap();
+    keys.create(production("acct_2")).await.unwrap();
+    keys.revoke("acct_1", &first.info.id).await.unwrap();
+    let listed = keys.list("acct_1").await.unwrap();
+    let labels: Vec<_> = listed.iter().map(|info| info.label.as_str()).collect();
+    assert_eq!(labels, ["one", "two"]);
+    assert_eq!(listed[0].status_at(clock.now()), KeyStatus::Revoked);
+    assert_eq!(listed[1].id, second.info.id);
+    assert!(keys.list("acct_nobody").await.unwrap().is_empty());
+}
+
+#[tokio::test]
+async fn invalid_new_keys_store_nothing() {
+    let (keys, _) = manager();
+    assert!(matches!(
+        keys.create(production("acct_1").label("x".repeat(200))).await,
+        Err(KeyManagerError::InvalidKey(_))
+    ));
+    assert!(keys.list("acct_1").await.unwrap().is_empty());
+}
+
+/// A memory store whose revocations and writes can be made to fail.
+#[derive(Clone, Default)]
+struct FlakyStore {
+    inner: MemoryKeyStore,
+    fail_revoke_of: Arc<std::sync::Mutex<Option<String>>>,
+    fail_all: Arc<AtomicBool>,
+}
+
+impl KeyStore for FlakyStore {
+    fn find_by_hash(&self, hash: &KeyHash) -> impl Future<Output = Result<Option<Arc<KeyRecord>>, StoreError>> + Send {
+        self.inner.find_by_hash(hash)
+    }
+    fn find_by_id(&self, key_id: &str) -> impl Future<Output = Result<Option<Arc<KeyRecord>>, StoreError>> + Send {
+        self.inner.find_by_id(key_id)
+    }
+    fn insert(
+        &self,
+        record: KeyRecord,
+        max_active: Option<usize>,
+        now: SystemTime,
+    ) -> impl Future<Output = Result<(), StoreError>> + Send {
+        // The memory store acts when called, so a failing call must not reach it.
+        let inserted = (!self.fail_all.load(Ordering::SeqCst)).then(|| self.inner.insert(record, max_active, now));
+        async move {
+            match inserted {
+                Some(inserted) => inserted.await,
+                None => Err(StoreError::Timeout),
+            }
+        }
+    }
+    fn list_by_account(
+        &self,
+        account_id: &str,
+    ) -> impl Future<Output = Result<Vec<Arc<KeyRecord>>, StoreError>> + Send {
+        self.inner.list_by_account(account_id)
+    }
+    fn revoke(
+        &self,
+        key_id: &str,
+        at: SystemTime,
+    ) -> impl Future<Output = Result<Option<Arc<KeyRecord>>, StoreError>> + Send {
+        let fail = self.fail_revoke_of.lock().unwrap().as_deref() == Some(key_id);
+        let revoked = (!fail).then(|| self.inner.revoke(key_id, at));
+        async move {
+            match revoked {
+                Some(revoked) => revoked.await,
+                None => Err(StoreError::backend("connection reset")),
+            }
+        }
+    }
+    fn record_last_use(&self, key_id: &str, at: SystemTime) -> impl Future<Output = Result<(), StoreError>> + Send {
+        self.inner.record_last_use(key_id, at)
+    }
+}
+
+#[tokio::test]
+async fn a_rotation_that_cannot_retire_the_old_key_is_undone() {
+    let store = FlakyStore::default();
+    let clock = ManualClock::at_unix_secs(1_700_000_000);
+    let keys = KeyManager::new(store.clone()).clock(clock.clone());
+    let old = keys.create(production("acct_1")).await.unwrap();
+    *store.fail_revoke_of.lock().unwrap() = Some(old.info.id.clone());
+    let error = keys
+        .rotate("acct_1", &old.info.id, Duration::from_secs(60))
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(error, KeyManagerError::Store(StoreError::Backend(_))),
+        "{error}"
+    );
+    assert_eq!(error.to_rejection().status().as_u16(), 503);
+    let listed = keys.list("acct_1").await.unwrap();
+    assert_eq!(listed.len(), 2);
+    for info in listed {
+        let expected = if info.id == old.info.id {
+            KeyStatus::Active // the old key still works, unscheduled
+        } else {
+            KeyStatus::Revoked // the new one, whose value nobody got, was undone
+        };
+        assert_eq!(info.status_at(clock.now()), expected, "{}", info.id);
+    }
+}
+
+#[tokio::test]
+async fn store_faults_are_store_errors() {
+    let store = FlakyStore::default();
+    store.fail_all.store(true, Ordering::SeqCst);
+    let keys = KeyManager::new(store);
+    let error = keys.create(production("acct_1")).await.unwrap_err();
+    assert!(matches!(error, KeyManagerError::Store(StoreError::Timeout)), "{error}");
+    assert_eq!(error.to_rejection().code(), "SERVICE_UNAVAILABLE");
+}
+
+#[test]
+fn the_manager_debug_shows_configuration_only() {
+    let keys = KeyManager::new(MemoryKeyStore::new()).max_active_keys(3);
+    let debug = format!("{keys:?}");
+    assert!(debug.contains("max_active_keys: Some(3)"), "{debug}");
+}

@@ -1,0 +1,396 @@
+//! Buffering request and response bodies within a limit, and
+//! [`PassThroughBody`], the response body the layer hands on when it does not
+//! replace it.
+
+use std::fmt;
+use std::pin::{pin, Pin};
+use std::task::{ready, Context, Poll};
+
+use bytes::{Bytes, BytesMut};
+use http::HeaderMap;
+use http_body::{Body, Frame, SizeHint};
+use http_body_util::BodyExt;
+use pin_project_lite::pin_project;
+
+/// Data frames gathered into one `Bytes`, copying only when there are several.
+#[derive(Default)]
+struct Gathered {
+    first: Option<Bytes>,
+    more: Option<BytesMut>,
+    len: usize,
+}
+
+impl Gathered {
+    fn push(&mut self, data: Bytes) {
+        self.len += data.len();
+        if data.is_empty() {
+            return;
+        }
+        match (&mut self.more, self.first.take()) {
+            (Some(more), _) => more.extend_from_slice(&data),
+            (None, None) => self.first = Some(data),
+            (None, Some(first)) => {
+                let mut more = BytesMut::with_capacity(first.len() + data.len());
+                more.extend_from_slice(&first);
+                more.extend_from_slice(&data);
+                self.more = Some(more);
+            }
+        }
+    }
+
+    fn into_bytes(self) -> Bytes {
+        match (self.more, self.first) {
+            (Some(more), _) => more.freeze(),
+            (None, first) => first.unwrap_or_default(),
+        }
+    }
+}
+
+/// Why a request body could not be buffered.
+#[derive(Debug)]
+pub(crate) enum RequestBodyError {
+    /// Longer than the limit.
+    TooLarge,
+    /// It ended with trailers, which the rebuilt request could not carry.
+    Trailers,
+    /// Reading it failed (the client went away, a malformed chunk…).
+    Unreadable,
+}
+
+/// Reads the whole request body, refusing it past `limit` bytes.
+pub(crate) async fn buffer_request<B>(body: B, limit: usize) -> Result<Bytes, RequestBodyError>
+where
+    B: Body<Data = Bytes>,
+{
+    let mut body = pin!(body);
+    let mut gathered = Gathered::default();
+    while let Some(frame) = body.as_mut().frame().await {
+        let frame = frame.map_err(|_| RequestBodyError::Unreadable)?;
+        match frame.into_data() {
+            Ok(data) => {
+                if gathered.len.saturating_add(data.len()) > limit {
+                    return Err(RequestBodyError::TooLarge);
+                }
+                gathered.push(data);
+            }
+            Err(_trailers) => return Err(RequestBodyError::Trailers),
+        }
+    }
+    Ok(gathered.into_bytes())
+}
+
+/// A response body read for storing.
+pub(crate) enum BufferedResponse<B: Body> {
+    /// The whole body, within the limit and without trailers: storable.
+    Whole(Bytes),
+    /// Too large, ended with trailers, or failed: not storable, handed on as
+    /// it would have reached the client without the layer.
+    Unstorable(PassThroughBody<B>),
+}
+
+/// Reads the whole response body if it fits in `limit` bytes. A body that
+/// announces more is not read at all; one that turns out longer is handed on
+/// with the bytes read so far put back in front.
+pub(crate) async fn buffer_response<B>(body: B, limit: usize) -> BufferedResponse<B>
+where
+    B: Body<Data = Bytes>,
+{
+    if body.size_hint().lower() > limit as u64 {
+        return BufferedResponse::Unstorable(PassThroughBody::new(body));
+    }
+    // Boxed so that what is left of it can be handed on after polling.
+    let mut body = Box::pin(body);
+    let mut gathered = Gathered::default();
+    loop {
+        let (rest, error, trailers) = match body.as_mut().frame().await {
+            None => return BufferedResponse::Whole(gathered.into_bytes()),
+            Some(Ok(frame)) => match frame.into_data() {
+                Ok(data) => {
+                    let over = gathered.len.saturating_add(data.len()) > limit;
+                    gathered.push(data);
+                    if !over {
+                        continue;
+                    }
+                    (Some(body), None, None)
+                }
+                Err(frame) => (None, None, frame.into_trailers().ok()),
+            },
+            Some(Err(error)) => (None, Some(error), None),
+        };
+        return BufferedResponse::Unstorable(PassThroughBody {
+            inner: Inner::Resumed {
+                resumed: Resumed {
+                    prefix: Some(gathered.into_bytes()).filter(|prefix| !prefix.is_empty()),
+                    rest,
+                    error,
+                    trailers,
+                },
+            },
+        });
+    }
+}
+
+pin_project! {
+    /// The inner service's response body as the layer hands it on: untouched,
+    /// or, when the layer started reading it to store it and gave up (too
+    /// large, trailers, a read error), the bytes already read followed by the
+    /// rest, the trailers or the error, exactly as the body would have
+    /// produced them.
+    pub struct PassThroughBody<B: Body> {
+        #[pin]
+        inner: Inner<B>,
+    }
+}
+
+pin_project! {
+    #[project = InnerProj]
+    enum Inner<B: Body> {
+        Untouched { #[pin] body: B },
+        Resumed { resumed: Resumed<B> },
+    }
+}
+
+struct Resumed<B: Body> {
+    prefix: Option<Bytes>,
+    rest: Option<Pin<Box<B>>>,
+    error: Option<B::Error>,
+    trailers: Option<HeaderMap>,
+}
+
+impl<B: Body> PassThroughBody<B> {
+    /// The inner body, untouched.
+    pub fn new(body: B) -> PassThroughBody<B> {
+        PassThroughBody {
+            inner: Inner::Untouched { body },
+        }
+    }
+}
+
+impl<B: Body<Data = Bytes>> Body for PassThroughBody<B> {
+    type Data = Bytes;
+    type Error = B::Error;
+
+    fn poll_frame(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, B::Error>>> {
+        match self.project().inner.project() {
+            InnerProj::Untouched { body } => body.poll_frame(cx),
+            InnerProj::Resumed { resumed } => resumed.poll_frame(cx),
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        match &self.inner {
+            Inner::Untouched { body } => body.is_end_stream(),
+            Inner::Resumed { resumed } => {
+                resumed.prefix.is_none()
+                    && resumed.rest.as_ref().is_none_or(|rest| rest.is_end_stream())
+                    && resumed.error.is_none()
+                    && resumed.trailers.is_none()
+            }
+        }
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        match &self.inner {
+            Inner::Untouched { body } => body.size_hint(),
+            Inner::Resumed { resumed } => {
+                let prefix = resumed.prefix.as_ref().map_or(0, |prefix| prefix.len() as u64);
+                let rest = resumed
+                    .rest
+                    .as_ref()
+                    .map_or_else(|| SizeHint::with_exact(0), |rest| rest.size_hint());
+                let mut hint = SizeHint::new();
+                hint.set_lower(rest.lower() + prefix);
+                if let Some(upper) = rest.upper() {
+                    hint.set_upper(upper + prefix);
+                }
+                hint
+            }
+        }
+    }
+}
+
+impl<B: Body<Data = Bytes>> Resumed<B> {
+    fn poll_frame(&mut self, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, B::Error>>> {
+        if let Some(prefix) = self.prefix.take() {
+            return Poll::Ready(Some(Ok(Frame::data(prefix))));
+        }
+        if let Some(rest) = &mut self.rest {
+            match ready!(rest.as_mut().poll_frame(cx)) {
+                Some(frame) => return Poll::Ready(Some(frame)),
+                None => self.rest = None,
+            }
+        }
+        if let Some(error) = self.error.take() {
+            return Poll::Ready(Some(Err(error)));
+        }
+        Poll::Ready(self.trailers.take().map(|trailers| Ok(Frame::trailers(trailers))))
+    }
+}
+
+impl<B: Body> fmt::Debug for PassThroughBody<B> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let state = match &self.inner {
+            Inner::Untouched { .. } => "untouched",
+            Inner::Resumed { .. } => "resumed",
+        };
+        f.debug_struct("PassThroughBody").field("state", &state).finish()
+    }
+}
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use super::*;
+    use std::collections::VecDeque;
+
+    use http_body_util::Full;
+
+    /// A body of chunks with no length announced, optionally ending with
+    /// trailers or an error: what a streaming handler produces.
+    pub(crate) struct Chunks {
+        frames: VecDeque<Result<Frame<Bytes>, std::io::Error>>,
+    }
+
+    impl Chunks {
+        pub(crate) fn new(chunks: &[&'static [u8]]) -> Chunks {
+            Chunks {
+                frames: chunks
+                    .iter()
+                    .map(|chunk| Ok(Frame::data(Bytes::from_static(chunk))))
+                    .collect(),
+            }
+        }
+
+        pub(crate) fn then_trailers(mut self, trailers: HeaderMap) -> Chunks {
+            self.frames.push_back(Ok(Frame::trailers(trailers)));
+            self
+        }
+
+        pub(crate) fn then_error(mut self) -> Chunks {
+            self.frames.push_back(Err(std::io::Error::other("connection reset")));
+            self
+        }
+    }
+
+    impl Body for Chunks {
+        type Data = Bytes;
+        type Error = std::io::Error;
+
+        fn poll_frame(
+            mut self: Pin<&mut Self>,
+            _cx: &mut Context<'_>,
+        ) -> Poll<Option<Result<Frame<Bytes>, std::io::Error>>> {
+            Poll::Ready(self.frames.pop_front())
+        }
+    }
+
+    // Every frame, data merged, with the trailers and the error if any.
+    async fn read_all<B: Body<Data = Bytes>>(body: B) -> (Vec<u8>, Option<HeaderMap>, bool)
+    where
+        B::Error: fmt::Debug,
+    {
+        let mut body = pin!(body);
+        let (mut data, mut trailers, mut failed) = (Vec::new(), None, false);
+        while let Some(frame) = body.as_mut().frame().await {
+            match frame {
+                Ok(frame) => match frame.into_data() {
+                    Ok(chunk) => data.extend_from_slice(&chunk),
+                    Err(frame) => trailers = frame.into_trailers().ok(),
+                },
+                Err(_) => failed = true,
+            }
+        }
+        (data, trailers, failed)
+    }
+
+    fn trailers() -> HeaderMap {
+        let mut trailers = HeaderMap::new();
+        trailers.insert("grpc-status", "0".parse().unwrap());
+        trailers
+    }
+
+    #[tokio::test]
+    async fn requests_within_the_limit_are_gathered() {
+        let body = buffer_request(Chunks::new(&[b"ab", b"", b"cd"]), 4).await.unwrap();
+        assert_eq!(body, "abcd");
+        let body = buffer_request(Full::new(Bytes::from_static(b"{}")), 2).await.unwrap();
+        assert_eq!(body, "{}");
+        let body = buffer_request(http_body_util::Empty::<Bytes>::new(), 0).await.unwrap();
+        assert!(body.is_empty());
+    }
+
+    #[tokio::test]
+    async fn requests_past_the_limit_with_trailers_or_failing_are_refused() {
+        assert!(matches!(
+            buffer_request(Chunks::new(&[b"ab", b"cde"]), 4).await,
+            Err(RequestBodyError::TooLarge)
+        ));
+        assert!(matches!(
+            buffer_request(Chunks::new(&[b"ab"]).then_trailers(trailers()), 4).await,
+            Err(RequestBodyError::Trailers)
+        ));
+        assert!(matches!(
+            buffer_request(Chunks::new(&[b"ab"]).then_error(), 4).await,
+            Err(RequestBodyError::Unreadable)
+        ));
+    }
+
+    #[tokio::test]
+    async fn responses_within_the_limit_are_whole() {
+        match buffer_response(Chunks::new(&[b"ab", b"cd"]), 4).await {
+            BufferedResponse::Whole(body) => assert_eq!(body, "abcd"),
+            BufferedResponse::Unstorable(_) => panic!("4 bytes fit in 4"),
+        }
+    }
+
+    #[tokio::test]
+    async fn announced_oversized_responses_are_not_read() {
+        let body = Full::new(Bytes::from_static(b"abcde"));
+        match buffer_response(body, 4).await {
+            BufferedResponse::Unstorable(body) => {
+                assert!(matches!(body.inner, Inner::Untouched { .. }));
+                assert_eq!(body.size_hint().exact(), Some(5));
+                let (data, trailers, failed) = read_all(body).await;
+                assert_eq!((data.as_slice(), trailers, failed), (&b"abcde"[..], None, false));
+            }
+            BufferedResponse::Whole(_) => panic!("5 bytes do not fit in 4"),
+        }
+    }
+
+    #[tokio::test]
+    async fn unannounced_oversized_responses_are_resumed_whole() {
+        match buffer_response(Chunks::new(&[b"ab", b"cd", b"ef", b"gh"]), 4).await {
+            BufferedResponse::Unstorable(body) => {
+                assert!(!body.is_end_stream());
+                let (data, trailers, failed) = read_all(body).await;
+                assert_eq!((data.as_slice(), trailers, failed), (&b"abcdefgh"[..], None, false));
+            }
+            BufferedResponse::Whole(_) => panic!("8 bytes do not fit in 4"),
+        }
+    }
+
+    #[tokio::test]
+    async fn trailers_and_errors_are_handed_on_in_place() {
+        let BufferedResponse::Unstorable(body) =
+            buffer_response(Chunks::new(&[b"ab"]).then_trailers(trailers()), 100).await
+        else {
+            panic!("trailers cannot be stored")
+        };
+        let (data, got, failed) = read_all(body).await;
+        assert_eq!((data.as_slice(), got, failed), (&b"ab"[..], Some(trailers()), false));
+
+        let BufferedResponse::Unstorable(body) = buffer_response(Chunks::new(&[b"ab"]).then_error(), 100).await else {
+            panic!("a failed body cannot be stored")
+        };
+        let (data, got, failed) = read_all(body).await;
+        assert_eq!((data.as_slice(), got, failed), (&b"ab"[..], None, true));
+    }
+
+    #[tokio::test]
+    async fn untouched_bodies_pass_everything_through() {
+        let body: PassThroughBody<Full<Bytes>> = PassThroughBody::new(Full::new(Bytes::from_static(b"hi")));
+        assert_eq!(body.size_hint().exact(), Some(2));
+        assert_eq!(format!("{body:?}"), r#"PassThroughBody { state: "untouched" }"#);
+        let (data, _, _) = read_all(body).await;
+        assert_eq!(data, b"hi");
+    }
+}

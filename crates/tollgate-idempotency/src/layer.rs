@@ -1,0 +1,185 @@
+//! [`IdempotencyLayer`]: the settings, and the layer that applies them.
+
+use std::fmt;
+use std::sync::Arc;
+use std::time::Duration;
+
+use http::header::HeaderName;
+use http::{Method, Uri};
+use tollgate_core::idempotency::IdempotencyStore;
+use tollgate_core::Renderer;
+use tower_layer::Layer;
+
+use crate::config::{Config, Requirement};
+use crate::service::Idempotency;
+
+/// Deduplicates requests by idempotency key: one execution per key, replays
+/// of its response, 409 while it runs, 422 for another request under the
+/// same key. See the [crate documentation](crate) for the whole behaviour.
+///
+/// Defaults: key header `X-Request-ID`; `POST` and `PATCH`; key optional;
+/// requests without a [`Principal`](tollgate_core::Principal) pass through;
+/// request and stored response bodies up to 1 MiB; responses kept 24 hours;
+/// claims expire after 60 seconds; 5xx responses stored; `Retry-After: 1`
+/// on 409; fail closed (503) when the store is down.
+///
+/// ```
+/// use std::time::Duration;
+/// use http::Method;
+/// use tollgate_core::MemoryIdempotencyStore;
+/// use tollgate_idempotency::{IdempotencyLayer, IDEMPOTENCY_KEY, X_REQUEST_ID};
+///
+/// let layer = IdempotencyLayer::new(MemoryIdempotencyStore::new())
+///     .headers([X_REQUEST_ID, IDEMPOTENCY_KEY])
+///     .methods([Method::POST, Method::PUT, Method::PATCH])
+///     .require_key_when(|method, uri| method == Method::POST && uri.path() == "/v1/messages")
+///     .ttl(Duration::from_secs(12 * 3600));
+/// # let _ = layer;
+/// ```
+pub struct IdempotencyLayer<St> {
+    store: Arc<St>,
+    config: Config,
+}
+
+impl<St: IdempotencyStore> IdempotencyLayer<St> {
+    /// A layer keeping keys and responses in `store`, with the defaults.
+    pub fn new(store: St) -> IdempotencyLayer<St> {
+        IdempotencyLayer {
+            store: Arc::new(store),
+            config: Config::default(),
+        }
+    }
+
+    /// Reads the key from this header only (default [`X_REQUEST_ID`](crate::X_REQUEST_ID)).
+    pub fn header(self, name: HeaderName) -> Self {
+        self.headers([name])
+    }
+
+    /// Reads the key from any of these headers, such as
+    /// [`X_REQUEST_ID`](crate::X_REQUEST_ID) and [`IDEMPOTENCY_KEY`](crate::IDEMPOTENCY_KEY).
+    /// A request may send several of them only if they carry the same key.
+    /// The first one names the header in error messages. An empty list is
+    /// ignored.
+    pub fn headers(mut self, names: impl IntoIterator<Item = HeaderName>) -> Self {
+        let names: Vec<HeaderName> = names.into_iter().collect();
+        if !names.is_empty() {
+            self.config.headers = names;
+        }
+        self
+    }
+
+    /// Deduplicates requests with these methods (default `POST` and `PATCH`);
+    /// the others pass through untouched, their bodies not buffered.
+    pub fn methods(mut self, methods: impl IntoIterator<Item = Method>) -> Self {
+        self.config.methods = methods.into_iter().collect();
+        self
+    }
+
+    /// Refuses requests of the deduplicated methods that carry no key, with
+    /// 400 `IDEMPOTENCY_KEY_MISSING`.
+    pub fn require_key(mut self) -> Self {
+        self.config.requirement = Requirement::Always;
+        self
+    }
+
+    /// Refuses requests of the deduplicated methods that carry no key when
+    /// `predicate(method, uri)` holds, with 400 `IDEMPOTENCY_KEY_MISSING`.
+    pub fn require_key_when(mut self, predicate: impl Fn(&Method, &Uri) -> bool + Send + Sync + 'static) -> Self {
+        self.config.requirement = Requirement::When(Arc::new(predicate));
+        self
+    }
+
+    /// Deduplicates requests without a [`Principal`](tollgate_core::Principal)
+    /// too, all in this one shared scope. Without it (the default) they pass
+    /// through untouched: sharing a scope between callers who cannot be told
+    /// apart lets one see another's response, so it is opt-in, for services
+    /// that authenticate some other way.
+    pub fn fallback_scope(mut self, scope: impl Into<Arc<str>>) -> Self {
+        self.config.fallback_scope = Some(scope.into());
+        self
+    }
+
+    /// The longest request body buffered (default 1 MiB); a longer one is
+    /// refused with 413 `PAYLOAD_TOO_LARGE`, before reading it when its
+    /// `Content-Length` says so.
+    pub fn max_request_body(mut self, bytes: usize) -> Self {
+        self.config.max_request_body = bytes;
+        self
+    }
+
+    /// The longest response body stored (default 1 MiB). A longer response
+    /// still reaches the client, whole, but is not stored: its claim is
+    /// released, so a retry runs the request again.
+    pub fn max_response_body(mut self, bytes: usize) -> Self {
+        self.config.max_response_body = bytes;
+        self
+    }
+
+    /// How long a response is replayed (default 24 hours).
+    pub fn ttl(mut self, ttl: Duration) -> Self {
+        self.config.ttl = ttl;
+        self
+    }
+
+    /// How long a claim holds its key when its holder never completes or
+    /// releases it, because its instance crashed (default 60 seconds). Make
+    /// it longer than the slowest handler: a claim that expires mid-request
+    /// lets a retry run concurrently.
+    pub fn lock_timeout(mut self, timeout: Duration) -> Self {
+        self.config.lock_timeout = timeout;
+        self
+    }
+
+    /// Whether 5xx responses are stored and replayed (default `true`, as
+    /// Stripe does: the request may have had effects before failing). With
+    /// `false`, a 5xx releases the claim and a retry runs again.
+    pub fn store_server_errors(mut self, store: bool) -> Self {
+        self.config.store_server_errors = store;
+        self
+    }
+
+    /// The `Retry-After` of a 409 `IDEMPOTENCY_IN_PROGRESS` (default 1 s,
+    /// whole seconds, at least 1).
+    pub fn retry_after(mut self, retry_after: Duration) -> Self {
+        self.config.retry_after = retry_after;
+        self
+    }
+
+    /// When the store fails: `false` (the default) refuses with 503, `true`
+    /// runs the request without deduplication. Either way it is logged.
+    pub fn fail_open(mut self, fail_open: bool) -> Self {
+        self.config.fail_open = fail_open;
+        self
+    }
+
+    /// Renders refusals (default: the seed's JSON, gRPC statuses for gRPC).
+    pub fn renderer(mut self, renderer: Renderer) -> Self {
+        self.config.renderer = renderer;
+        self
+    }
+}
+
+impl<St> Clone for IdempotencyLayer<St> {
+    fn clone(&self) -> Self {
+        IdempotencyLayer {
+            store: self.store.clone(),
+            config: self.config.clone(),
+        }
+    }
+}
+
+impl<St> fmt::Debug for IdempotencyLayer<St> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("IdempotencyLayer")
+            .field("config", &self.config)
+            .finish_non_exhaustive()
+    }
+}
+
+impl<S, St: IdempotencyStore> Layer<S> for IdempotencyLayer<St> {
+    type Service = Idempotency<S, St>;
+
+    fn layer(&self, inner: S) -> Idempotency<S, St> {
+        Idempotency::from_parts(inner, self.store.clone(), Arc::new(self.config.clone()))
+    }
+}

@@ -1,0 +1,122 @@
+//! [`RedisConfig`]: where Redis is and how patient to be with it.
+
+use std::fmt;
+use std::time::Duration;
+
+/// How to reach Redis and how long to wait for it.
+///
+/// ```
+/// use std::time::Duration;
+/// use tollgate_redis::RedisConfig;
+///
+/// let config = RedisConfig::new("redis://127.0.0.1:6379")
+///     .prefix("myapi:")
+///     .operation_timeout(Duration::from_millis(100));
+/// assert_eq!(config.key_prefix(), "myapi:");
+/// ```
+#[derive(Clone)]
+pub struct RedisConfig {
+    pub(crate) url: String,
+    pub(crate) prefix: String,
+    pub(crate) operation_timeout: Duration,
+    pub(crate) connection_timeout: Duration,
+    pub(crate) reconnect_max_delay: Duration,
+}
+
+impl RedisConfig {
+    /// The default key prefix.
+    pub const DEFAULT_PREFIX: &'static str = "tollgate:";
+    /// The default bound on one store operation, all its round trips included.
+    pub const DEFAULT_OPERATION_TIMEOUT: Duration = Duration::from_millis(200);
+
+    /// A configuration for the server at `url` (`redis://[:password@]host:port[/db]`),
+    /// with the default prefix `tollgate:`, a 200 ms operation timeout, a
+    /// 1 s connection timeout and reconnection attempts at most 500 ms apart.
+    pub fn new(url: impl Into<String>) -> RedisConfig {
+        RedisConfig {
+            url: url.into(),
+            prefix: RedisConfig::DEFAULT_PREFIX.to_owned(),
+            operation_timeout: RedisConfig::DEFAULT_OPERATION_TIMEOUT,
+            connection_timeout: Duration::from_secs(1),
+            reconnect_max_delay: Duration::from_millis(500),
+        }
+    }
+
+    /// Sets the prefix of every key this crate writes, so several
+    /// applications (or tests) can share one server. It should not contain
+    /// `{` or `}`: a brace pair in the prefix would override the per-record
+    /// hash tags and send every key to one cluster slot.
+    pub fn prefix(mut self, prefix: impl Into<String>) -> RedisConfig {
+        self.prefix = prefix.into();
+        self
+    }
+
+    /// Bounds each store operation (every round trip it makes); past it the
+    /// operation fails with `StoreError::Timeout`.
+    pub fn operation_timeout(mut self, timeout: Duration) -> RedisConfig {
+        self.operation_timeout = timeout;
+        self
+    }
+
+    /// Bounds each attempt to open a connection.
+    pub fn connection_timeout(mut self, timeout: Duration) -> RedisConfig {
+        self.connection_timeout = timeout;
+        self
+    }
+
+    /// The longest pause between two reconnection attempts while Redis is
+    /// down, and so how soon after Redis comes back requests succeed again.
+    pub fn reconnect_max_delay(mut self, delay: Duration) -> RedisConfig {
+        self.reconnect_max_delay = delay;
+        self
+    }
+
+    /// The key prefix.
+    pub fn key_prefix(&self) -> &str {
+        &self.prefix
+    }
+}
+
+impl fmt::Debug for RedisConfig {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("RedisConfig")
+            .field("url", &redact_url(&self.url))
+            .field("prefix", &self.prefix)
+            .field("operation_timeout", &self.operation_timeout)
+            .field("connection_timeout", &self.connection_timeout)
+            .field("reconnect_max_delay", &self.reconnect_max_delay)
+            .finish()
+    }
+}
+
+// The URL may carry a password: show the scheme and host only.
+pub(crate) fn redact_url(url: &str) -> String {
+    match (url.find("://"), url.rfind('@')) {
+        (Some(scheme_end), Some(at)) if at > scheme_end => {
+            format!("{}<redacted>{}", &url[..scheme_end + 3], &url[at..])
+        }
+        _ => url.to_owned(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn debug_never_shows_the_password() {
+        let config = RedisConfig::new("redis://:hunter2@cache.internal:6380/2");
+        let shown = format!("{config:?}");
+        assert!(!shown.contains("hunter2"), "{shown}");
+        assert!(shown.contains("redis://<redacted>@cache.internal:6380/2"), "{shown}");
+        assert_eq!(redact_url("redis://127.0.0.1:6379"), "redis://127.0.0.1:6379");
+        assert_eq!(redact_url("rediss://user:pw@host:1"), "rediss://<redacted>@host:1");
+    }
+
+    #[test]
+    fn defaults() {
+        let config = RedisConfig::new("redis://127.0.0.1");
+        assert_eq!(config.key_prefix(), "tollgate:");
+        assert_eq!(config.operation_timeout, Duration::from_millis(200));
+    }
+}

@@ -1,0 +1,69 @@
+//! [`RedisReplayStore`]: ids of accepted webhook messages, remembered in
+//! Redis so a replay is caught whichever instance it reaches.
+//!
+//! One key per id, `<prefix>replay:{<id>}`, written with `SET NX PX`: the
+//! check and the record are one command, so of any number of concurrent
+//! sightings exactly one is first, and the key expires with the window.
+
+use std::future::Future;
+use std::time::Duration;
+
+use tollgate_core::replay::ReplayStore;
+use tollgate_core::StoreError;
+
+use crate::backend::{backend_error, ttl_millis, Backend};
+
+/// Webhook message ids in Redis. Cheap to clone; clones share the connection.
+/// Made by [`crate::RedisStores::replay_store`].
+#[derive(Debug, Clone)]
+pub struct RedisReplayStore {
+    backend: Backend,
+}
+
+impl RedisReplayStore {
+    pub(crate) fn new(backend: Backend) -> RedisReplayStore {
+        RedisReplayStore { backend }
+    }
+
+    fn id_key(&self, id: &str) -> String {
+        self.backend.key("replay", id, "")
+    }
+}
+
+impl ReplayStore for RedisReplayStore {
+    fn check_and_remember(&self, id: &str, ttl: Duration) -> impl Future<Output = Result<bool, StoreError>> + Send {
+        let key = self.id_key(id);
+        async move {
+            self.backend
+                .run(async {
+                    let set: Option<String> = redis::cmd("SET")
+                        .arg(&key)
+                        .arg(1)
+                        .arg("NX")
+                        .arg("PX")
+                        .arg(ttl_millis(ttl))
+                        .query_async(&mut self.backend.connection())
+                        .await
+                        .map_err(backend_error)?;
+                    Ok(set.is_some())
+                })
+                .await
+        }
+    }
+
+    fn forget(&self, id: &str) -> impl Future<Output = Result<(), StoreError>> + Send {
+        let key = self.id_key(id);
+        async move {
+            self.backend
+                .run(async {
+                    redis::cmd("DEL")
+                        .arg(&key)
+                        .query_async::<i64>(&mut self.backend.connection())
+                        .await
+                        .map(drop)
+                        .map_err(backend_error)
+                })
+                .await
+        }
+    }
+}

@@ -1,0 +1,226 @@
+//! The server's configuration: command line, environment and an optional
+//! TOML file (`--config FILE`). Secrets come from the environment or the
+//! file, never from source code.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use ipnet::IpNet;
+use serde::Deserialize;
+
+/// Everything the server needs to start.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Config {
+    /// Where to listen (`--listen`, `LISTEN_ADDR`).
+    pub listen: SocketAddr,
+    /// Plans by name; the seed's `free`, `premium` and `enterprise` unless overridden.
+    pub plans: BTreeMap<String, PlanConfig>,
+    /// Accounts and their plans. `acct_demo` is always ensured.
+    pub accounts: Vec<AccountConfig>,
+    /// Most active keys an account may hold.
+    pub max_keys_per_account: usize,
+    /// How long a rotated key keeps working, in seconds.
+    pub rotation_grace_secs: u64,
+    /// Proxies whose forwarding headers are believed (CIDRs). Empty: the peer is the client.
+    pub trusted_proxies: Vec<IpNet>,
+    /// Networks allowed to call the API at all. Empty: everyone.
+    pub global_allowlist: Vec<IpNet>,
+    /// Webhook delivery settings.
+    pub webhooks: WebhookConfig,
+    /// Accept `http://` and private-network webhook URLs (local testing only).
+    pub allow_private_webhook_urls: bool,
+}
+
+/// One plan's limits.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct PlanConfig {
+    /// Sustained requests per second.
+    pub per_second: u32,
+    /// Requests that may arrive at once; the per-second rate when absent.
+    pub burst: Option<u32>,
+    /// Requests per UTC day; unlimited when absent.
+    pub daily: Option<u64>,
+}
+
+/// An account.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AccountConfig {
+    /// The account id, such as `acct_demo`.
+    pub id: String,
+    /// The plan's name.
+    #[serde(default = "default_plan")]
+    pub plan: String,
+    /// Where message events are delivered.
+    pub webhook_url: Option<String>,
+    /// The webhook signing secret (`whsec_…`); generated when absent.
+    pub webhook_secret: Option<String>,
+    /// The account's IP allowlist.
+    #[serde(default)]
+    pub ip_allowlist: Vec<IpNet>,
+}
+
+/// Webhook delivery.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct WebhookConfig {
+    /// Attempts per event, the first included.
+    pub max_attempts: u32,
+    /// Wait before the second attempt; doubles each time.
+    pub initial_backoff_ms: u64,
+    /// Time allowed for one attempt.
+    pub timeout_ms: u64,
+}
+
+fn default_plan() -> String {
+    "free".into()
+}
+
+impl Default for Config {
+    fn default() -> Config {
+        Config {
+            listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
+            plans: BTreeMap::new(),
+            accounts: Vec::new(),
+            max_keys_per_account: 10,
+            rotation_grace_secs: 24 * 3600,
+            trusted_proxies: Vec::new(),
+            global_allowlist: Vec::new(),
+            webhooks: WebhookConfig::default(),
+            allow_private_webhook_urls: false,
+        }
+    }
+}
+
+impl Default for WebhookConfig {
+    fn default() -> WebhookConfig {
+        WebhookConfig { max_attempts: 5, initial_backoff_ms: 500, timeout_ms: 5000 }
+    }
+}
+
+impl Config {
+    /// The account every fresh server has.
+    pub const DEMO_ACCOUNT: &'static str = "acct_demo";
+
+    /// Parses a TOML document.
+    pub fn from_toml(text: &str) -> Result<Config, String> {
+        toml::from_str(text).map_err(|error| error.to_string())
+    }
+
+    /// The configuration from the command line (`--listen`, `--config`,
+    /// `--allow-private-webhook-urls`) and the environment (`LISTEN_ADDR`).
+    pub fn from_args(args: impl IntoIterator<Item = String>) -> Result<Config, String> {
+        let mut listen = std::env::var("LISTEN_ADDR").ok();
+        let mut file: Option<PathBuf> = None;
+        let mut allow_private = false;
+        let mut args = args.into_iter();
+        while let Some(arg) = args.next() {
+            let (flag, inline) = match arg.split_once('=') {
+                Some((flag, value)) => (flag.to_owned(), Some(value.to_owned())),
+                None => (arg.clone(), None),
+            };
+            let mut value = |name: &str| inline.clone().or_else(|| args.next()).ok_or(format!("{name} needs a value"));
+            match flag.as_str() {
+                "--listen" => listen = Some(value("--listen")?),
+                "--config" => file = Some(PathBuf::from(value("--config")?)),
+                "--allow-private-webhook-urls" => allow_private = true,
+                "-h" | "--help" => return Err(USAGE.into()),
+                other => return Err(format!("unknown argument {other:?}\n{USAGE}")),
+            }
+        }
+        let mut config = match file {
+            Some(path) => {
+                let text = std::fs::read_to_string(&path).map_err(|error| format!("{}: {error}", path.display()))?;
+                Config::from_toml(&text).map_err(|error| format!("{}: {error}", path.display()))?
+            }
+            None => Config::default(),
+        };
+        if let Some(listen) = listen {
+            config.listen = listen.parse().map_err(|_| format!("invalid listen address {listen:?}"))?;
+        }
+        config.allow_private_webhook_urls |= allow_private;
+        config.validate()?;
+        Ok(config)
+    }
+
+    /// Checks what serde cannot: plans that accounts name exist, limits are positive.
+    pub fn validate(&self) -> Result<(), String> {
+        for (name, plan) in &self.plans {
+            if plan.per_second == 0 || plan.burst == Some(0) || plan.daily == Some(0) {
+                return Err(format!("plan {name:?}: limits must be positive"));
+            }
+        }
+        for account in &self.accounts {
+            if !self.plans.contains_key(&account.plan) && !["free", "premium", "enterprise"].contains(&account.plan.as_str()) {
+                return Err(format!("account {:?} names unknown plan {:?}", account.id, account.plan));
+            }
+        }
+        if self.max_keys_per_account == 0 {
+            return Err("max_keys_per_account must be at least 1".into());
+        }
+        Ok(())
+    }
+
+    /// The rotation grace period.
+    pub fn rotation_grace(&self) -> Duration {
+        Duration::from_secs(self.rotation_grace_secs)
+    }
+
+    /// The configured account, if any.
+    pub fn account(&self, id: &str) -> Option<&AccountConfig> {
+        self.accounts.iter().find(|account| account.id == id)
+    }
+}
+
+const USAGE: &str = "usage: messaging-api [--listen ADDR] [--config FILE] [--allow-private-webhook-urls]";
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_listen_on_loopback_8080() {
+        let config = Config::from_args(Vec::<String>::new()).unwrap();
+        assert_eq!(config.listen, "127.0.0.1:8080".parse().unwrap());
+        assert_eq!(config.max_keys_per_account, 10);
+    }
+
+    #[test]
+    fn flags_and_toml_combine() {
+        let dir = std::env::temp_dir().join(format!("messaging-api-config-{}", std::process::id()));
+        std::fs::write(
+            &dir,
+            r#"
+            max_keys_per_account = 3
+            [plans.tiny]
+            per_second = 2
+            daily = 5
+            [[accounts]]
+            id = "acct_demo"
+            plan = "tiny"
+            "#,
+        )
+        .unwrap();
+        let args = ["--listen=127.0.0.1:9000", "--config", dir.to_str().unwrap(), "--allow-private-webhook-urls"];
+        let config = Config::from_args(args.map(String::from)).unwrap();
+        std::fs::remove_file(&dir).unwrap();
+        assert_eq!(config.listen.port(), 9000);
+        assert_eq!(config.max_keys_per_account, 3);
+        assert_eq!(config.plans["tiny"], PlanConfig { per_second: 2, burst: None, daily: Some(5) });
+        assert_eq!(config.account("acct_demo").unwrap().plan, "tiny");
+        assert!(config.allow_private_webhook_urls);
+    }
+
+    #[test]
+    fn bad_input_is_a_clear_error() {
+        assert!(Config::from_args(["--bogus".to_string()]).unwrap_err().contains("unknown argument"));
+        assert!(Config::from_args(["--listen".to_string()]).unwrap_err().contains("needs a value"));
+        assert!(Config::from_toml("max_keys_per_account = 'x'").is_err());
+        let unknown_plan = Config::from_toml("[[accounts]]\nid = 'a'\nplan = 'gold'").unwrap();
+        assert!(unknown_plan.validate().unwrap_err().contains("unknown plan"));
+    }
+}

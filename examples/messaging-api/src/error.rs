@@ -1,0 +1,74 @@
+//! Handler errors: every failure is a [`Rejection`] in the seed's JSON shape.
+
+use axum::extract::rejection::JsonRejection;
+use axum::extract::{FromRequest, Request};
+use axum::response::{IntoResponse, Response};
+use http::{HeaderMap, StatusCode};
+use serde::de::DeserializeOwned;
+use tollgate_core::Rejection;
+
+/// A failed API call.
+#[derive(Debug)]
+pub struct ApiError(pub Rejection);
+
+impl ApiError {
+    /// 400 `INVALID_REQUEST`.
+    pub fn invalid(message: impl Into<String>) -> ApiError {
+        ApiError(Rejection::new(StatusCode::BAD_REQUEST, "INVALID_REQUEST", message.into()))
+    }
+
+    /// 404 `NOT_FOUND`.
+    pub fn not_found(what: &str) -> ApiError {
+        ApiError(Rejection::new(StatusCode::NOT_FOUND, "NOT_FOUND", format!("{what} not found.")))
+    }
+
+    /// 403 `FORBIDDEN`.
+    pub fn forbidden(message: impl Into<String>) -> ApiError {
+        ApiError(Rejection::new(StatusCode::FORBIDDEN, "FORBIDDEN", message.into()))
+    }
+
+    /// 503 for a failing store.
+    pub fn unavailable(error: impl std::fmt::Display) -> ApiError {
+        tracing::warn!(%error, "store failed");
+        ApiError(Rejection::store_unavailable())
+    }
+}
+
+impl From<Rejection> for ApiError {
+    fn from(rejection: Rejection) -> ApiError {
+        ApiError(rejection)
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        self.0.render_default(&HeaderMap::new()).into_response()
+    }
+}
+
+/// `Json<T>` whose failures are seed-shaped: 415 `UNSUPPORTED_MEDIA_TYPE`
+/// without a JSON content type, 400 `INVALID_REQUEST` for a body that does
+/// not parse or does not fit.
+#[derive(Debug)]
+pub struct ApiJson<T>(pub T);
+
+impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for ApiJson<T> {
+    type Rejection = ApiError;
+
+    async fn from_request(request: Request, state: &S) -> Result<Self, Self::Rejection> {
+        match axum::Json::<T>::from_request(request, state).await {
+            Ok(axum::Json(value)) => Ok(ApiJson(value)),
+            Err(JsonRejection::MissingJsonContentType(_)) => Err(unsupported_media_type()),
+            Err(rejection) => Err(ApiError::invalid(format!("Invalid JSON body: {}", rejection.body_text()))),
+        }
+    }
+}
+
+/// 415 `UNSUPPORTED_MEDIA_TYPE`.
+pub fn unsupported_media_type() -> ApiError {
+    ApiError(Rejection::new(
+        StatusCode::UNSUPPORTED_MEDIA_TYPE,
+        "UNSUPPORTED_MEDIA_TYPE",
+        "Requests with a body must have Content-Type: application/json.",
+    ))
+}

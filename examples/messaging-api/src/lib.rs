@@ -1,0 +1,90 @@
+//! The StartMessaging-style API server, built on every tollgate layer.
+//!
+//! The stack, outermost first: request log → client IP → global allowlist →
+//! bearer auth → account/key allowlist → usage counts → rate limit →
+//! JSON content type → idempotency (POST, PATCH) → handlers.
+//! [`router`] builds it; `main.rs` adds configuration, the bootstrap key
+//! and graceful shutdown. Copy what you need.
+
+#![forbid(unsafe_code)]
+#![warn(missing_docs)]
+
+pub mod bootstrap;
+pub mod config;
+pub mod delivery;
+pub mod error;
+pub mod messages;
+pub mod middleware;
+pub mod routes;
+pub mod state;
+pub mod stores;
+pub mod time;
+pub mod usage;
+pub mod webhooks;
+
+use axum::routing::{get, post, put};
+use axum::Router;
+use tollgate_auth::{BearerAuthLayer, RequireScopeLayer};
+use tollgate_core::allowlist::IpSet;
+use tollgate_core::KeyKind;
+use tollgate_idempotency::IdempotencyLayer;
+use tollgate_ip::{ClientIpLayer, IpAllowlistLayer};
+use tollgate_ratelimit::RateLimitLayer;
+use tower::ServiceBuilder;
+
+pub use config::Config;
+pub use state::AppState;
+
+/// The whole API: routes, every layer, JSON errors for unknown routes.
+pub fn router(state: AppState) -> Router {
+    let production_only = RequireScopeLayer::custom(|principal, _| principal.kind() == KeyKind::Production);
+    let key_management = Router::new()
+        .route("/v1/keys", post(routes::keys::create))
+        .route("/v1/keys/{id}", axum::routing::delete(routes::keys::revoke))
+        .route("/v1/keys/{id}/rotate", post(routes::keys::rotate))
+        .route("/v1/keys/{id}/ip-allowlist", put(routes::keys::set_ip_allowlist))
+        .route("/v1/security/ip-allowlist", put(routes::security::set))
+        .route("/v1/webhooks", put(routes::webhooks::set))
+        .route_layer(production_only);
+    let api = Router::new()
+        .route("/v1/messages", post(routes::messages::send))
+        .route("/v1/messages/{id}", get(routes::messages::get))
+        .route("/v1/keys", get(routes::keys::list))
+        .route("/v1/security/ip-allowlist", get(routes::security::get))
+        .route("/v1/usage", get(routes::usage::get))
+        .merge(key_management)
+        .fallback(middleware::not_found)
+        .method_not_allowed_fallback(middleware::method_not_allowed)
+        .with_state(state.clone());
+
+    let config = state.config();
+    let plans_state = state.clone();
+    let stack = ServiceBuilder::new()
+        .layer(axum::middleware::from_fn(middleware::log_request))
+        .layer(ClientIpLayer::new().trusted_proxies(config.trusted_proxies.iter().copied()))
+        .layer(IpAllowlistLayer::new().global(global_allowlist(config)))
+        .layer(BearerAuthLayer::new(state.stores().keys.clone()).clock(state.clock().clone()))
+        .layer(axum::middleware::from_fn(middleware::note_key_id))
+        .layer(IpAllowlistLayer::new().store(state.stores().allowlists.clone()))
+        .layer(axum::middleware::from_fn_with_state(state.usage().clone(), usage::count))
+        .layer(
+            RateLimitLayer::new(state.stores().rate_limits.clone())
+                .plan_fn(move |parts| {
+                    let principal = parts.extensions.get::<tollgate_core::Principal>()?;
+                    Some(plans_state.plan(principal.account_id()))
+                }),
+        )
+        .layer(axum::middleware::from_fn(middleware::require_json))
+        .layer(IdempotencyLayer::new(state.stores().idempotency.clone()));
+    Router::new().route("/health", get(middleware::health)).merge(api.layer(stack))
+}
+
+// The configured global list; without one, every address (the layer still
+// refuses a request whose client IP cannot be resolved).
+fn global_allowlist(config: &Config) -> IpSet {
+    if config.global_allowlist.is_empty() {
+        IpSet::new(["0.0.0.0/0", "::/0"].map(|net| net.parse().expect("valid CIDR")))
+    } else {
+        IpSet::new(config.global_allowlist.iter().copied())
+    }
+}

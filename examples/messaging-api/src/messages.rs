@@ -1,0 +1,163 @@
+//! Messages: what `POST /v1/messages` accepts, what it stores, and the store.
+
+use std::sync::Arc;
+use std::time::SystemTime;
+
+use dashmap::DashMap;
+use serde::{Deserialize, Serialize};
+use tollgate_core::Environment;
+
+use crate::time::rfc3339;
+
+/// The body of `POST /v1/messages`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SendMessage {
+    /// The recipient, in E.164 form (`+15551234567`).
+    pub to: String,
+    /// The message type; `text` is supported.
+    #[serde(rename = "type")]
+    pub kind: String,
+    /// The text, for `text` messages.
+    pub text: Option<Text>,
+}
+
+/// A text message's content.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct Text {
+    /// The text itself.
+    pub body: String,
+}
+
+/// The longest text body WhatsApp accepts.
+pub const MAX_TEXT_LEN: usize = 4096;
+
+impl SendMessage {
+    /// Checks the request; the error is the message for a 400.
+    pub fn validate(&self) -> Result<(), String> {
+        let digits = self.to.strip_prefix('+').ok_or("\"to\" must be an E.164 number such as +15551234567")?;
+        if !(8..=15).contains(&digits.len()) || !digits.bytes().all(|b| b.is_ascii_digit()) || digits.starts_with('0') {
+            return Err("\"to\" must be an E.164 number such as +15551234567".into());
+        }
+        if self.kind != "text" {
+            return Err(format!("unsupported message type {:?}; supported: \"text\"", self.kind));
+        }
+        match &self.text {
+            None => Err("a text message needs \"text\": {\"body\": …}".into()),
+            Some(text) if text.body.trim().is_empty() => Err("\"text.body\" must not be empty".into()),
+            Some(text) if text.body.chars().count() > MAX_TEXT_LEN => {
+                Err(format!("\"text.body\" is longer than {MAX_TEXT_LEN} characters"))
+            }
+            Some(_) => Ok(()),
+        }
+    }
+}
+
+/// Where a message is in its life.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Status {
+    /// Accepted, not yet handed on.
+    Queued,
+    /// Handed to the network.
+    Sent,
+}
+
+/// A stored message, as the API shows it.
+#[derive(Debug, Clone, Serialize)]
+pub struct Message {
+    /// `msg_…`.
+    pub id: String,
+    /// Its status.
+    pub status: Status,
+    /// The recipient.
+    pub to: String,
+    /// `text`.
+    #[serde(rename = "type")]
+    pub kind: String,
+    /// The text.
+    pub text: Option<Text>,
+    /// Whether a sandbox key sent it (sandbox messages are never delivered).
+    pub sandbox: bool,
+    /// The account that sent it.
+    pub account_id: String,
+    /// When it was accepted (RFC 3339, UTC).
+    pub created_at: String,
+}
+
+impl Message {
+    /// A new queued message.
+    pub fn new(id: String, request: SendMessage, account_id: &str, environment: Environment, now: SystemTime) -> Message {
+        Message {
+            id,
+            status: Status::Queued,
+            to: request.to,
+            kind: request.kind,
+            text: request.text,
+            sandbox: environment == Environment::Sandbox,
+            account_id: account_id.to_owned(),
+            created_at: rfc3339(now),
+        }
+    }
+}
+
+/// Messages in memory, by id. Clones share the messages.
+#[derive(Debug, Clone, Default)]
+pub struct MessageStore {
+    messages: Arc<DashMap<String, Message>>,
+}
+
+impl MessageStore {
+    /// Stores a message.
+    pub fn insert(&self, message: Message) {
+        self.messages.insert(message.id.clone(), message);
+    }
+
+    /// The message with this id, if `account_id` owns it and it lives in `environment`.
+    pub fn get(&self, id: &str, account_id: &str, environment: Environment) -> Option<Message> {
+        let message = self.messages.get(id)?;
+        let visible = message.account_id == account_id && message.sandbox == (environment == Environment::Sandbox);
+        visible.then(|| message.clone())
+    }
+
+    /// Sets a message's status.
+    pub fn set_status(&self, id: &str, status: Status) {
+        if let Some(mut message) = self.messages.get_mut(id) {
+            message.status = status;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn request(to: &str, body: &str) -> SendMessage {
+        SendMessage { to: to.into(), kind: "text".into(), text: Some(Text { body: body.into() }) }
+    }
+
+    #[test]
+    fn validation_accepts_the_seed_example_and_refuses_garbage() {
+        assert_eq!(request("+15551234567", "Hello").validate(), Ok(()));
+        for bad_to in ["15551234567", "+1", "+1555123456789012", "+1555abc4567", "+05551234567", ""] {
+            assert!(request(bad_to, "Hello").validate().is_err(), "{bad_to}");
+        }
+        assert!(request("+15551234567", "  ").validate().is_err());
+        assert!(request("+15551234567", &"x".repeat(MAX_TEXT_LEN + 1)).validate().is_err());
+        let image = SendMessage { kind: "image".into(), ..request("+15551234567", "x") };
+        assert!(image.validate().unwrap_err().contains("unsupported message type"));
+    }
+
+    #[test]
+    fn messages_are_visible_only_to_their_account_and_environment() {
+        let store = MessageStore::default();
+        let now = SystemTime::UNIX_EPOCH;
+        store.insert(Message::new("msg_1".into(), request("+15551234567", "hi"), "acct_a", Environment::Sandbox, now));
+        assert!(store.get("msg_1", "acct_a", Environment::Sandbox).is_some());
+        assert!(store.get("msg_1", "acct_a", Environment::Live).is_none());
+        assert!(store.get("msg_1", "acct_b", Environment::Sandbox).is_none());
+        store.set_status("msg_1", Status::Sent);
+        assert_eq!(store.get("msg_1", "acct_a", Environment::Sandbox).unwrap().status, Status::Sent);
+    }
+}

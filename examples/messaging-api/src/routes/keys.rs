@@ -1,0 +1,125 @@
+//! Key management: `POST/GET /v1/keys`, `DELETE /v1/keys/{id}`,
+//! `POST /v1/keys/{id}/rotate`, `PUT /v1/keys/{id}/ip-allowlist`.
+//! Creating, revoking and rotating keys and setting allowlists need a
+//! Production key (the router mounts a rule for that).
+
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use axum::Json;
+use serde::Deserialize;
+use serde_json::{json, Value};
+use tollgate_auth::{CreatedKey, KeyInfo, NewKey};
+use tollgate_core::allowlist::AllowlistStore;
+use tollgate_core::{KeyKind, Principal};
+
+use crate::error::{ApiError, ApiJson};
+use crate::state::AppState;
+use crate::time::rfc3339;
+
+/// The body of `POST /v1/keys`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CreateKey {
+    /// A label such as "Production Server".
+    pub label: String,
+    /// `production`, `sandbox` or `read_only`.
+    #[serde(rename = "type")]
+    pub kind: String,
+}
+
+/// The body of the allowlist endpoints.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CidrList {
+    /// Networks such as `203.0.113.0/24`; an address alone means just it.
+    pub cidrs: Vec<String>,
+}
+
+/// Creates a key; the only response that ever contains its value.
+pub async fn create(
+    State(state): State<AppState>,
+    principal: Principal,
+    ApiJson(request): ApiJson<CreateKey>,
+) -> Result<(StatusCode, Json<Value>), ApiError> {
+    let kind = KeyKind::parse(&request.kind)
+        .ok_or_else(|| ApiError::invalid("\"type\" must be \"production\", \"sandbox\" or \"read_only\""))?;
+    let new = NewKey::new(principal.account_id(), kind)
+        .label(request.label)
+        .plan(state.plan_name(principal.account_id()));
+    let created = state.keys().create(new).await.map_err(|error| error.to_rejection())?;
+    Ok((StatusCode::CREATED, Json(created_json(&created))))
+}
+
+/// Lists the account's keys, without secrets.
+pub async fn list(State(state): State<AppState>, principal: Principal) -> Result<Json<Value>, ApiError> {
+    let keys = state.keys().list(principal.account_id()).await.map_err(|error| error.to_rejection())?;
+    let now = state.now();
+    let data: Vec<Value> = keys.iter().map(|key| info_json(key, now)).collect();
+    Ok(Json(json!({ "data": data })))
+}
+
+/// Revokes a key at once.
+pub async fn revoke(
+    State(state): State<AppState>,
+    principal: Principal,
+    Path(key_id): Path<String>,
+) -> Result<StatusCode, ApiError> {
+    state.keys().revoke(principal.account_id(), &key_id).await.map_err(|error| error.to_rejection())?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// Replaces a key; the old one keeps working for the configured grace period.
+pub async fn rotate(
+    State(state): State<AppState>,
+    principal: Principal,
+    Path(key_id): Path<String>,
+) -> Result<(StatusCode, Json<Value>), ApiError> {
+    let grace = state.config().rotation_grace();
+    let created = state
+        .keys()
+        .rotate(principal.account_id(), &key_id, grace)
+        .await
+        .map_err(|error| error.to_rejection())?;
+    let mut body = created_json(&created);
+    body["replaces"] = json!(key_id);
+    body["old_key_valid_until"] = json!(rfc3339(state.now() + grace));
+    Ok((StatusCode::CREATED, Json(body)))
+}
+
+/// Restricts one key to a list of networks.
+pub async fn set_ip_allowlist(
+    State(state): State<AppState>,
+    principal: Principal,
+    Path(key_id): Path<String>,
+    ApiJson(request): ApiJson<CidrList>,
+) -> Result<Json<Value>, ApiError> {
+    state.keys().get(principal.account_id(), &key_id).await.map_err(|error| error.to_rejection())?;
+    let set = crate::routes::security::parse_cidrs(&request.cidrs)?;
+    let cidrs = crate::routes::security::cidr_strings(&set);
+    state.allowlists().set_key_allowlist(&key_id, set).await.map_err(ApiError::unavailable)?;
+    Ok(Json(json!({ "key_id": key_id, "cidrs": cidrs })))
+}
+
+fn created_json(created: &CreatedKey) -> Value {
+    json!({
+        "id": created.info.id,
+        "key": created.secret.expose_secret(),
+        "label": created.info.label,
+        "type": created.info.kind.as_str(),
+        "created_at": rfc3339(created.info.created_at),
+    })
+}
+
+fn info_json(key: &KeyInfo, now: std::time::SystemTime) -> Value {
+    json!({
+        "id": key.id,
+        "label": key.label,
+        "type": key.kind.as_str(),
+        "prefix": key.display_prefix,
+        "status": key.status_at(now).as_str(),
+        "created_at": rfc3339(key.created_at),
+        "last_used_at": key.last_used_at.map(rfc3339),
+        "revoked_at": key.revoked_at.map(rfc3339),
+        "expires_at": key.expires_at.map(rfc3339),
+    })
+}

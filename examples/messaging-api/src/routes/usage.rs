@@ -1,0 +1,35 @@
+//! `GET /v1/usage`: today's counts per key of the account, with the plan's limits.
+
+use axum::extract::State;
+use axum::Json;
+use serde_json::{json, Value};
+use tollgate_core::Principal;
+
+use crate::error::ApiError;
+use crate::state::AppState;
+use crate::time::rfc3339;
+
+/// Today's usage of every key of the caller's account.
+pub async fn get(State(state): State<AppState>, principal: Principal) -> Result<Json<Value>, ApiError> {
+    let keys = state.keys().list(principal.account_id()).await.map_err(|error| error.to_rejection())?;
+    let now = state.now();
+    let plan = state.plan(principal.account_id());
+    let data: Vec<Value> = keys
+        .iter()
+        .filter(|key| key.status_at(now).as_str() != "revoked" || state.usage().today_for(&key.id).0 > 0)
+        .map(|key| {
+            let (requests, rate_limited) = state.usage().today_for(&key.id);
+            json!({ "key_id": key.id, "label": key.label, "requests": requests, "rate_limited": rate_limited })
+        })
+        .collect();
+    Ok(Json(json!({
+        "date": &rfc3339(now)[..10],
+        "plan": {
+            "name": plan.name,
+            "requests_per_second": plan.per_second,
+            "burst": plan.burst,
+            "daily_limit": plan.daily_quota,
+        },
+        "keys": data,
+    })))
+}

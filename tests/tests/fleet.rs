@@ -1,0 +1,367 @@
+//! A fleet: two independent instances of one API (two axum servers, each
+//! with its own Redis connection manager) sharing one Redis. What one
+//! instance admits, stores or revokes holds on the other.
+//!
+//! Needs `REDIS_URL`; without it each test prints that it was skipped (and
+//! fails instead when `TOLLGATE_REQUIRE_REDIS=1`). Every test works under a
+//! fresh key prefix and deletes its keys at the end.
+
+mod support;
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::body::Body;
+use axum::extract::Path;
+use axum::routing::{delete, post};
+use axum::Router;
+use bytes::Bytes;
+use http::{Request, StatusCode};
+use http_body_util::Full;
+use support::{TestResponse, TestServer};
+use tokio::sync::{mpsc, Notify};
+use tollgate_auth::{BearerAuthLayer, CreatedKey, KeyManager, NewKey};
+use tollgate_core::conformance::unique_name;
+use tollgate_core::{KeyKind, Principal};
+use tollgate_idempotency::{IdempotencyLayer, RequestBody};
+use tollgate_ratelimit::{Plan, Plans, RateLimitLayer};
+use tollgate_redis::{RedisConfig, RedisKeyStore, RedisStores};
+use tower::util::MapRequestLayer;
+use tower::ServiceBuilder;
+
+const IN_PROGRESS_CODE: &str = "IDEMPOTENCY_IN_PROGRESS";
+
+// The seed's Free rate (10 per second) with a burst of 100 and a daily
+// quota of 40. The quota is below the burst, so the burst alone would admit
+// the first 40 requests at once and the quota then refuses everything
+// else: exactly 40 are admitted however the 1,000 requests interleave and
+// however long they take (the per-second refill never matters). Only a run
+// that straddles 00:00 UTC could see more; the test checks for that.
+const SMALL_QUOTA_PLAN: &str = "free-small-quota";
+const SMALL_QUOTA: usize = 40;
+
+fn plans() -> Plans {
+    Plans::seed().with(
+        Plan::new(SMALL_QUOTA_PLAN, 10)
+            .with_burst(100)
+            .with_daily_quota(Some(SMALL_QUOTA as u64)),
+    )
+}
+
+/// What the handler of every instance shares: how often it ran, and (for
+/// the duplicate test) a gate that holds it until the test opens it.
+#[derive(Default)]
+struct Handler {
+    runs: AtomicUsize,
+    hold: std::sync::atomic::AtomicBool,
+    gate: Notify,
+}
+
+/// One instance of the API: its own connection manager on the shared prefix.
+struct Instance {
+    server: TestServer,
+    keys: KeyManager<RedisKeyStore>,
+}
+
+impl Instance {
+    async fn start(config: RedisConfig, handler: Arc<Handler>) -> Instance {
+        let stores = RedisStores::connect(config).await.expect("connect an instance");
+        let keys = KeyManager::new(stores.key_store());
+        let revoker = keys.clone();
+        let router = Router::new()
+            .route(
+                "/v1/messages",
+                post(move || {
+                    let handler = handler.clone();
+                    async move {
+                        let run = handler.runs.fetch_add(1, Ordering::SeqCst) + 1;
+                        if handler.hold.load(Ordering::SeqCst) {
+                            handler.gate.notified().await;
+                        }
+                        (
+                            StatusCode::ACCEPTED,
+                            format!(r#"{{"id":"msg_{run}","status":"queued"}}"#),
+                        )
+                    }
+                }),
+            )
+            .route(
+                "/v1/keys/{key_id}",
+                delete(move |principal: Principal, Path(key_id): Path<String>| {
+                    let revoker = revoker.clone();
+                    async move {
+                        match revoker.revoke(principal.account_id(), &key_id).await {
+                            Ok(_) => StatusCode::NO_CONTENT,
+                            Err(_) => StatusCode::NOT_FOUND,
+                        }
+                    }
+                }),
+            )
+            // The idempotency layer hands on a body it may have buffered;
+            // axum's routes take `Body`, hence the conversion inside it.
+            .layer(
+                ServiceBuilder::new()
+                    .layer(IdempotencyLayer::new(stores.idempotency_store()))
+                    .layer(MapRequestLayer::new(|request: Request<RequestBody<Body>>| {
+                        request.map(Body::new)
+                    })),
+            )
+            .layer(RateLimitLayer::new(stores.rate_limit_store()).plans(plans()))
+            .layer(BearerAuthLayer::new(stores.key_store()));
+        Instance {
+            server: TestServer::start(router).await,
+            keys,
+        }
+    }
+
+    async fn post(&self, key: &CreatedKey, request_id: Option<&str>) -> TestResponse {
+        let mut request = self
+            .server
+            .request("POST", "/v1/messages")
+            .header("authorization", format!("Bearer {}", key.secret.expose_secret()))
+            .header("content-type", "application/json");
+        if let Some(id) = request_id {
+            request = request.header("x-request-id", id);
+        }
+        let body = Full::new(Bytes::from_static(br#"{"to":"+15550100","text":"hi"}"#));
+        self.server.send(request.body(body).expect("a request")).await
+    }
+}
+
+/// Two instances on one fresh prefix, or `None` when Redis is not configured.
+struct Fleet {
+    instances: [Instance; 2],
+    handler: Arc<Handler>,
+    control: RedisStores,
+    config: RedisConfig,
+}
+
+impl Fleet {
+    async fn start(test: &str) -> Option<Fleet> {
+        let required = std::env::var("TOLLGATE_REQUIRE_REDIS").is_ok_and(|value| value == "1");
+        let Ok(url) = std::env::var("REDIS_URL") else {
+            assert!(!required, "{test}: TOLLGATE_REQUIRE_REDIS=1 but REDIS_URL is not set");
+            eprintln!("{test}: skipped, REDIS_URL is not set");
+            return None;
+        };
+        let config = RedisConfig::new(url)
+            .prefix(format!("{}:", unique_name("tgfleet")))
+            // Generous: the machine is shared and 1,000 requests queue up.
+            .operation_timeout(Duration::from_secs(5));
+        let control = match RedisStores::connect(config.clone()).await {
+            Ok(control) => control,
+            Err(error) => {
+                assert!(
+                    !required,
+                    "{test}: TOLLGATE_REQUIRE_REDIS=1 but Redis is unreachable: {error}"
+                );
+                eprintln!("{test}: skipped, Redis is unreachable: {error}");
+                return None;
+            }
+        };
+        let handler = Arc::new(Handler::default());
+        let instances = [
+            Instance::start(config.clone(), handler.clone()).await,
+            Instance::start(config.clone(), handler.clone()).await,
+        ];
+        Some(Fleet {
+            instances,
+            handler,
+            control,
+            config,
+        })
+    }
+
+    async fn key(&self, account: &str, plan: &str) -> CreatedKey {
+        self.instances[0]
+            .keys
+            .create(NewKey::new(account, KeyKind::Production).plan(plan))
+            .await
+            .expect("a new key")
+    }
+
+    // The UTC day by the clock the rate limits use: Redis TIME.
+    async fn redis_day(&self) -> u64 {
+        let now = self.control.server_time().await.expect("Redis TIME");
+        tollgate_core::clock::unix_secs(now) / 86_400
+    }
+
+    async fn cleanup(self) {
+        self.control.purge().await.expect("purge the test prefix");
+    }
+}
+
+impl Drop for Fleet {
+    fn drop(&mut self) {
+        // Also when a failing test unwinds: Drop cannot await, so purge from
+        // a thread with a runtime of its own.
+        let config = self.config.clone();
+        let purge = std::thread::spawn(move || {
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .expect("a runtime");
+            runtime.block_on(async { RedisStores::connect(config).await?.purge().await })
+        });
+        if let Ok(Err(error)) = purge.join() {
+            eprintln!("could not delete the test's keys: {error}");
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_thousand_concurrent_requests_across_two_instances_admit_exactly_the_quota() {
+    let Some(fleet) = Fleet::start("fleet_quota").await else {
+        return;
+    };
+    let fleet = Arc::new(fleet);
+    let key = Arc::new(fleet.key("acct_fleet", SMALL_QUOTA_PLAN).await);
+    let day_before = fleet.redis_day().await;
+    let requests: Vec<_> = (0..1_000)
+        .map(|i| {
+            let (fleet, key) = (fleet.clone(), key.clone());
+            tokio::spawn(async move { fleet.instances[i % 2].post(&key, None).await })
+        })
+        .collect();
+    let (mut admitted, mut refused) = ([0usize; 2], [0usize; 2]);
+    for (i, request) in requests.into_iter().enumerate() {
+        let response = request.await.expect("no request panicked");
+        match response.status {
+            StatusCode::ACCEPTED => admitted[i % 2] += 1,
+            StatusCode::TOO_MANY_REQUESTS => {
+                refused[i % 2] += 1;
+                let body = response.json();
+                assert_eq!(body["error"]["code"], "RATE_LIMITED", "{}", response.text());
+            }
+            other => panic!("request {i}: unexpected {other}: {}", response.text()),
+        }
+    }
+    let day_after = fleet.redis_day().await;
+    let total = admitted[0] + admitted[1];
+    if day_before == day_after {
+        assert_eq!(total, SMALL_QUOTA, "exactly the daily quota across both instances");
+        assert_eq!(refused[0] + refused[1], 1_000 - SMALL_QUOTA);
+    } else {
+        // The quota reset at 00:00 UTC during the run: at most two days' worth.
+        assert!(total <= 2 * SMALL_QUOTA, "{total} admitted across midnight");
+    }
+    // Which instance admitted the 40 depends on timing; that each one refused
+    // once the shared quota was spent does not.
+    assert!(
+        refused.iter().all(|&count| count >= 500 - 2 * SMALL_QUOTA),
+        "both instances enforce the shared quota: admitted {admitted:?}, refused {refused:?}"
+    );
+    assert_eq!(
+        fleet.handler.runs.load(Ordering::SeqCst),
+        total,
+        "only admitted requests ran"
+    );
+    let next = fleet.instances[1].post(&key, None).await;
+    assert_eq!(next.status, StatusCode::TOO_MANY_REQUESTS);
+    assert_eq!(next.json()["error"]["limit"], "daily", "{}", next.text());
+    match Arc::try_unwrap(fleet) {
+        Ok(fleet) => fleet.cleanup().await,
+        Err(_) => panic!("every request finished"),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn fifty_concurrent_duplicates_across_two_instances_run_the_handler_once() {
+    let Some(fleet) = Fleet::start("fleet_idempotency").await else {
+        return;
+    };
+    let fleet = Arc::new(fleet);
+    // Premium: 100 per second, so the rate limit lets all 50 through.
+    let key = Arc::new(fleet.key("acct_fleet", "premium").await);
+    let request_id = unique_name("req");
+    // The first request to reach the handler waits there until every other
+    // duplicate has been answered, so all 49 meet it in flight.
+    fleet.handler.hold.store(true, Ordering::SeqCst);
+    let (answers, mut answered) = mpsc::unbounded_channel();
+    for i in 0..50 {
+        let (fleet, key, request_id, answers) = (fleet.clone(), key.clone(), request_id.clone(), answers.clone());
+        tokio::spawn(async move {
+            let response = fleet.instances[i % 2].post(&key, Some(&request_id)).await;
+            let _ = answers.send((i % 2, response));
+        });
+    }
+    drop(answers);
+    let mut in_progress = [0usize; 2];
+    let wait = Duration::from_secs(30);
+    for _ in 0..49 {
+        let (instance, response) = tokio::time::timeout(wait, answered.recv())
+            .await
+            .expect("49 duplicates are answered while the first runs (a second execution would hang here)")
+            .expect("an answer");
+        assert_eq!(response.status, StatusCode::CONFLICT, "{}", response.text());
+        assert_eq!(response.json()["error"]["code"], IN_PROGRESS_CODE);
+        assert_eq!(response.header("retry-after"), "1");
+        in_progress[instance] += 1;
+    }
+    assert_eq!(fleet.handler.runs.load(Ordering::SeqCst), 1, "the handler runs once");
+    assert!(
+        in_progress[0] > 0 && in_progress[1] > 0,
+        "both instances saw the claim: {in_progress:?}"
+    );
+    fleet.handler.hold.store(false, Ordering::SeqCst);
+    fleet.handler.gate.notify_one();
+    let (_, first) = tokio::time::timeout(wait, answered.recv())
+        .await
+        .expect("the first request completes")
+        .expect("an answer");
+    assert_eq!(first.status, StatusCode::ACCEPTED, "{}", first.text());
+    assert_eq!(first.text(), r#"{"id":"msg_1","status":"queued"}"#);
+    // Retries on either instance replay the stored response.
+    for instance in &fleet.instances {
+        let replay = instance.post(&key, Some(&request_id)).await;
+        assert_eq!(replay.status, StatusCode::ACCEPTED);
+        assert_eq!(replay.header("idempotent-replayed"), "true");
+        assert_eq!(replay.body, first.body, "byte for byte");
+    }
+    assert_eq!(
+        fleet.handler.runs.load(Ordering::SeqCst),
+        1,
+        "replays never run the handler"
+    );
+    match Arc::try_unwrap(fleet) {
+        Ok(fleet) => fleet.cleanup().await,
+        Err(_) => panic!("every request finished"),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_key_revoked_through_one_instance_is_refused_by_the_other_on_its_next_request() {
+    let Some(fleet) = Fleet::start("fleet_revocation").await else {
+        return;
+    };
+    let admin = fleet.key("acct_fleet", "premium").await;
+    let doomed = fleet.key("acct_fleet", "premium").await;
+    // The other instance has been using the key.
+    for _ in 0..3 {
+        assert_eq!(
+            fleet.instances[1].post(&doomed, None).await.status,
+            StatusCode::ACCEPTED
+        );
+    }
+    let revoke = fleet.instances[0]
+        .server
+        .request("DELETE", &format!("/v1/keys/{}", doomed.info.id))
+        .header("authorization", format!("Bearer {}", admin.secret.expose_secret()));
+    assert_eq!(
+        fleet.instances[0].server.send_empty(revoke).await.status,
+        StatusCode::NO_CONTENT
+    );
+    let refused = fleet.instances[1].post(&doomed, None).await;
+    assert_eq!(refused.status, StatusCode::UNAUTHORIZED, "{}", refused.text());
+    assert_eq!(
+        refused.text(),
+        r#"{"error":{"code":"UNAUTHORIZED","message":"Invalid API key."}}"#
+    );
+    assert_eq!(
+        fleet.instances[1].post(&admin, None).await.status,
+        StatusCode::ACCEPTED,
+        "other keys work"
+    );
+    fleet.cleanup().await;
+}
