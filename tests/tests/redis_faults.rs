@@ -289,7 +289,8 @@ async fn redis_dying_under_load_is_answered_by_policy_and_recovered_from_without
     harness.phase.store(DOWN, Ordering::SeqCst);
     harness
         .wait_until("the closed app refuses and the open app serves", |h| {
-            h.count(App::Closed, DOWN, StatusCode::SERVICE_UNAVAILABLE) >= 20 && h.count(App::Open, DOWN, StatusCode::OK) >= 20
+            h.count(App::Closed, DOWN, StatusCode::SERVICE_UNAVAILABLE) >= 20
+                && h.count(App::Open, DOWN, StatusCode::OK) >= 20
         })
         .await;
 
@@ -300,7 +301,8 @@ async fn redis_dying_under_load_is_answered_by_policy_and_recovered_from_without
     harness.phase.store(RESTARTED, Ordering::SeqCst);
     harness
         .wait_until("the closed app reaches Redis again", |h| {
-            h.count(App::Closed, RESTARTED, StatusCode::UNAUTHORIZED) > 0 || h.count(App::Closed, RESTARTED, StatusCode::OK) > 0
+            h.count(App::Closed, RESTARTED, StatusCode::UNAUTHORIZED) > 0
+                || h.count(App::Closed, RESTARTED, StatusCode::OK) > 0
         })
         .await;
     // Put the key back through the app's own connection manager.
@@ -321,7 +323,10 @@ async fn redis_dying_under_load_is_answered_by_policy_and_recovered_from_without
 
     let samples = harness.samples.lock().unwrap();
     let hung: Vec<_> = samples.iter().filter(|sample| sample.status.is_none()).collect();
-    assert!(hung.is_empty(), "requests without an answer in {REQUEST_DEADLINE:?}: {hung:?}");
+    assert!(
+        hung.is_empty(),
+        "requests without an answer in {REQUEST_DEADLINE:?}: {hung:?}"
+    );
     for sample in samples.iter() {
         let status = sample.status.expect("answered");
         let allowed = |phase: u8| -> &[StatusCode] {
@@ -330,7 +335,11 @@ async fn redis_dying_under_load_is_answered_by_policy_and_recovered_from_without
                 (App::Closed, KILLING) => &[StatusCode::OK, StatusCode::SERVICE_UNAVAILABLE],
                 (App::Closed, DOWN) => &[StatusCode::SERVICE_UNAVAILABLE],
                 // Reconnecting (503), the key not yet put back (401), or served.
-                (App::Closed, _) => &[StatusCode::SERVICE_UNAVAILABLE, StatusCode::UNAUTHORIZED, StatusCode::OK],
+                (App::Closed, _) => &[
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    StatusCode::UNAUTHORIZED,
+                    StatusCode::OK,
+                ],
             }
         };
         assert!(
@@ -351,5 +360,8 @@ async fn redis_dying_under_load_is_answered_by_policy_and_recovered_from_without
         down.iter().map(|sample| sample.took).max().unwrap_or_default(),
         handled.load(Ordering::Relaxed)
     );
-    assert!(samples.len() < 4 * MAX_REQUESTS_PER_WORKER, "the phases ended before the workers ran out");
+    assert!(
+        samples.len() < 4 * MAX_REQUESTS_PER_WORKER,
+        "the phases ended before the workers ran out"
+    );
 }

@@ -275,7 +275,7 @@ where
         self.inner.poll_ready(cx)
     }
 
-    fn call(&mut self, request: Request<ReqBody>) -> Self::Future {
+    fn call(&mut self, mut request: Request<ReqBody>) -> Self::Future {
         let state = &self.state;
         let token = match bearer_token_bytes(request.headers(), state.max_token_len) {
             Ok(token) => token,
@@ -296,14 +296,15 @@ where
         // goes on in the response future; its caller always polls it after
         // `call`, so nothing waits for a wake-up sent to the no-op waker.
         match check.as_mut().poll(&mut Context::from_waker(Waker::noop())) {
-            Poll::Ready(outcome) => match admit(outcome, request, &self.state.renderer) {
-                Ok(request) => ResponseFuture {
+            Poll::Ready(Ok(principal)) => {
+                request.extensions_mut().insert(principal);
+                ResponseFuture {
                     state: State::Calling {
                         future: self.inner.call(request),
                     },
-                },
-                Err(response) => ResponseFuture::rejected(response),
-            },
+                }
+            }
+            Poll::Ready(Err(refusal)) => ResponseFuture::rejected(state.render(&refusal.rejection(), &request)),
             Poll::Pending => {
                 // The service that was made ready goes to the future; this
                 // one keeps a fresh clone (the usual pattern for calling
@@ -313,9 +314,13 @@ where
                 ResponseFuture {
                     state: State::Authenticating {
                         check,
-                        request: Some(request),
-                        inner: Some(inner),
-                        renderer: self.state.renderer.clone(),
+                        // Boxed so that this rarer state does not make every
+                        // response future as large as a request.
+                        waiting: Some(Box::new(Waiting {
+                            request,
+                            inner,
+                            renderer: state.renderer.clone(),
+                        })),
                     },
                 }
             }
@@ -323,19 +328,11 @@ where
     }
 }
 
-// The request with its principal, or the rendered refusal.
-fn admit<B>(
-    outcome: Result<Principal, Refusal>,
-    mut request: Request<B>,
-    renderer: &Renderer,
-) -> Result<Request<B>, Response<Full<Bytes>>> {
-    match outcome {
-        Ok(principal) => {
-            request.extensions_mut().insert(principal);
-            Ok(request)
-        }
-        Err(refusal) => Err(renderer.render(&refusal.rejection(), request.headers())),
-    }
+// What a pending lookup's response future holds until the lookup is done.
+struct Waiting<Inner, B> {
+    request: Request<B>,
+    inner: Inner,
+    renderer: Renderer,
 }
 
 /// Why a key found (or not) in the store does not admit the request. Small
@@ -426,12 +423,7 @@ pin_project! {
         Inner: Service<Request<ReqBody>>,
     {
         // A key lookup still pending (boxed: a store's future type cannot be named).
-        Authenticating {
-            check: CheckFuture,
-            request: Option<Request<ReqBody>>,
-            inner: Option<Inner>,
-            renderer: Renderer,
-        },
+        Authenticating { check: CheckFuture, waiting: Option<Box<Waiting<Inner, ReqBody>>> },
         Calling { #[pin] future: Inner::Future },
         Rejected { response: Option<Response<Full<Bytes>>> },
     }
@@ -460,20 +452,21 @@ where
         loop {
             let mut this = self.as_mut().project();
             match this.state.as_mut().project() {
-                StateProj::Authenticating {
-                    check,
-                    request,
-                    inner,
-                    renderer,
-                } => {
+                StateProj::Authenticating { check, waiting } => {
                     let outcome = ready!(check.as_mut().poll(cx));
-                    let request = request.take().expect("polled after completion");
-                    match admit(outcome, request, renderer) {
-                        Ok(request) => {
-                            let future = inner.take().expect("polled after completion").call(request);
+                    let Waiting {
+                        mut request,
+                        mut inner,
+                        renderer,
+                    } = *waiting.take().expect("polled after completion");
+                    match outcome {
+                        Ok(principal) => {
+                            request.extensions_mut().insert(principal);
+                            let future = inner.call(request);
                             this.state.set(State::Calling { future });
                         }
-                        Err(response) => {
+                        Err(refusal) => {
+                            let response = renderer.render(&refusal.rejection(), request.headers());
                             this.state.set(State::Rejected { response: None });
                             return Poll::Ready(Ok(response.map(Either::Right)));
                         }

@@ -76,7 +76,9 @@ impl<St: IdempotencyStore> IdempotencyLayer<St> {
     }
 
     /// Refuses requests of the deduplicated methods that carry no key, with
-    /// 400 `IDEMPOTENCY_KEY_MISSING`.
+    /// 400 `IDEMPOTENCY_KEY_MISSING`. Requests the layer lets through
+    /// untouched (other methods, gRPC, no principal and no fallback scope)
+    /// are never refused for it.
     pub fn require_key(mut self) -> Self {
         self.config.requirement = Requirement::Always;
         self

@@ -16,7 +16,7 @@ use criterion::{criterion_group, criterion_main, Criterion};
 use http::{HeaderMap, HeaderValue, Request, Response};
 use http_body_util::Full;
 use ipnet::{IpNet, Ipv4Net};
-use tollgate_core::allowlist::{networks_contain, AllowlistStore, IpSet};
+use tollgate_core::allowlist::{AllowlistStore, IpSet};
 use tollgate_core::{KeyKind, MemoryAllowlistStore, Principal};
 use tollgate_ip::{ClientIpLayer, IpAllowlistLayer};
 use tower::{service_fn, Layer, Service};
@@ -63,6 +63,11 @@ fn networks_and_probes() -> (Vec<IpNet>, Vec<IpAddr>) {
     (networks, probes)
 }
 
+// What a list without an index does: ask every network in turn.
+fn linear_scan(networks: &[IpNet], ip: IpAddr) -> bool {
+    networks.iter().any(|network| network.contains(&ip))
+}
+
 fn forwarded_headers(client: IpAddr) -> HeaderMap {
     let mut headers = HeaderMap::new();
     let chain = format!("203.0.113.66, {client}, 10.0.0.2");
@@ -76,7 +81,7 @@ fn matching(c: &mut Criterion) {
     let hits = probes.iter().filter(|ip| set.contains(**ip)).count();
     assert_eq!(
         hits,
-        probes.iter().filter(|ip| networks_contain(&networks, **ip)).count(),
+        probes.iter().filter(|ip| linear_scan(&networks, **ip)).count(),
         "both matchers agree"
     );
     let mut group = c.benchmark_group("allowlist_10k_cidrs");
@@ -90,7 +95,7 @@ fn matching(c: &mut Criterion) {
     group.bench_function("match/linear_scan", |b| {
         b.iter(|| {
             i = (i + 1) % PROBES;
-            black_box(networks_contain(black_box(&networks), black_box(probes[i])))
+            black_box(linear_scan(black_box(&networks), black_box(probes[i])))
         })
     });
 
@@ -109,10 +114,12 @@ fn matching(c: &mut Criterion) {
         b.iter(|| {
             i = (i + 1) % PROBES;
             let client = layer.resolve_from(peer, black_box(&requests[i]));
-            black_box(networks_contain(&networks, client.ip()))
+            black_box(linear_scan(&networks, client.ip()))
         })
     });
-    group.bench_function("build_ip_set", |b| b.iter(|| black_box(IpSet::new(networks.iter().copied()))));
+    group.bench_function("build_ip_set", |b| {
+        b.iter(|| black_box(IpSet::new(networks.iter().copied())))
+    });
     group.finish();
 }
 

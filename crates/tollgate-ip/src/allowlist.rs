@@ -433,7 +433,8 @@ mod tests {
 
     const REFUSED: &str =
         r#"{"error":{"code":"IP_NOT_ALLOWED","message":"Requests from this IP address are not allowed."}}"#;
-    const UNAVAILABLE: &str = r#"{"error":{"code":"SERVICE_UNAVAILABLE","message":"The service is temporarily unavailable. Please retry."}}"#;
+    const UNAVAILABLE: &str =
+        r#"{"error":{"code":"SERVICE_UNAVAILABLE","message":"The service is temporarily unavailable. Please retry."}}"#;
 
     fn ip(text: &str) -> IpAddr {
         text.parse().unwrap()
@@ -512,7 +513,11 @@ mod tests {
         assert_eq!(send(&service, mapped).await, allowed());
         assert_eq!(handler.calls(), 3);
         for outsider in ["198.51.100.7", "203.0.114.1", "2001:db9::1", "::ffff:198.51.100.7"] {
-            assert_eq!(send(&service, request(Some(outsider), None)).await, refused(), "{outsider}");
+            assert_eq!(
+                send(&service, request(Some(outsider), None)).await,
+                refused(),
+                "{outsider}"
+            );
         }
         assert_eq!(handler.calls(), 3, "refused requests never reach the handler");
         let response = service.oneshot(request(Some("198.51.100.7"), None)).await.unwrap();
@@ -538,13 +543,19 @@ mod tests {
     async fn a_layer_with_no_list_allows_any_client_ip() {
         let handler = Handler::default();
         let service = IpAllowlistLayer::new().layer(handler.service());
-        assert_eq!(send(&service, request(Some("198.51.100.7"), Some(principal()))).await, allowed());
+        assert_eq!(
+            send(&service, request(Some("198.51.100.7"), Some(principal()))).await,
+            allowed()
+        );
     }
 
     #[tokio::test]
     async fn account_and_key_lists_intersect_and_a_key_list_never_widens() {
         let store = MemoryAllowlistStore::new();
-        store.set_account_allowlist("acct_1", set(&["203.0.113.0/24"])).await.unwrap();
+        store
+            .set_account_allowlist("acct_1", set(&["203.0.113.0/24"]))
+            .await
+            .unwrap();
         // The key's own list is wider than its account's.
         store.set_key_allowlist("key_1", set(&["0.0.0.0/0"])).await.unwrap();
         let handler = Handler::default();
@@ -554,8 +565,16 @@ mod tests {
             .layer(handler.service());
         let from = |client: &str| request(Some(client), Some(principal()));
         assert_eq!(send(&service, from("203.0.113.7")).await, allowed());
-        assert_eq!(send(&service, from("198.51.100.7")).await, refused(), "outside the account's list");
-        assert_eq!(send(&service, from("10.0.0.1")).await, refused(), "outside the global list");
+        assert_eq!(
+            send(&service, from("198.51.100.7")).await,
+            refused(),
+            "outside the account's list"
+        );
+        assert_eq!(
+            send(&service, from("10.0.0.1")).await,
+            refused(),
+            "outside the global list"
+        );
 
         // A narrower key list narrows.
         store.set_key_allowlist("key_1", set(&["203.0.113.7"])).await.unwrap();
@@ -564,10 +583,17 @@ mod tests {
 
         // Without an account list the key's list alone applies (inside the global one).
         store.clear_account_allowlist("acct_1").await.unwrap();
-        store.set_key_allowlist("key_1", set(&["198.51.100.0/24", "10.0.0.0/8"])).await.unwrap();
+        store
+            .set_key_allowlist("key_1", set(&["198.51.100.0/24", "10.0.0.0/8"]))
+            .await
+            .unwrap();
         assert_eq!(send(&service, from("198.51.100.7")).await, allowed());
         assert_eq!(send(&service, from("203.0.113.7")).await, refused());
-        assert_eq!(send(&service, from("10.0.0.1")).await, refused(), "the key list cannot widen the global list");
+        assert_eq!(
+            send(&service, from("10.0.0.1")).await,
+            refused(),
+            "the key list cannot widen the global list"
+        );
 
         // An empty stored list allows nothing; clearing it lifts the restriction.
         store.set_key_allowlist("key_1", IpSet::empty()).await.unwrap();
@@ -576,16 +602,25 @@ mod tests {
         assert_eq!(send(&service, from("192.0.2.1")).await, allowed());
 
         // Other keys of other accounts are not affected by these lists.
-        store.set_account_allowlist("acct_1", set(&["203.0.113.0/24"])).await.unwrap();
+        store
+            .set_account_allowlist("acct_1", set(&["203.0.113.0/24"]))
+            .await
+            .unwrap();
         let stranger = Principal::new("acct_2", "key_2", KeyKind::Production);
-        assert_eq!(send(&service, request(Some("192.0.2.1"), Some(stranger))).await, allowed());
+        assert_eq!(
+            send(&service, request(Some("192.0.2.1"), Some(stranger))).await,
+            allowed()
+        );
         assert_eq!(handler.calls(), 5);
     }
 
     #[tokio::test]
     async fn the_principal_list_applies_with_the_stored_lists() {
         let store = MemoryAllowlistStore::new();
-        store.set_key_allowlist("key_1", set(&["203.0.113.0/24"])).await.unwrap();
+        store
+            .set_key_allowlist("key_1", set(&["203.0.113.0/24"]))
+            .await
+            .unwrap();
         let own: Vec<IpNet> = vec!["203.0.113.0/28".parse().unwrap(), "198.51.100.0/24".parse().unwrap()];
         let principal = principal().with_ip_allowlist(Some(own));
         let handler = Handler::default();
@@ -593,10 +628,20 @@ mod tests {
         let from = |client: &str| request(Some(client), Some(principal.clone()));
         assert_eq!(send(&service, from("203.0.113.2")).await, allowed(), "in both");
         assert_eq!(send(&service, from("::ffff:203.0.113.2")).await, allowed(), "mapped");
-        assert_eq!(send(&service, from("203.0.113.200")).await, refused(), "only in the stored list");
-        assert_eq!(send(&service, from("198.51.100.1")).await, refused(), "only in the principal's list");
+        assert_eq!(
+            send(&service, from("203.0.113.200")).await,
+            refused(),
+            "only in the stored list"
+        );
+        assert_eq!(
+            send(&service, from("198.51.100.1")).await,
+            refused(),
+            "only in the principal's list"
+        );
 
-        let ignoring = IpAllowlistLayer::new().principal_allowlist(false).layer(handler.service());
+        let ignoring = IpAllowlistLayer::new()
+            .principal_allowlist(false)
+            .layer(handler.service());
         assert_eq!(send(&ignoring, from("192.0.2.1")).await, allowed());
         let principal_only = IpAllowlistLayer::new().layer(handler.service());
         assert_eq!(send(&principal_only, from("198.51.100.1")).await, allowed());
@@ -643,7 +688,10 @@ mod tests {
             (StatusCode::SERVICE_UNAVAILABLE, UNAVAILABLE.to_owned())
         );
         // Refused by the global list before the store is asked: still 403.
-        assert_eq!(send(&service, request(Some("198.51.100.7"), Some(principal()))).await, refused());
+        assert_eq!(
+            send(&service, request(Some("198.51.100.7"), Some(principal()))).await,
+            refused()
+        );
         // Without a principal the store is not consulted at all.
         assert_eq!(send(&service, request(Some("203.0.113.7"), None)).await, allowed());
         assert_eq!(handler.calls(), 1);
@@ -711,7 +759,10 @@ mod tests {
     #[tokio::test]
     async fn the_handler_runs_only_after_the_store_answers() {
         let store = SlowStore::default();
-        store.set_account_allowlist("acct_1", set(&["203.0.113.0/24"])).await.unwrap();
+        store
+            .set_account_allowlist("acct_1", set(&["203.0.113.0/24"]))
+            .await
+            .unwrap();
         let handler = Handler::default();
         let mut service = IpAllowlistLayer::new().store(store).layer(handler.service());
 
@@ -735,22 +786,39 @@ mod tests {
     #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
     async fn concurrent_requests_on_clones_are_judged_independently() {
         let store = SlowStore::default();
-        store.set_account_allowlist("acct_1", set(&["203.0.113.0/24"])).await.unwrap();
+        store
+            .set_account_allowlist("acct_1", set(&["203.0.113.0/24"]))
+            .await
+            .unwrap();
         let handler = Handler::default();
         let service = IpAllowlistLayer::new().store(store).layer(handler.service());
         let tasks: Vec<_> = (0..400u32)
             .map(|i| {
                 let service = service.clone();
-                let client = if i % 4 == 0 { format!("198.51.100.{}", i % 250) } else { format!("203.0.113.{}", i % 250) };
+                let client = if i % 4 == 0 {
+                    format!("198.51.100.{}", i % 250)
+                } else {
+                    format!("203.0.113.{}", i % 250)
+                };
                 tokio::spawn(async move {
-                    let response = service.oneshot(request(Some(&client), Some(principal()))).await.unwrap();
+                    let response = service
+                        .oneshot(request(Some(&client), Some(principal())))
+                        .await
+                        .unwrap();
                     (i % 4 == 0, response.status())
                 })
             })
             .collect();
         for task in tasks {
             let (outsider, status) = task.await.unwrap();
-            assert_eq!(status, if outsider { StatusCode::FORBIDDEN } else { StatusCode::OK });
+            assert_eq!(
+                status,
+                if outsider {
+                    StatusCode::FORBIDDEN
+                } else {
+                    StatusCode::OK
+                }
+            );
         }
         assert_eq!(handler.calls(), 300);
     }

@@ -412,53 +412,281 @@ mod tests {
         let peer = "10.0.0.1";
         let cases = [
             // No trusted proxies: the peer, whatever the headers say.
-            case("no proxies ignore XFF", ClientIpLayer::new(), "203.0.113.5", &["1.1.1.1"], "203.0.113.5"),
-            forwarded(case("no proxies ignore Forwarded", ClientIpLayer::new(), "203.0.113.5", &["for=1.1.1.1"], "203.0.113.5")),
-            case("no proxies, mapped peer", ClientIpLayer::new(), "::ffff:203.0.113.5", &[], "203.0.113.5"),
-            case("zero hops trusts nobody", ClientIpLayer::new().trusted_hops(0), "203.0.113.5", &["1.1.1.1"], "203.0.113.5"),
+            case(
+                "no proxies ignore XFF",
+                ClientIpLayer::new(),
+                "203.0.113.5",
+                &["1.1.1.1"],
+                "203.0.113.5",
+            ),
+            forwarded(case(
+                "no proxies ignore Forwarded",
+                ClientIpLayer::new(),
+                "203.0.113.5",
+                &["for=1.1.1.1"],
+                "203.0.113.5",
+            )),
+            case(
+                "no proxies, mapped peer",
+                ClientIpLayer::new(),
+                "::ffff:203.0.113.5",
+                &[],
+                "203.0.113.5",
+            ),
+            case(
+                "zero hops trusts nobody",
+                ClientIpLayer::new().trusted_hops(0),
+                "203.0.113.5",
+                &["1.1.1.1"],
+                "203.0.113.5",
+            ),
             // Trusted CIDRs.
-            case("untrusted peer: headers ignored", cidrs(), "198.51.100.9", &["1.1.1.1"], "198.51.100.9"),
+            case(
+                "untrusted peer: headers ignored",
+                cidrs(),
+                "198.51.100.9",
+                &["1.1.1.1"],
+                "198.51.100.9",
+            ),
             case("trusted peer without header", cidrs(), peer, &[], peer),
             case("one trusted hop", cidrs(), peer, &["198.51.100.23"], "198.51.100.23"),
-            case("two trusted hops", cidrs(), peer, &["198.51.100.23, 10.0.0.2"], "198.51.100.23"),
-            case("spoofed leftmost entries", cidrs(), peer, &["6.6.6.6, 10.9.9.9, 198.51.100.23, 10.0.0.2"], "198.51.100.23"),
-            case("spoofed trusted-looking leftmost", cidrs(), peer, &["10.0.0.99, 198.51.100.23"], "198.51.100.23"),
-            case("lines joined in order (a)", cidrs(), peer, &["6.6.6.6", "198.51.100.23, 10.0.0.2"], "198.51.100.23"),
-            case("lines joined in order (b)", cidrs(), peer, &["6.6.6.6, 198.51.100.23", "10.0.0.2"], "198.51.100.23"),
-            case("lines joined in order (c)", cidrs(), peer, &["198.51.100.23", "10.0.0.2", "10.0.0.3"], "198.51.100.23"),
-            case("every hop trusted: leftmost", cidrs(), peer, &["10.5.5.5, 10.0.0.2"], "10.5.5.5"),
-            case("mapped hops are normalised", cidrs(), "::ffff:10.0.0.1", &["::ffff:198.51.100.23, ::ffff:10.0.0.2"], "198.51.100.23"),
-            case("entry with a port", cidrs(), peer, &["198.51.100.23:5555"], "198.51.100.23"),
-            case("bracketed IPv6 with a port", cidrs(), peer, &["[2001:db8::7]:5555"], "2001:db8::7"),
-            case("IPv6 proxies", cidrs(), "fd00::1", &["2001:db8::7, fd00::2"], "2001:db8::7"),
-            case("unknown rightmost: the peer", cidrs(), peer, &["6.6.6.6, unknown"], peer),
-            case("garbage mid-chain: nearest hop", cidrs(), peer, &["6.6.6.6, garbage, 10.0.0.2"], "10.0.0.2"),
-            case("empty entries are no hops", cidrs(), peer, &["198.51.100.23,, ,10.0.0.2,"], "198.51.100.23"),
+            case(
+                "two trusted hops",
+                cidrs(),
+                peer,
+                &["198.51.100.23, 10.0.0.2"],
+                "198.51.100.23",
+            ),
+            case(
+                "spoofed leftmost entries",
+                cidrs(),
+                peer,
+                &["6.6.6.6, 10.9.9.9, 198.51.100.23, 10.0.0.2"],
+                "198.51.100.23",
+            ),
+            case(
+                "spoofed trusted-looking leftmost",
+                cidrs(),
+                peer,
+                &["10.0.0.99, 198.51.100.23"],
+                "198.51.100.23",
+            ),
+            case(
+                "lines joined in order (a)",
+                cidrs(),
+                peer,
+                &["6.6.6.6", "198.51.100.23, 10.0.0.2"],
+                "198.51.100.23",
+            ),
+            case(
+                "lines joined in order (b)",
+                cidrs(),
+                peer,
+                &["6.6.6.6, 198.51.100.23", "10.0.0.2"],
+                "198.51.100.23",
+            ),
+            case(
+                "lines joined in order (c)",
+                cidrs(),
+                peer,
+                &["198.51.100.23", "10.0.0.2", "10.0.0.3"],
+                "198.51.100.23",
+            ),
+            case(
+                "every hop trusted: leftmost",
+                cidrs(),
+                peer,
+                &["10.5.5.5, 10.0.0.2"],
+                "10.5.5.5",
+            ),
+            case(
+                "mapped hops are normalised",
+                cidrs(),
+                "::ffff:10.0.0.1",
+                &["::ffff:198.51.100.23, ::ffff:10.0.0.2"],
+                "198.51.100.23",
+            ),
+            case(
+                "entry with a port",
+                cidrs(),
+                peer,
+                &["198.51.100.23:5555"],
+                "198.51.100.23",
+            ),
+            case(
+                "bracketed IPv6 with a port",
+                cidrs(),
+                peer,
+                &["[2001:db8::7]:5555"],
+                "2001:db8::7",
+            ),
+            case(
+                "IPv6 proxies",
+                cidrs(),
+                "fd00::1",
+                &["2001:db8::7, fd00::2"],
+                "2001:db8::7",
+            ),
+            case(
+                "unknown rightmost: the peer",
+                cidrs(),
+                peer,
+                &["6.6.6.6, unknown"],
+                peer,
+            ),
+            case(
+                "garbage mid-chain: nearest hop",
+                cidrs(),
+                peer,
+                &["6.6.6.6, garbage, 10.0.0.2"],
+                "10.0.0.2",
+            ),
+            case(
+                "empty entries are no hops",
+                cidrs(),
+                peer,
+                &["198.51.100.23,, ,10.0.0.2,"],
+                "198.51.100.23",
+            ),
             case("commas only: the peer", cidrs(), peer, &[",,,"], peer),
             case("empty header: the peer", cidrs(), peer, &[""], peer),
             case("Forwarded is not read for XFF", cidrs(), peer, &[], peer),
             forwarded(case("XFF is not read for Forwarded", cidrs(), peer, &[], peer)),
             // RFC 7239 Forwarded.
-            forwarded(case("Forwarded two hops", cidrs(), peer, &["for=198.51.100.23;proto=https, for=10.0.0.2;by=10.0.0.1"], "198.51.100.23")),
-            forwarded(case("Forwarded quoted IPv6 with port", cidrs(), peer, &["for=\"[2001:db8:cafe::17]:4711\""], "2001:db8:cafe::17")),
-            forwarded(case("Forwarded quoted IPv4 with port", cidrs(), peer, &["for=\"198.51.100.23:4711\""], "198.51.100.23")),
-            forwarded(case("Forwarded unknown: the peer", cidrs(), peer, &["for=6.6.6.6, for=unknown"], peer)),
-            forwarded(case("Forwarded obfuscated: nearest hop", cidrs(), peer, &["for=6.6.6.6, for=_hidden, for=10.0.0.2"], "10.0.0.2")),
-            forwarded(case("Forwarded quoted obfuscated", cidrs(), peer, &["for=\"_SEVKISEK:_port\""], peer)),
-            forwarded(case("Forwarded without for: the peer", cidrs(), peer, &["for=6.6.6.6, by=10.0.0.9;proto=http"], peer)),
-            forwarded(case("Forwarded spoofed leftmost", cidrs(), peer, &["for=6.6.6.6, for=198.51.100.23"], "198.51.100.23")),
-            forwarded(case("Forwarded lines joined in order", cidrs(), peer, &["for=6.6.6.6", "for=198.51.100.23", "for=10.0.0.2"], "198.51.100.23")),
-            forwarded(case("Forwarded stray quote cannot win", cidrs(), peer, &["for=\"6.6.6.6, for=198.51.100.23"], peer)),
-            forwarded(case("Forwarded stray quote in its own line", cidrs(), peer, &["for=\"6.6.6.6", "for=198.51.100.23"], "198.51.100.23")),
-            forwarded(case("Forwarded IPv6 proxies", cidrs(), "fd00::1", &["for=\"[2001:db8::7]:1\", for=\"[fd00::2]\""], "2001:db8::7")),
+            forwarded(case(
+                "Forwarded two hops",
+                cidrs(),
+                peer,
+                &["for=198.51.100.23;proto=https, for=10.0.0.2;by=10.0.0.1"],
+                "198.51.100.23",
+            )),
+            forwarded(case(
+                "Forwarded quoted IPv6 with port",
+                cidrs(),
+                peer,
+                &["for=\"[2001:db8:cafe::17]:4711\""],
+                "2001:db8:cafe::17",
+            )),
+            forwarded(case(
+                "Forwarded quoted IPv4 with port",
+                cidrs(),
+                peer,
+                &["for=\"198.51.100.23:4711\""],
+                "198.51.100.23",
+            )),
+            forwarded(case(
+                "Forwarded unknown: the peer",
+                cidrs(),
+                peer,
+                &["for=6.6.6.6, for=unknown"],
+                peer,
+            )),
+            forwarded(case(
+                "Forwarded obfuscated: nearest hop",
+                cidrs(),
+                peer,
+                &["for=6.6.6.6, for=_hidden, for=10.0.0.2"],
+                "10.0.0.2",
+            )),
+            forwarded(case(
+                "Forwarded quoted obfuscated",
+                cidrs(),
+                peer,
+                &["for=\"_SEVKISEK:_port\""],
+                peer,
+            )),
+            forwarded(case(
+                "Forwarded without for: the peer",
+                cidrs(),
+                peer,
+                &["for=6.6.6.6, by=10.0.0.9;proto=http"],
+                peer,
+            )),
+            forwarded(case(
+                "Forwarded spoofed leftmost",
+                cidrs(),
+                peer,
+                &["for=6.6.6.6, for=198.51.100.23"],
+                "198.51.100.23",
+            )),
+            forwarded(case(
+                "Forwarded lines joined in order",
+                cidrs(),
+                peer,
+                &["for=6.6.6.6", "for=198.51.100.23", "for=10.0.0.2"],
+                "198.51.100.23",
+            )),
+            forwarded(case(
+                "Forwarded stray quote cannot win",
+                cidrs(),
+                peer,
+                &["for=\"6.6.6.6, for=198.51.100.23"],
+                peer,
+            )),
+            forwarded(case(
+                "Forwarded stray quote in its own line",
+                cidrs(),
+                peer,
+                &["for=\"6.6.6.6", "for=198.51.100.23"],
+                "198.51.100.23",
+            )),
+            forwarded(case(
+                "Forwarded IPv6 proxies",
+                cidrs(),
+                "fd00::1",
+                &["for=\"[2001:db8::7]:1\", for=\"[fd00::2]\""],
+                "2001:db8::7",
+            )),
             // A hop count.
-            case("one hop", ClientIpLayer::new().trusted_hops(1), "203.0.113.1", &["6.6.6.6, 198.51.100.23"], "198.51.100.23"),
-            case("two hops", ClientIpLayer::new().trusted_hops(2), "203.0.113.1", &["6.6.6.6, 198.51.100.23, 192.0.2.200"], "198.51.100.23"),
-            case("two hops over two lines", ClientIpLayer::new().trusted_hops(2), "203.0.113.1", &["6.6.6.6, 198.51.100.23", "192.0.2.200"], "198.51.100.23"),
-            case("fewer entries than hops: leftmost", ClientIpLayer::new().trusted_hops(3), "203.0.113.1", &["198.51.100.23, 192.0.2.200"], "198.51.100.23"),
-            case("hops without a header: the peer", ClientIpLayer::new().trusted_hops(2), "203.0.113.1", &[], "203.0.113.1"),
-            case("hops stop at garbage", ClientIpLayer::new().trusted_hops(2), "203.0.113.1", &["198.51.100.23, garbage"], "203.0.113.1"),
-            forwarded(case("Forwarded with hops", ClientIpLayer::new().trusted_hops(1), "203.0.113.1", &["for=6.6.6.6, for=\"[2001:db8::9]\""], "2001:db8::9")),
+            case(
+                "one hop",
+                ClientIpLayer::new().trusted_hops(1),
+                "203.0.113.1",
+                &["6.6.6.6, 198.51.100.23"],
+                "198.51.100.23",
+            ),
+            case(
+                "two hops",
+                ClientIpLayer::new().trusted_hops(2),
+                "203.0.113.1",
+                &["6.6.6.6, 198.51.100.23, 192.0.2.200"],
+                "198.51.100.23",
+            ),
+            case(
+                "two hops over two lines",
+                ClientIpLayer::new().trusted_hops(2),
+                "203.0.113.1",
+                &["6.6.6.6, 198.51.100.23", "192.0.2.200"],
+                "198.51.100.23",
+            ),
+            case(
+                "fewer entries than hops: leftmost",
+                ClientIpLayer::new().trusted_hops(3),
+                "203.0.113.1",
+                &["198.51.100.23, 192.0.2.200"],
+                "198.51.100.23",
+            ),
+            case(
+                "hops without a header: the peer",
+                ClientIpLayer::new().trusted_hops(2),
+                "203.0.113.1",
+                &[],
+                "203.0.113.1",
+            ),
+            case(
+                "hops stop at garbage",
+                ClientIpLayer::new().trusted_hops(2),
+                "203.0.113.1",
+                &["198.51.100.23, garbage"],
+                "203.0.113.1",
+            ),
+            forwarded(case(
+                "Forwarded with hops",
+                ClientIpLayer::new().trusted_hops(1),
+                "203.0.113.1",
+                &["for=6.6.6.6, for=\"[2001:db8::9]\""],
+                "2001:db8::9",
+            )),
         ];
         for case in cases {
             let headers = headers(&case.header, case.lines);
@@ -554,7 +782,11 @@ mod tests {
             assert!(got == client || got == peer, "Forwarded after {shown:?}: {got}");
             map.insert(FORWARDED, value(b""));
             map.append(FORWARDED, HeaderValue::from_static("for=198.51.100.23"));
-            assert_eq!(forwarded_layer.resolve_from(peer, &map).ip(), client, "Forwarded line after {shown:?}");
+            assert_eq!(
+                forwarded_layer.resolve_from(peer, &map).ip(),
+                client,
+                "Forwarded line after {shown:?}"
+            );
 
             // Garbage alone: no trusted proxy means the peer, always.
             map.clear();
@@ -586,10 +818,13 @@ mod tests {
     #[test]
     fn axum_connect_info_is_a_peer_source() {
         let mut request = Request::new(());
-        request
-            .extensions_mut()
-            .insert(axum::extract::ConnectInfo("203.0.113.4:9000".parse::<SocketAddr>().unwrap()));
-        assert_eq!(ClientIpLayer::new().resolve(&request), Some(ClientIp(ip("203.0.113.4"))));
+        request.extensions_mut().insert(axum::extract::ConnectInfo(
+            "203.0.113.4:9000".parse::<SocketAddr>().unwrap(),
+        ));
+        assert_eq!(
+            ClientIpLayer::new().resolve(&request),
+            Some(ClientIp(ip("203.0.113.4")))
+        );
     }
 
     #[tokio::test]
@@ -604,7 +839,9 @@ mod tests {
             .header("x-forwarded-for", "6.6.6.6, 198.51.100.23")
             .body(())
             .unwrap();
-        request.extensions_mut().insert("10.0.0.1:5000".parse::<SocketAddr>().unwrap());
+        request
+            .extensions_mut()
+            .insert("10.0.0.1:5000".parse::<SocketAddr>().unwrap());
         let got = service.clone().oneshot(request).await.unwrap();
         assert_eq!(got, Some(ClientIp(ip("198.51.100.23"))));
 

@@ -175,9 +175,10 @@ impl<'a> Parser<'a> {
     // RFC 9110 token characters.
     fn token(&mut self) -> Option<&'a [u8]> {
         let start = self.position;
-        while self.peek().is_some_and(|byte| {
-            byte.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&byte)
-        }) {
+        while self
+            .peek()
+            .is_some_and(|byte| byte.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&byte))
+        {
             self.position += 1;
         }
         (self.position > start).then(|| &self.bytes[start..self.position])
@@ -292,9 +293,17 @@ mod tests {
     fn x_forwarded_for_joins_lines_in_order_and_skips_empty_entries() {
         assert_eq!(
             xff(&[b"192.0.2.1, 198.51.100.2", b" 203.0.113.3 ,2001:db8::4"]),
-            vec![ip("192.0.2.1"), ip("198.51.100.2"), ip("203.0.113.3"), ip("2001:db8::4")]
+            vec![
+                ip("192.0.2.1"),
+                ip("198.51.100.2"),
+                ip("203.0.113.3"),
+                ip("2001:db8::4")
+            ]
         );
-        assert_eq!(xff(&[b"192.0.2.1,,\t, 198.51.100.2,"]), vec![ip("192.0.2.1"), ip("198.51.100.2")]);
+        assert_eq!(
+            xff(&[b"192.0.2.1,,\t, 198.51.100.2,"]),
+            vec![ip("192.0.2.1"), ip("198.51.100.2")]
+        );
         assert_eq!(xff(&[b",,,"]), vec![]);
         assert_eq!(xff(&[b""]), vec![]);
         assert_eq!(
@@ -308,7 +317,10 @@ mod tests {
         let cases: &[(&[u8], Vec<Option<IpAddr>>)] = &[
             (b"for=192.0.2.60;proto=http;by=203.0.113.43", vec![ip("192.0.2.60")]),
             (b"For=\"[2001:db8:cafe::17]:4711\"", vec![ip("2001:db8:cafe::17")]),
-            (b"for=192.0.2.43, for=198.51.100.17", vec![ip("192.0.2.43"), ip("198.51.100.17")]),
+            (
+                b"for=192.0.2.43, for=198.51.100.17",
+                vec![ip("192.0.2.43"), ip("198.51.100.17")],
+            ),
             (b"for=\"192.0.2.43:47011\"", vec![ip("192.0.2.43")]),
             (b"for=unknown, for=192.0.2.1", vec![None, ip("192.0.2.1")]),
             (b"for=_hidden, for=\"_SEVKISEK\"", vec![None, None]),
@@ -321,7 +333,10 @@ mod tests {
             (b"for=\"192.0.2.1", vec![None]),
             (b"for=\"a\"b, for=192.0.2.1", vec![None]),
             (b"=192.0.2.1, for=192.0.2.2", vec![None]),
-            (b"for=192.0.2.1, for 192.0.2.2, for=192.0.2.3", vec![ip("192.0.2.1"), None]),
+            (
+                b"for=192.0.2.1, for 192.0.2.2, for=192.0.2.3",
+                vec![ip("192.0.2.1"), None],
+            ),
         ];
         for (line, expected) in cases {
             assert_eq!(forwarded(&[line]), *expected, "{:?}", String::from_utf8_lossy(line));

@@ -18,7 +18,8 @@ fn ipv4() -> impl Strategy<Value = Ipv4Addr> {
 
 fn ipv6() -> impl Strategy<Value = Ipv6Addr> {
     prop_oneof![
-        (0u128..4, any::<u16>()).prop_map(|(block, low)| Ipv6Addr::from((0x2001_0db8u128 << 96) | (block << 16) | u128::from(low))),
+        (0u128..4, any::<u16>())
+            .prop_map(|(block, low)| Ipv6Addr::from((0x2001_0db8u128 << 96) | (block << 16) | u128::from(low))),
         ipv4().prop_map(|v4| v4.to_ipv6_mapped()),
     ]
 }

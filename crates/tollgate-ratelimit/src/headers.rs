@@ -12,6 +12,10 @@
 //! longer). `t` is whole seconds rounded up: until the burst is whole
 //! again, until 00:00 UTC for the daily quota, or the `Retry-After` wait of
 //! a refusal.
+//!
+//! Every response that had a decision carries them, admitted or refused.
+//! Responses made without one — 401 for a request without a key, 503 when
+//! the store fails — carry none.
 
 use http::header::{HeaderMap, HeaderName, HeaderValue};
 use tollgate_core::rate_limit::{ceil_secs, Decision, LimitKind, Plan, Verdict};

@@ -170,17 +170,29 @@ fn bench_stack(c: &mut Criterion) {
     let mut group = c.benchmark_group("stack");
     group.throughput(Throughput::Elements(1));
     for concurrency in CONCURRENCY {
-        group.bench_with_input(BenchmarkId::new("bare", concurrency), &concurrency, |b, &concurrency| {
-            let tokens = ["Bearer none".to_owned()];
-            b.iter_custom(|iters| runtime.block_on(drive(bare, &tokens, concurrency, iters)));
-        });
-        group.bench_with_input(BenchmarkId::new("memory", concurrency), &concurrency, |b, &concurrency| {
-            b.iter_custom(|iters| runtime.block_on(drive(memory.clone(), &memory_tokens, concurrency, iters)));
-        });
+        group.bench_with_input(
+            BenchmarkId::new("bare", concurrency),
+            &concurrency,
+            |b, &concurrency| {
+                let tokens = ["Bearer none".to_owned()];
+                b.iter_custom(|iters| runtime.block_on(drive(bare, &tokens, concurrency, iters)));
+            },
+        );
+        group.bench_with_input(
+            BenchmarkId::new("memory", concurrency),
+            &concurrency,
+            |b, &concurrency| {
+                b.iter_custom(|iters| runtime.block_on(drive(memory.clone(), &memory_tokens, concurrency, iters)));
+            },
+        );
         if let Some((_, service, tokens)) = &redis {
-            group.bench_with_input(BenchmarkId::new("redis", concurrency), &concurrency, |b, &concurrency| {
-                b.iter_custom(|iters| runtime.block_on(drive(service.clone(), tokens, concurrency, iters)));
-            });
+            group.bench_with_input(
+                BenchmarkId::new("redis", concurrency),
+                &concurrency,
+                |b, &concurrency| {
+                    b.iter_custom(|iters| runtime.block_on(drive(service.clone(), tokens, concurrency, iters)));
+                },
+            );
         }
     }
     group.finish();

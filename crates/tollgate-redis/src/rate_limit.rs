@@ -3,8 +3,11 @@
 //!
 //! # Layout
 //!
-//! One hash per key, `<prefix>rl:{<key>}`, with the three integers of
-//! [`KeyState`]: `tat` (nanoseconds), `day` and `used`.
+//! One string per key, `<prefix>rl:{<key>}`, holding the three integers of
+//! [`KeyState`] as `<tat secs> <tat nanos> <day> <used hi> <used lo>`
+//! (`used` = `hi` × 10⁹ + `lo`: u64 values split so Lua's doubles hold them
+//! exactly). A string rather than a hash, so one `SET … PX` writes the
+//! state and its TTL together.
 //!
 //! # One round trip, one script
 //!
@@ -17,7 +20,8 @@
 //! are doubles). A refused request writes nothing. An admitted one writes the
 //! new state with a TTL that ends when the state becomes
 //! [idle](KeyState::is_idle_at): the TAT for the burst, the end of the UTC day
-//! for a daily count. Idle keys vanish by themselves.
+//! for a daily count. Idle keys vanish by themselves. Inside the script:
+//! `GET`, `TIME` and, when admitting, one `SET … PX`.
 //!
 //! The script returns the state it found and the time it used; the client
 //! then runs [`KeyState::check`] on them to build the [`Decision`] (remaining,
@@ -68,10 +72,55 @@ impl ScriptArgs {
             impossible,
         }
     }
+
+    fn invocation<'a>(&self, key: &'a str) -> redis::ScriptInvocation<'static> {
+        let mut invocation = CHECK.key(key);
+        let (increment, capacity, cost) = (split(self.increment), split(self.capacity), split(self.cost.into()));
+        invocation
+            .arg(increment.0)
+            .arg(increment.1)
+            .arg(capacity.0)
+            .arg(capacity.1);
+        match self.quota.map(split) {
+            Some((hi, lo)) => invocation.arg(hi).arg(lo),
+            None => invocation.arg("-").arg("-"),
+        };
+        invocation.arg(cost.0).arg(cost.1).arg(u8::from(self.impossible));
+        invocation
+    }
 }
 
-/// The script's answer: the state before, the server's time, the verdict.
-type ScriptReply = (String, String, String, u64, u64, i64);
+const BILLION: u64 = 1_000_000_000;
+
+// A u64 as two numbers a Lua double holds exactly: units of 10⁹ and the rest.
+fn split(value: u64) -> (u64, u64) {
+    (value / BILLION, value % BILLION)
+}
+
+/// The stored form of a state (see the module docs); the script writes it,
+/// tests write it to set up a state.
+#[cfg(test)]
+fn encode_state(state: &KeyState) -> String {
+    let (tat_hi, tat_lo) = split(state.tat_nanos);
+    let (used_hi, used_lo) = split(state.used);
+    format!("{tat_hi} {tat_lo} {} {used_hi} {used_lo}", state.day)
+}
+
+/// Parses [`encode_state`]'s output.
+fn decode_state(text: &str) -> Option<KeyState> {
+    let mut numbers = text.split(' ').map(|part| part.parse::<u64>().ok());
+    let mut next = || numbers.next().flatten();
+    let (tat_hi, tat_lo, day, used_hi, used_lo) = (next()?, next()?, next()?, next()?, next()?);
+    let join = |hi: u64, lo: u64| hi.checked_mul(BILLION)?.checked_add(lo);
+    Some(KeyState {
+        tat_nanos: join(tat_hi, tat_lo)?,
+        day: u32::try_from(day).ok()?,
+        used: join(used_hi, used_lo)?,
+    })
+}
+
+/// The script's answer: the state before (if any), the server's time, the verdict.
+type ScriptReply = (Option<String>, u64, u64, i64);
 
 impl RedisRateLimitStore {
     pub(crate) fn new(backend: Backend) -> RedisRateLimitStore {
@@ -84,14 +133,9 @@ impl RedisRateLimitStore {
     }
 
     async fn check_once(&self, key: &str, limits: Limits, cost: u32) -> Result<Decision, StoreError> {
-        let args = ScriptArgs::new(&limits, cost);
-        let reply: ScriptReply = CHECK
-            .key(self.state_key(key))
-            .arg(args.increment)
-            .arg(args.capacity)
-            .arg(args.quota.map_or_else(|| "-".to_owned(), |quota| quota.to_string()))
-            .arg(args.cost)
-            .arg(u8::from(args.impossible))
+        let state_key = self.state_key(key);
+        let reply: ScriptReply = ScriptArgs::new(&limits, cost)
+            .invocation(&state_key)
             .invoke_async(&mut self.backend.connection())
             .await
             .map_err(backend_error)?;
@@ -101,15 +145,14 @@ impl RedisRateLimitStore {
 
 // Replays the script's verdict through the reference to get every figure.
 fn decide(reply: &ScriptReply, limits: &Limits, cost: u32) -> Result<Decision, StoreError> {
-    let (tat, day, used, secs, micros, admitted) = reply;
+    let (stored, secs, micros, admitted) = reply;
     let corrupt = |what: &str| StoreError::Corrupt(format!("rate-limit state: {what}"));
-    let mut state = KeyState {
-        tat_nanos: tat.parse().map_err(|_| corrupt("tat"))?,
-        day: day.parse().map_err(|_| corrupt("day"))?,
-        used: used.parse().map_err(|_| corrupt("used"))?,
+    let mut state = match stored {
+        Some(text) => decode_state(text).ok_or_else(|| corrupt(text))?,
+        None => KeyState::default(),
     };
     let now_nanos = secs
-        .checked_mul(1_000_000_000)
+        .checked_mul(BILLION)
         .and_then(|nanos| nanos.checked_add(micros.checked_mul(1_000)?))
         .ok_or_else(|| corrupt("server time"))?;
     let decision = state.check(limits, now_nanos, cost);
@@ -152,15 +195,41 @@ mod tests {
     }
 
     #[test]
+    fn states_round_trip_through_their_stored_form() {
+        for state in [
+            KeyState::default(),
+            KeyState {
+                tat_nanos: 1_700_000_000_123_456_789,
+                day: 19_675,
+                used: 999,
+            },
+            KeyState {
+                tat_nanos: u64::MAX,
+                day: u32::MAX,
+                used: u64::MAX,
+            },
+        ] {
+            assert_eq!(decode_state(&encode_state(&state)), Some(state));
+        }
+        let state = KeyState {
+            tat_nanos: 1_500_000_000,
+            day: 3,
+            used: 7,
+        };
+        assert_eq!(encode_state(&state), "1 500000000 3 0 7");
+        assert_eq!(decode_state("1 2 3 4"), None);
+        assert_eq!(decode_state("18446744074 0 0 0 0"), None, "beyond u64");
+    }
+
+    #[test]
     fn decisions_come_from_the_reference_and_must_agree() {
         let limits = Limits::per_second(10);
-        let reply: ScriptReply = ("0".into(), "0".into(), "0".into(), 1_700_000_000, 250_000, 1);
-        let decision = decide(&reply, &limits, 1).unwrap();
+        let decision = decide(&(None, 1_700_000_000, 250_000, 1), &limits, 1).unwrap();
         assert!(decision.is_allowed());
         assert_eq!(decision.per_second.remaining, 9);
-        let disagreeing: ScriptReply = ("0".into(), "0".into(), "0".into(), 1_700_000_000, 0, 0);
+        let disagreeing = (None, 1_700_000_000, 0, 0);
         assert!(matches!(decide(&disagreeing, &limits, 1), Err(StoreError::Corrupt(_))));
-        let garbage: ScriptReply = ("x".into(), "0".into(), "0".into(), 1, 0, 1);
+        let garbage = (Some("1 2 x".to_owned()), 1, 0, 1);
         assert!(matches!(decide(&garbage, &limits, 1), Err(StoreError::Corrupt(_))));
     }
 
@@ -199,20 +268,6 @@ mod tests {
         Limits::new(rate, period).with_burst(burst).with_daily_quota(quota)
     }
 
-    async fn hmget_state(
-        connection: &mut redis::aio::ConnectionManager,
-        key: &str,
-    ) -> (Option<String>, Option<String>, Option<String>) {
-        redis::cmd("HMGET")
-            .arg(key)
-            .arg("tat")
-            .arg("day")
-            .arg("used")
-            .query_async(connection)
-            .await
-            .unwrap()
-    }
-
     /// The script against the reference, from arbitrary stored states
     /// (a TAT far ahead, yesterday's or tomorrow's count, counts near the
     /// quota, values near u64::MAX): same verdict, same state written, nothing
@@ -232,7 +287,7 @@ mod tests {
         eprintln!("seed {seed}");
         let mut rng = Rng(seed);
         let (server_secs, _): (u64, u64) = redis::cmd("TIME").query_async(&mut connection).await.unwrap();
-        let now = server_secs * 1_000_000_000;
+        let now = server_secs * BILLION;
         let today = now / tollgate_core::rate_limit::NANOS_PER_DAY;
         let (mut admitted, mut refused) = (0, 0);
         for case in 0..400 {
@@ -242,8 +297,8 @@ mod tests {
             let fresh = rng.below(4) == 0;
             let tats = [
                 0,
-                now - 5_000_000_000,
-                now + rng.below(2_000_000_000),
+                now - 5 * BILLION,
+                now + rng.below(2 * BILLION),
                 now + rng.below(1 << 62),
                 u64::MAX - rng.below(1000),
             ];
@@ -255,27 +310,16 @@ mod tests {
                 used: rng.pick(&[0, 1, 4, 5, 999, 1_000, u64::MAX / 2]),
             };
             if !fresh {
-                redis::cmd("HSET")
+                redis::cmd("SET")
                     .arg(&key)
-                    .arg("tat")
-                    .arg(before.tat_nanos.to_string())
-                    .arg("day")
-                    .arg(before.day)
-                    .arg("used")
-                    .arg(before.used.to_string())
-                    .query_async::<i64>(&mut connection)
+                    .arg(encode_state(&before))
+                    .query_async::<()>(&mut connection)
                     .await
                     .unwrap();
             }
             let before = if fresh { KeyState::default() } else { before };
-            let args = ScriptArgs::new(&limits, cost);
-            let reply: ScriptReply = CHECK
-                .key(&key)
-                .arg(args.increment)
-                .arg(args.capacity)
-                .arg(args.quota.map_or_else(|| "-".to_owned(), |quota| quota.to_string()))
-                .arg(args.cost)
-                .arg(u8::from(args.impossible))
+            let reply: ScriptReply = ScriptArgs::new(&limits, cost)
+                .invocation(&key)
                 .invoke_async(&mut connection)
                 .await
                 .unwrap();
@@ -283,30 +327,26 @@ mod tests {
             // The verdicts agree (decide() refuses a disagreement) ...
             let decision = decide(&reply, &limits, cost).unwrap_or_else(|error| panic!("{context}: {error}"));
             // ... and so do the states left behind.
-            let script_now = reply.3 * 1_000_000_000 + reply.4 * 1_000;
+            let script_now = reply.1 * BILLION + reply.2 * 1_000;
             let mut expected = before;
             expected.check(&limits, script_now, cost);
-            let stored = hmget_state(&mut connection, &key).await;
+            let stored: Option<String> = redis::cmd("GET").arg(&key).query_async(&mut connection).await.unwrap();
             let ttl: i64 = redis::cmd("PTTL").arg(&key).query_async(&mut connection).await.unwrap();
             if decision.is_allowed() && cost > 0 {
                 admitted += 1;
-                assert_eq!(stored.0, Some(expected.tat_nanos.to_string()), "tat, {context}");
+                let stored = decode_state(&stored.expect("a written state")).expect("a valid state");
+                assert_eq!(stored.tat_nanos, expected.tat_nanos, "tat, {context}");
                 if limits.daily_quota().is_some() {
-                    assert_eq!(stored.1, Some(expected.day.to_string()), "day, {context}");
-                    assert_eq!(stored.2, Some(expected.used.to_string()), "used, {context}");
+                    assert_eq!(
+                        (stored.day, stored.used),
+                        (expected.day, expected.used),
+                        "count, {context}"
+                    );
                 }
                 assert!(ttl > 0 || ttl == -1, "a written key expires (PTTL {ttl}), {context}");
             } else {
                 refused += u32::from(!decision.is_allowed());
-                let unchanged = if fresh {
-                    (None, None, None)
-                } else {
-                    (
-                        Some(before.tat_nanos.to_string()),
-                        Some(before.day.to_string()),
-                        Some(before.used.to_string()),
-                    )
-                };
+                let unchanged = (!fresh).then(|| encode_state(&before));
                 assert_eq!(stored, unchanged, "nothing written, {context}");
                 if fresh {
                     assert_eq!(ttl, -2, "a refused fresh key is not created, {context}");
@@ -341,7 +381,6 @@ mod tests {
         assert!(store.check("slow", &slow, 1).await.unwrap().is_allowed());
         let ttl = pttl(store.state_key("slow")).await;
         assert!((400..=501).contains(&ttl), "kept about 500 ms: {ttl}");
-        // A refused request writes nothing, not even a longer TTL.
         assert!(store.check("slow", &slow, 1).await.unwrap().is_allowed());
         assert!(!store.check("slow", &slow, 1).await.unwrap().is_allowed());
         let ttl = pttl(store.state_key("slow")).await;

@@ -20,17 +20,29 @@ pub async fn bootstrap(state: &AppState, bootstrap_key: Option<&str>) -> Result<
                 .webhook_secret
                 .clone()
                 .ok_or_else(|| format!("account {:?}: webhook_url needs webhook_secret", account.id))?;
-            state.webhooks().set(&account.id, WebhookEndpoint { url: url.clone(), secret: WebhookSecret::new(secret) });
+            state.webhooks().set(
+                &account.id,
+                WebhookEndpoint {
+                    url: url.clone(),
+                    secret: WebhookSecret::new(secret),
+                },
+            );
         }
         if !account.ip_allowlist.is_empty() {
             let set = IpSet::new(account.ip_allowlist.iter().copied());
-            state.allowlists().set_account_allowlist(&account.id, set).await.map_err(|error| error.to_string())?;
+            state
+                .allowlists()
+                .set_account_allowlist(&account.id, set)
+                .await
+                .map_err(|error| error.to_string())?;
         }
     }
 
     let demo = Config::DEMO_ACCOUNT;
     let new_key = || {
-        NewKey::new(demo, KeyKind::Production).label("Bootstrap key").plan(state.plan_name(demo))
+        NewKey::new(demo, KeyKind::Production)
+            .label("Bootstrap key")
+            .plan(state.plan_name(demo))
     };
     if let Some(plaintext) = bootstrap_key {
         return match state.keys().import(new_key(), plaintext).await {
@@ -41,9 +53,16 @@ pub async fn bootstrap(state: &AppState, bootstrap_key: Option<&str>) -> Result<
     }
     let now = state.now();
     let keys = state.keys().list(demo).await.map_err(|error| error.to_string())?;
-    if keys.iter().any(|key| key.revoked_at.is_none_or(|at| at > now) && key.expires_at.is_none_or(|at| at > now)) {
+    if keys
+        .iter()
+        .any(|key| key.revoked_at.is_none_or(|at| at > now) && key.expires_at.is_none_or(|at| at > now))
+    {
         return Ok(None);
     }
-    let created = state.keys().create(new_key()).await.map_err(|error| error.to_string())?;
+    let created = state
+        .keys()
+        .create(new_key())
+        .await
+        .map_err(|error| error.to_string())?;
     Ok(Some(created.secret.expose_secret().to_owned()))
 }

@@ -98,7 +98,11 @@ impl Default for Config {
 
 impl Default for WebhookConfig {
     fn default() -> WebhookConfig {
-        WebhookConfig { max_attempts: 5, initial_backoff_ms: 500, timeout_ms: 5000 }
+        WebhookConfig {
+            max_attempts: 5,
+            initial_backoff_ms: 500,
+            timeout_ms: 5000,
+        }
     }
 }
 
@@ -123,7 +127,12 @@ impl Config {
                 Some((flag, value)) => (flag.to_owned(), Some(value.to_owned())),
                 None => (arg.clone(), None),
             };
-            let mut value = |name: &str| inline.clone().or_else(|| args.next()).ok_or(format!("{name} needs a value"));
+            let mut value = |name: &str| {
+                inline
+                    .clone()
+                    .or_else(|| args.next())
+                    .ok_or(format!("{name} needs a value"))
+            };
             match flag.as_str() {
                 "--listen" => listen = Some(value("--listen")?),
                 "--config" => file = Some(PathBuf::from(value("--config")?)),
@@ -140,7 +149,9 @@ impl Config {
             None => Config::default(),
         };
         if let Some(listen) = listen {
-            config.listen = listen.parse().map_err(|_| format!("invalid listen address {listen:?}"))?;
+            config.listen = listen
+                .parse()
+                .map_err(|_| format!("invalid listen address {listen:?}"))?;
         }
         config.allow_private_webhook_urls |= allow_private;
         config.validate()?;
@@ -155,8 +166,13 @@ impl Config {
             }
         }
         for account in &self.accounts {
-            if !self.plans.contains_key(&account.plan) && !["free", "premium", "enterprise"].contains(&account.plan.as_str()) {
-                return Err(format!("account {:?} names unknown plan {:?}", account.id, account.plan));
+            if !self.plans.contains_key(&account.plan)
+                && !["free", "premium", "enterprise"].contains(&account.plan.as_str())
+            {
+                return Err(format!(
+                    "account {:?} names unknown plan {:?}",
+                    account.id, account.plan
+                ));
             }
         }
         if self.max_keys_per_account == 0 {
@@ -205,20 +221,36 @@ mod tests {
             "#,
         )
         .unwrap();
-        let args = ["--listen=127.0.0.1:9000", "--config", dir.to_str().unwrap(), "--allow-private-webhook-urls"];
+        let args = [
+            "--listen=127.0.0.1:9000",
+            "--config",
+            dir.to_str().unwrap(),
+            "--allow-private-webhook-urls",
+        ];
         let config = Config::from_args(args.map(String::from)).unwrap();
         std::fs::remove_file(&dir).unwrap();
         assert_eq!(config.listen.port(), 9000);
         assert_eq!(config.max_keys_per_account, 3);
-        assert_eq!(config.plans["tiny"], PlanConfig { per_second: 2, burst: None, daily: Some(5) });
+        assert_eq!(
+            config.plans["tiny"],
+            PlanConfig {
+                per_second: 2,
+                burst: None,
+                daily: Some(5)
+            }
+        );
         assert_eq!(config.account("acct_demo").unwrap().plan, "tiny");
         assert!(config.allow_private_webhook_urls);
     }
 
     #[test]
     fn bad_input_is_a_clear_error() {
-        assert!(Config::from_args(["--bogus".to_string()]).unwrap_err().contains("unknown argument"));
-        assert!(Config::from_args(["--listen".to_string()]).unwrap_err().contains("needs a value"));
+        assert!(Config::from_args(["--bogus".to_string()])
+            .unwrap_err()
+            .contains("unknown argument"));
+        assert!(Config::from_args(["--listen".to_string()])
+            .unwrap_err()
+            .contains("needs a value"));
         assert!(Config::from_toml("max_keys_per_account = 'x'").is_err());
         let unknown_plan = Config::from_toml("[[accounts]]\nid = 'a'\nplan = 'gold'").unwrap();
         assert!(unknown_plan.validate().unwrap_err().contains("unknown plan"));

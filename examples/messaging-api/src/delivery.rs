@@ -56,7 +56,10 @@ pub struct Deliverer {
 impl Deliverer {
     /// A deliverer connecting only to addresses `allow` accepts.
     pub fn new(config: WebhookConfig, clock: SharedClock, allow: AddressFilter) -> Deliverer {
-        let mut http = HttpConnector::new_with_resolver(GuardedResolver { inner: GaiResolver::new(), allow });
+        let mut http = HttpConnector::new_with_resolver(GuardedResolver {
+            inner: GaiResolver::new(),
+            allow,
+        });
         http.enforce_http(false);
         http.set_connect_timeout(Some(Duration::from_millis(config.timeout_ms)));
         let https = hyper_rustls::HttpsConnectorBuilder::new()
@@ -117,7 +120,9 @@ impl Deliverer {
             .map_err(|error| error.to_string())?;
         for scheme in [Scheme::hex(), Scheme::standard_webhooks()] {
             let signer = Signer::new(scheme, event.secret.clone()).map_err(|error| error.to_string())?;
-            let headers = signer.sign(&event.body, timestamp, &event.id).map_err(|error| error.to_string())?;
+            let headers = signer
+                .sign(&event.body, timestamp, &event.id)
+                .map_err(|error| error.to_string())?;
             request.headers_mut().extend(headers);
         }
         Ok(request)

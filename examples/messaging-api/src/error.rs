@@ -14,12 +14,20 @@ pub struct ApiError(pub Rejection);
 impl ApiError {
     /// 400 `INVALID_REQUEST`.
     pub fn invalid(message: impl Into<String>) -> ApiError {
-        ApiError(Rejection::new(StatusCode::BAD_REQUEST, "INVALID_REQUEST", message.into()))
+        ApiError(Rejection::new(
+            StatusCode::BAD_REQUEST,
+            "INVALID_REQUEST",
+            message.into(),
+        ))
     }
 
     /// 404 `NOT_FOUND`.
     pub fn not_found(what: &str) -> ApiError {
-        ApiError(Rejection::new(StatusCode::NOT_FOUND, "NOT_FOUND", format!("{what} not found.")))
+        ApiError(Rejection::new(
+            StatusCode::NOT_FOUND,
+            "NOT_FOUND",
+            format!("{what} not found."),
+        ))
     }
 
     /// 403 `FORBIDDEN`.
@@ -59,7 +67,10 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for ApiJson<T> {
         match axum::Json::<T>::from_request(request, state).await {
             Ok(axum::Json(value)) => Ok(ApiJson(value)),
             Err(JsonRejection::MissingJsonContentType(_)) => Err(unsupported_media_type()),
-            Err(rejection) => Err(ApiError::invalid(format!("Invalid JSON body: {}", rejection.body_text()))),
+            Err(rejection) => Err(ApiError::invalid(format!(
+                "Invalid JSON body: {}",
+                rejection.body_text()
+            ))),
         }
     }
 }

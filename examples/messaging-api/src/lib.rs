@@ -66,17 +66,21 @@ pub fn router(state: AppState) -> Router {
         .layer(BearerAuthLayer::new(state.stores().keys.clone()).clock(state.clock().clone()))
         .layer(axum::middleware::from_fn(middleware::note_key_id))
         .layer(IpAllowlistLayer::new().store(state.stores().allowlists.clone()))
-        .layer(axum::middleware::from_fn_with_state(state.usage().clone(), usage::count))
+        .layer(axum::middleware::from_fn_with_state(
+            state.usage().clone(),
+            usage::count,
+        ))
         .layer(
-            RateLimitLayer::new(state.stores().rate_limits.clone())
-                .plan_fn(move |parts| {
-                    let principal = parts.extensions.get::<tollgate_core::Principal>()?;
-                    Some(plans_state.plan(principal.account_id()))
-                }),
+            RateLimitLayer::new(state.stores().rate_limits.clone()).plan_fn(move |parts| {
+                let principal = parts.extensions.get::<tollgate_core::Principal>()?;
+                Some(plans_state.plan(principal.account_id()))
+            }),
         )
         .layer(axum::middleware::from_fn(middleware::require_json))
         .layer(IdempotencyLayer::new(state.stores().idempotency.clone()));
-    Router::new().route("/health", get(middleware::health)).merge(api.layer(stack))
+    Router::new()
+        .route("/health", get(middleware::health))
+        .merge(api.layer(stack))
 }
 
 // The configured global list; without one, every address (the layer still

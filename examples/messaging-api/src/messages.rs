@@ -36,7 +36,10 @@ pub const MAX_TEXT_LEN: usize = 4096;
 impl SendMessage {
     /// Checks the request; the error is the message for a 400.
     pub fn validate(&self) -> Result<(), String> {
-        let digits = self.to.strip_prefix('+').ok_or("\"to\" must be an E.164 number such as +15551234567")?;
+        let digits = self
+            .to
+            .strip_prefix('+')
+            .ok_or("\"to\" must be an E.164 number such as +15551234567")?;
         if !(8..=15).contains(&digits.len()) || !digits.bytes().all(|b| b.is_ascii_digit()) || digits.starts_with('0') {
             return Err("\"to\" must be an E.164 number such as +15551234567".into());
         }
@@ -88,7 +91,13 @@ pub struct Message {
 
 impl Message {
     /// A new queued message.
-    pub fn new(id: String, request: SendMessage, account_id: &str, environment: Environment, now: SystemTime) -> Message {
+    pub fn new(
+        id: String,
+        request: SendMessage,
+        account_id: &str,
+        environment: Environment,
+        now: SystemTime,
+    ) -> Message {
         Message {
             id,
             status: Status::Queued,
@@ -134,18 +143,34 @@ mod tests {
     use super::*;
 
     fn request(to: &str, body: &str) -> SendMessage {
-        SendMessage { to: to.into(), kind: "text".into(), text: Some(Text { body: body.into() }) }
+        SendMessage {
+            to: to.into(),
+            kind: "text".into(),
+            text: Some(Text { body: body.into() }),
+        }
     }
 
     #[test]
     fn validation_accepts_the_seed_example_and_refuses_garbage() {
         assert_eq!(request("+15551234567", "Hello").validate(), Ok(()));
-        for bad_to in ["15551234567", "+1", "+1555123456789012", "+1555abc4567", "+05551234567", ""] {
+        for bad_to in [
+            "15551234567",
+            "+1",
+            "+1555123456789012",
+            "+1555abc4567",
+            "+05551234567",
+            "",
+        ] {
             assert!(request(bad_to, "Hello").validate().is_err(), "{bad_to}");
         }
         assert!(request("+15551234567", "  ").validate().is_err());
-        assert!(request("+15551234567", &"x".repeat(MAX_TEXT_LEN + 1)).validate().is_err());
-        let image = SendMessage { kind: "image".into(), ..request("+15551234567", "x") };
+        assert!(request("+15551234567", &"x".repeat(MAX_TEXT_LEN + 1))
+            .validate()
+            .is_err());
+        let image = SendMessage {
+            kind: "image".into(),
+            ..request("+15551234567", "x")
+        };
         assert!(image.validate().unwrap_err().contains("unsupported message type"));
     }
 
@@ -153,11 +178,20 @@ mod tests {
     fn messages_are_visible_only_to_their_account_and_environment() {
         let store = MessageStore::default();
         let now = SystemTime::UNIX_EPOCH;
-        store.insert(Message::new("msg_1".into(), request("+15551234567", "hi"), "acct_a", Environment::Sandbox, now));
+        store.insert(Message::new(
+            "msg_1".into(),
+            request("+15551234567", "hi"),
+            "acct_a",
+            Environment::Sandbox,
+            now,
+        ));
         assert!(store.get("msg_1", "acct_a", Environment::Sandbox).is_some());
         assert!(store.get("msg_1", "acct_a", Environment::Live).is_none());
         assert!(store.get("msg_1", "acct_b", Environment::Sandbox).is_none());
         store.set_status("msg_1", Status::Sent);
-        assert_eq!(store.get("msg_1", "acct_a", Environment::Sandbox).unwrap().status, Status::Sent);
+        assert_eq!(
+            store.get("msg_1", "acct_a", Environment::Sandbox).unwrap().status,
+            Status::Sent
+        );
     }
 }

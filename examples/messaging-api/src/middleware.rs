@@ -42,7 +42,10 @@ pub async fn log_request(mut request: Request, next: Next) -> Response {
 
 /// Tells `log_request` which key made the request; mount it behind authentication.
 pub async fn note_key_id(request: Request, next: Next) -> Response {
-    if let (Some(slot), Some(principal)) = (request.extensions().get::<KeyIdSlot>(), request.extensions().get::<Principal>()) {
+    if let (Some(slot), Some(principal)) = (
+        request.extensions().get::<KeyIdSlot>(),
+        request.extensions().get::<Principal>(),
+    ) {
         let _ = slot.0.set(principal.key_id().to_owned());
     }
     next.run(request).await

@@ -120,7 +120,9 @@ impl AppState {
 
     /// The name of the account's plan (`free` for accounts the configuration does not name).
     pub fn plan_name(&self, account_id: &str) -> String {
-        self.config().account(account_id).map_or_else(|| "free".to_owned(), |account| account.plan.clone())
+        self.config()
+            .account(account_id)
+            .map_or_else(|| "free".to_owned(), |account| account.plan.clone())
     }
 
     /// The account's plan.
@@ -160,10 +162,14 @@ impl AppState {
 }
 
 fn plans(config: &Config) -> BTreeMap<String, Plan> {
-    let mut plans: BTreeMap<String, Plan> = [Plan::free(), Plan::premium(), Plan::enterprise(Plan::ENTERPRISE_MAX_PER_SECOND)]
-        .into_iter()
-        .map(|plan| (plan.name.clone(), plan))
-        .collect();
+    let mut plans: BTreeMap<String, Plan> = [
+        Plan::free(),
+        Plan::premium(),
+        Plan::enterprise(Plan::ENTERPRISE_MAX_PER_SECOND),
+    ]
+    .into_iter()
+    .map(|plan| (plan.name.clone(), plan))
+    .collect();
     for (name, plan) in &config.plans {
         let built = Plan::new(name.clone(), plan.per_second)
             .with_burst(plan.burst.unwrap_or(plan.per_second))
@@ -178,5 +184,8 @@ fn plans(config: &Config) -> BTreeMap<String, Plan> {
 // between gains nothing.
 fn webhook_url_guard(config: &Config) -> WebhookUrlGuard {
     let local = config.allow_private_webhook_urls;
-    WebhookUrlGuard::new().resolver(TokioResolver).allow_http(local).allow_private_addresses(local)
+    WebhookUrlGuard::new()
+        .resolver(TokioResolver)
+        .allow_http(local)
+        .allow_private_addresses(local)
 }

@@ -32,7 +32,10 @@ pub struct Usage {
 impl Usage {
     /// Empty counts on this clock.
     pub fn new(clock: SharedClock) -> Usage {
-        Usage { counts: Arc::default(), clock }
+        Usage {
+            counts: Arc::default(),
+            clock,
+        }
     }
 
     fn today(&self) -> u64 {
@@ -45,7 +48,10 @@ impl Usage {
         if let Some(found) = self.counts.get(key_id).filter(|found| found.0 == day) {
             return found.1.clone();
         }
-        let mut entry = self.counts.entry(key_id.to_owned()).or_insert_with(|| (day, Arc::default()));
+        let mut entry = self
+            .counts
+            .entry(key_id.to_owned())
+            .or_insert_with(|| (day, Arc::default()));
         if entry.0 != day {
             *entry = (day, Arc::default());
         }
@@ -58,7 +64,12 @@ impl Usage {
         self.counts
             .get(key_id)
             .filter(|found| found.0 == day)
-            .map(|found| (found.1.requests.load(Ordering::Relaxed), found.1.rate_limited.load(Ordering::Relaxed)))
+            .map(|found| {
+                (
+                    found.1.requests.load(Ordering::Relaxed),
+                    found.1.rate_limited.load(Ordering::Relaxed),
+                )
+            })
             .unwrap_or((0, 0))
     }
 }

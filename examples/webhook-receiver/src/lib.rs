@@ -47,7 +47,11 @@ impl Options {
         }
         let secret = std::env::var("WEBHOOK_SECRET").map_err(|_| format!("set WEBHOOK_SECRET\n{USAGE}"))?;
         scheme_named(&scheme)?;
-        Ok(Options { listen, scheme, secret: WebhookSecret::new(secret) })
+        Ok(Options {
+            listen,
+            scheme,
+            secret: WebhookSecret::new(secret),
+        })
     }
 }
 
@@ -60,7 +64,9 @@ pub fn scheme_named(name: &str) -> Result<Scheme, String> {
         "github" => Ok(Scheme::github()),
         "stripe" => Ok(Scheme::stripe()),
         "standard" => Ok(Scheme::standard_webhooks()),
-        other => Err(format!("unknown scheme {other:?}: use seed, github, stripe or standard")),
+        other => Err(format!(
+            "unknown scheme {other:?}: use seed, github, stripe or standard"
+        )),
     }
 }
 
@@ -68,7 +74,10 @@ pub fn scheme_named(name: &str) -> Result<Scheme, String> {
 pub fn router(options: &Options, events: broadcast::Sender<Bytes>) -> Result<Router, String> {
     let verifier = Verifier::new(scheme_named(&options.scheme)?, options.secret.clone()).map_err(|e| e.to_string())?;
     let layer = WebhookSignatureLayer::new(verifier).replay_store(MemoryReplayStore::new());
-    Ok(Router::new().route("/webhooks", post(accept)).layer(layer).with_state(events))
+    Ok(Router::new()
+        .route("/webhooks", post(accept))
+        .layer(layer)
+        .with_state(events))
 }
 
 async fn accept(State(events): State<broadcast::Sender<Bytes>>, body: Bytes) -> &'static str {

@@ -29,7 +29,10 @@ async fn main() {
             std::process::exit(1);
         }
     };
-    println!("webhook-receiver listening on {} (scheme {})", options.listen, options.scheme);
+    println!(
+        "webhook-receiver listening on {} (scheme {})",
+        options.listen, options.scheme
+    );
     let shutdown = async {
         let _ = tokio::signal::ctrl_c().await;
     };

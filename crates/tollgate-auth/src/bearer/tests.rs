@@ -12,7 +12,7 @@ use tollgate_core::{Clock, Environment, KeyKind, ManualClock, MemoryKeyStore, St
 use tower::{service_fn, ServiceExt};
 
 use super::*;
-use crate::{KeyManager, NewKey};
+use crate::{hash_key, KeyManager, NewKey};
 
 const INVALID_KEY_BODY: &str = r#"{"error":{"code":"UNAUTHORIZED","message":"Invalid API key."}}"#;
 const MISSING_KEY_BODY: &str = r#"{"error":{"code":"UNAUTHORIZED","message":"Missing API key. Send it in the Authorization header: Bearer YOUR_API_KEY."}}"#;

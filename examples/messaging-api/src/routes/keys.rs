@@ -52,7 +52,11 @@ pub async fn create(
 
 /// Lists the account's keys, without secrets.
 pub async fn list(State(state): State<AppState>, principal: Principal) -> Result<Json<Value>, ApiError> {
-    let keys = state.keys().list(principal.account_id()).await.map_err(|error| error.to_rejection())?;
+    let keys = state
+        .keys()
+        .list(principal.account_id())
+        .await
+        .map_err(|error| error.to_rejection())?;
     let now = state.now();
     let data: Vec<Value> = keys.iter().map(|key| info_json(key, now)).collect();
     Ok(Json(json!({ "data": data })))
@@ -64,7 +68,11 @@ pub async fn revoke(
     principal: Principal,
     Path(key_id): Path<String>,
 ) -> Result<StatusCode, ApiError> {
-    state.keys().revoke(principal.account_id(), &key_id).await.map_err(|error| error.to_rejection())?;
+    state
+        .keys()
+        .revoke(principal.account_id(), &key_id)
+        .await
+        .map_err(|error| error.to_rejection())?;
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -93,10 +101,18 @@ pub async fn set_ip_allowlist(
     Path(key_id): Path<String>,
     ApiJson(request): ApiJson<CidrList>,
 ) -> Result<Json<Value>, ApiError> {
-    state.keys().get(principal.account_id(), &key_id).await.map_err(|error| error.to_rejection())?;
+    state
+        .keys()
+        .get(principal.account_id(), &key_id)
+        .await
+        .map_err(|error| error.to_rejection())?;
     let set = crate::routes::security::parse_cidrs(&request.cidrs)?;
     let cidrs = crate::routes::security::cidr_strings(&set);
-    state.allowlists().set_key_allowlist(&key_id, set).await.map_err(ApiError::unavailable)?;
+    state
+        .allowlists()
+        .set_key_allowlist(&key_id, set)
+        .await
+        .map_err(ApiError::unavailable)?;
     Ok(Json(json!({ "key_id": key_id, "cidrs": cidrs })))
 }
 

@@ -33,12 +33,20 @@ pub async fn send(
             ))
         }
         Some(value) => {
-            let url = value.to_str().map_err(|_| ApiError::invalid("X-Webhook-URL must be ASCII"))?;
+            let url = value
+                .to_str()
+                .map_err(|_| ApiError::invalid("X-Webhook-URL must be ASCII"))?;
             Some(state.check_webhook_url(url).await?)
         }
     };
     let id = format!("msg_{}", state.random_id(24)?);
-    let mut message = Message::new(id, request, principal.account_id(), principal.environment(), state.now());
+    let mut message = Message::new(
+        id,
+        request,
+        principal.account_id(),
+        principal.environment(),
+        state.now(),
+    );
     if principal.environment() == Environment::Live {
         message.status = Status::Sent;
     }

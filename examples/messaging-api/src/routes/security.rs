@@ -21,13 +21,21 @@ pub async fn set(
 ) -> Result<Json<Value>, ApiError> {
     let set = parse_cidrs(&request.cidrs)?;
     let cidrs = cidr_strings(&set);
-    state.allowlists().set_account_allowlist(principal.account_id(), set).await.map_err(ApiError::unavailable)?;
+    state
+        .allowlists()
+        .set_account_allowlist(principal.account_id(), set)
+        .await
+        .map_err(ApiError::unavailable)?;
     Ok(Json(json!({ "cidrs": cidrs })))
 }
 
 /// Reads the account's allowlist (`null` when there is none).
 pub async fn get(State(state): State<AppState>, principal: Principal) -> Result<Json<Value>, ApiError> {
-    let list = state.allowlists().account_allowlist(principal.account_id()).await.map_err(ApiError::unavailable)?;
+    let list = state
+        .allowlists()
+        .account_allowlist(principal.account_id())
+        .await
+        .map_err(ApiError::unavailable)?;
     Ok(Json(json!({ "cidrs": list.map(|set| cidr_strings(&set)) })))
 }
 

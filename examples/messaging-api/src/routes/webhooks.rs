@@ -29,6 +29,8 @@ pub async fn set(
     let url = state.check_webhook_url(&request.url).await?;
     let secret = WebhookSecret::generate().map_err(|error| ApiError::unavailable(error))?;
     let body = json!({ "url": url, "secret": secret.expose() });
-    state.webhooks().set(principal.account_id(), WebhookEndpoint { url, secret });
+    state
+        .webhooks()
+        .set(principal.account_id(), WebhookEndpoint { url, secret });
     Ok(Json(body))
 }

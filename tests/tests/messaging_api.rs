@@ -1,0 +1,513 @@
+//! The messaging-api example driven over HTTP on a real socket: the real
+//! router, in process, with in-memory stores on a manual clock.
+
+mod support;
+
+use std::time::{Duration, SystemTime};
+
+use bytes::Bytes;
+use http_body_util::Full;
+use messaging_api::config::{AccountConfig, PlanConfig};
+use messaging_api::{bootstrap::bootstrap, router, stores::Stores, AppState, Config};
+use serde_json::{json, Value};
+use support::{TestResponse, TestServer};
+use tollgate_core::{ManualClock, SharedClock};
+
+const SEND: &str = r#"{"to":"+15551234567","type":"text","text":{"body":"Hello"}}"#;
+
+struct Api {
+    server: TestServer,
+    key: String,
+    clock: ManualClock,
+}
+
+impl Api {
+    async fn start(config: Config) -> Api {
+        Api::start_at(config, SystemTime::UNIX_EPOCH + Duration::from_secs(1_796_031_199)).await
+    }
+
+    async fn start_at(config: Config, now: SystemTime) -> Api {
+        let clock = ManualClock::new(now);
+        let shared = SharedClock::from(clock.clone());
+        let state = AppState::new(config, Stores::memory(shared.clone()), shared);
+        let key = bootstrap(&state, None)
+            .await
+            .expect("bootstrap")
+            .expect("a fresh server creates a key");
+        let server = TestServer::start(router(state)).await;
+        Api { server, key, clock }
+    }
+
+    async fn call(&self, method: &str, path: &str, key: &str, body: Option<&str>) -> TestResponse {
+        self.call_with(method, path, key, body, &[]).await
+    }
+
+    async fn call_with(
+        &self,
+        method: &str,
+        path: &str,
+        key: &str,
+        body: Option<&str>,
+        headers: &[(&str, &str)],
+    ) -> TestResponse {
+        let mut request = self
+            .server
+            .request(method, path)
+            .header("authorization", format!("Bearer {key}"));
+        if body.is_some() {
+            request = request.header("content-type", "application/json");
+        }
+        for (name, value) in headers {
+            request = request.header(*name, *value);
+        }
+        let body = Full::new(Bytes::from(body.unwrap_or("").to_owned()));
+        self.server.send(request.body(body).expect("a valid request")).await
+    }
+
+    async fn create_key(&self, kind: &str) -> (String, String) {
+        let response = self
+            .call(
+                "POST",
+                "/v1/keys",
+                &self.key,
+                Some(&json!({"label": kind, "type": kind}).to_string()),
+            )
+            .await;
+        assert_eq!(response.status, 201, "{}", response.text());
+        let body = response.json();
+        (
+            body["id"].as_str().unwrap().to_owned(),
+            body["key"].as_str().unwrap().to_owned(),
+        )
+    }
+}
+
+fn error_code(response: &TestResponse) -> String {
+    response.json()["error"]["code"].as_str().unwrap_or_default().to_owned()
+}
+
+#[tokio::test]
+async fn the_bootstrap_key_works_and_missing_keys_are_refused() {
+    let api = Api::start(Config::default()).await;
+    let keys = api.call("GET", "/v1/keys", &api.key, None).await;
+    assert_eq!(keys.status, 200);
+    let listed = keys.json();
+    assert_eq!(listed["data"].as_array().unwrap().len(), 1);
+    assert_eq!(listed["data"][0]["label"], "Bootstrap key");
+    assert_eq!(listed["data"][0]["type"], "production");
+    assert!(!keys.text().contains(&api.key), "listing never shows a key");
+
+    let anonymous = api.server.send_empty(api.server.request("GET", "/v1/keys")).await;
+    assert_eq!(anonymous.status, 401);
+    assert_eq!(anonymous.header("www-authenticate"), "Bearer");
+    assert_eq!(error_code(&anonymous), "UNAUTHORIZED");
+    let wrong = api.call("GET", "/v1/keys", "tg_live_not_a_key", None).await;
+    assert_eq!(wrong.status, 401);
+    assert_eq!(wrong.header("www-authenticate"), r#"Bearer error="invalid_token""#);
+
+    let health = api.server.send_empty(api.server.request("GET", "/health")).await;
+    assert_eq!((health.status.as_u16(), health.json()), (200, json!({"status": "ok"})));
+    let unknown = api.call("GET", "/v1/nothing", &api.key, None).await;
+    assert_eq!(
+        (unknown.status.as_u16(), error_code(&unknown).as_str()),
+        (404, "NOT_FOUND")
+    );
+}
+
+#[tokio::test]
+async fn each_key_type_has_its_rights() {
+    let api = Api::start(Config::default()).await;
+    let (_, sandbox) = api.create_key("sandbox").await;
+    let (read_only_id, read_only) = api.create_key("read_only").await;
+
+    // Production: live messages.
+    let live = api.call("POST", "/v1/messages", &api.key, Some(SEND)).await;
+    assert_eq!(live.status, 201, "{}", live.text());
+    let live = live.json();
+    assert_eq!(
+        (live["status"].as_str(), live["sandbox"].as_bool()),
+        (Some("sent"), Some(false))
+    );
+    assert!(live["id"].as_str().unwrap().starts_with("msg_"));
+    assert_eq!(live["to"], "+15551234567");
+
+    // Sandbox: sandbox messages, visible only to sandbox keys; no key management.
+    let test = api.call("POST", "/v1/messages", &sandbox, Some(SEND)).await;
+    assert_eq!(test.status, 201);
+    let test = test.json();
+    assert_eq!(
+        (test["status"].as_str(), test["sandbox"].as_bool()),
+        (Some("queued"), Some(true))
+    );
+    let path = format!("/v1/messages/{}", test["id"].as_str().unwrap());
+    assert_eq!(api.call("GET", &path, &sandbox, None).await.status, 200);
+    assert_eq!(
+        api.call("GET", &path, &api.key, None).await.status,
+        404,
+        "live keys do not see sandbox messages"
+    );
+    let live_path = format!("/v1/messages/{}", live["id"].as_str().unwrap());
+    assert_eq!(api.call("GET", &live_path, &sandbox, None).await.status, 404);
+    let refused = api
+        .call("POST", "/v1/keys", &sandbox, Some(r#"{"label":"x","type":"sandbox"}"#))
+        .await;
+    assert_eq!(
+        (refused.status.as_u16(), error_code(&refused).as_str()),
+        (403, "FORBIDDEN")
+    );
+
+    // Read-only: GET endpoints only.
+    assert_eq!(api.call("GET", &live_path, &read_only, None).await.status, 200);
+    assert_eq!(api.call("GET", "/v1/keys", &read_only, None).await.status, 200);
+    let send = api.call("POST", "/v1/messages", &read_only, Some(SEND)).await;
+    assert_eq!((send.status.as_u16(), error_code(&send).as_str()), (403, "FORBIDDEN"));
+    assert_eq!(send.header("www-authenticate"), r#"Bearer error="insufficient_scope""#);
+    let revoke = api
+        .call("DELETE", &format!("/v1/keys/{read_only_id}"), &read_only, None)
+        .await;
+    assert_eq!(revoke.status, 403);
+}
+
+#[tokio::test]
+async fn the_eleventh_key_is_refused() {
+    let api = Api::start(Config::default()).await;
+    for _ in 0..9 {
+        api.create_key("production").await;
+    }
+    let eleventh = api
+        .call(
+            "POST",
+            "/v1/keys",
+            &api.key,
+            Some(r#"{"label":"one too many","type":"sandbox"}"#),
+        )
+        .await;
+    assert_eq!(eleventh.status, 409);
+    assert_eq!(error_code(&eleventh), "KEY_LIMIT_REACHED");
+    assert_eq!(eleventh.json()["error"]["limit"], 10);
+}
+
+#[tokio::test]
+async fn revocation_takes_effect_at_once_and_rotation_keeps_a_grace_period() {
+    let api = Api::start(Config::default()).await;
+    let (revoked_id, revoked) = api.create_key("production").await;
+    assert_eq!(api.call("GET", "/v1/keys", &revoked, None).await.status, 200);
+    let deleted = api
+        .call("DELETE", &format!("/v1/keys/{revoked_id}"), &api.key, None)
+        .await;
+    assert_eq!(deleted.status, 204);
+    assert_eq!(api.call("GET", "/v1/keys", &revoked, None).await.status, 401);
+
+    let (old_id, old) = api.create_key("production").await;
+    let rotated = api
+        .call("POST", &format!("/v1/keys/{old_id}/rotate"), &api.key, None)
+        .await;
+    assert_eq!(rotated.status, 201, "{}", rotated.text());
+    let new = rotated.json()["key"].as_str().unwrap().to_owned();
+    assert_eq!(rotated.json()["replaces"], old_id);
+    assert_eq!(
+        api.call("GET", "/v1/keys", &old, None).await.status,
+        200,
+        "the old key works during the grace period"
+    );
+    assert_eq!(api.call("GET", "/v1/keys", &new, None).await.status, 200);
+    api.clock
+        .advance(Config::default().rotation_grace() + Duration::from_secs(1));
+    assert_eq!(
+        api.call("GET", "/v1/keys", &old, None).await.status,
+        401,
+        "and stops after it"
+    );
+    assert_eq!(api.call("GET", "/v1/keys", &new, None).await.status, 200);
+}
+
+#[tokio::test]
+async fn the_eleventh_request_in_a_second_gets_the_seed_429() {
+    let api = Api::start(Config::default()).await;
+    for i in 0..10 {
+        let response = api.call("GET", "/v1/keys", &api.key, None).await;
+        assert_eq!(response.status, 200, "request {i}");
+        assert_eq!(
+            response.header("ratelimit-policy"),
+            r#""per-second";q=10;w=1, "daily";q=1000;w=86400"#
+        );
+    }
+    let limited = api.call("GET", "/v1/keys", &api.key, None).await;
+    assert_eq!(limited.status, 429);
+    assert_eq!(limited.header("content-type"), "application/json");
+    assert_eq!(limited.header("retry-after"), "1");
+    assert_eq!(
+        limited.text(),
+        r#"{"error":{"code":"RATE_LIMITED","message":"Rate limit exceeded. Retry after 1 second.","retry_after":1}}"#
+    );
+    api.clock.advance(Duration::from_millis(100));
+    assert_eq!(
+        api.call("GET", "/v1/keys", &api.key, None).await.status,
+        200,
+        "one more after 100 ms"
+    );
+
+    api.clock.advance(Duration::from_secs(1));
+    let usage = api.call("GET", "/v1/usage", &api.key, None).await;
+    assert_eq!(usage.status, 200);
+    let usage = usage.json();
+    assert_eq!(usage["plan"]["name"], "free");
+    assert_eq!(usage["plan"]["daily_limit"], 1000);
+    assert_eq!(
+        usage["keys"][0]["requests"], 13,
+        "counted before the limiter, this request included"
+    );
+    assert_eq!(usage["keys"][0]["rate_limited"], 1);
+}
+
+#[tokio::test]
+async fn a_small_configured_daily_quota_holds_until_midnight_utc() {
+    let mut config = Config::default();
+    config.plans.insert(
+        "tiny".into(),
+        PlanConfig {
+            per_second: 100,
+            burst: None,
+            daily: Some(5),
+        },
+    );
+    config.accounts.push(AccountConfig {
+        id: Config::DEMO_ACCOUNT.into(),
+        plan: "tiny".into(),
+        webhook_url: None,
+        webhook_secret: None,
+        ip_allowlist: Vec::new(),
+    });
+    // 23:00 UTC.
+    let api = Api::start_at(
+        config,
+        SystemTime::UNIX_EPOCH + Duration::from_secs(20_000 * 86_400 + 23 * 3600),
+    )
+    .await;
+    for _ in 0..5 {
+        assert_eq!(api.call("GET", "/v1/keys", &api.key, None).await.status, 200);
+    }
+    let refused = api.call("GET", "/v1/keys", &api.key, None).await;
+    assert_eq!(refused.status, 429);
+    assert_eq!(refused.json()["error"]["limit"], "daily");
+    assert_eq!(refused.json()["error"]["retry_after"], 3600);
+    api.clock.advance(Duration::from_secs(3599));
+    assert_eq!(api.call("GET", "/v1/keys", &api.key, None).await.status, 429);
+    api.clock.advance(Duration::from_secs(1));
+    assert_eq!(
+        api.call("GET", "/v1/keys", &api.key, None).await.status,
+        200,
+        "a new UTC day"
+    );
+}
+
+#[tokio::test]
+async fn a_retried_message_is_replayed_not_sent_twice() {
+    let api = Api::start(Config::default()).await;
+    let id = [("x-request-id", "2f1c8e9a-0d7b-4c59-9d1e-7a0f3b6c1d22")];
+    let first = api.call_with("POST", "/v1/messages", &api.key, Some(SEND), &id).await;
+    assert_eq!(first.status, 201);
+    let again = api.call_with("POST", "/v1/messages", &api.key, Some(SEND), &id).await;
+    assert_eq!(again.status, 201);
+    assert_eq!(again.header("idempotent-replayed"), "true");
+    assert_eq!(again.body, first.body, "the same message, byte for byte");
+    let other = SEND.replace("Hello", "Goodbye");
+    let reused = api.call_with("POST", "/v1/messages", &api.key, Some(&other), &id).await;
+    assert_eq!(
+        (reused.status.as_u16(), error_code(&reused).as_str()),
+        (422, "IDEMPOTENCY_KEY_REUSED")
+    );
+    let fresh = api
+        .call_with(
+            "POST",
+            "/v1/messages",
+            &api.key,
+            Some(SEND),
+            &[("x-request-id", "another-request")],
+        )
+        .await;
+    assert_ne!(fresh.json()["id"], first.json()["id"]);
+}
+
+#[tokio::test]
+async fn bodies_must_be_json_and_valid() {
+    let api = Api::start(Config::default()).await;
+    let request = api
+        .server
+        .request("POST", "/v1/messages")
+        .header("authorization", format!("Bearer {}", api.key))
+        .header("content-type", "text/plain")
+        .body(Full::new(Bytes::from(SEND)))
+        .unwrap();
+    let refused = api.server.send(request).await;
+    assert_eq!(refused.status, 415);
+    assert_eq!(error_code(&refused), "UNSUPPORTED_MEDIA_TYPE");
+
+    let bad = api
+        .call(
+            "POST",
+            "/v1/messages",
+            &api.key,
+            Some(r#"{"to":"12","type":"text","text":{"body":"x"}}"#),
+        )
+        .await;
+    assert_eq!(
+        (bad.status.as_u16(), error_code(&bad).as_str()),
+        (400, "INVALID_REQUEST")
+    );
+    let broken = api.call("POST", "/v1/messages", &api.key, Some("{not json")).await;
+    assert_eq!(
+        (broken.status.as_u16(), error_code(&broken).as_str()),
+        (400, "INVALID_REQUEST")
+    );
+    let ssrf = api
+        .call_with(
+            "POST",
+            "/v1/messages",
+            &api.key,
+            Some(SEND),
+            &[("x-webhook-url", "https://169.254.169.254/")],
+        )
+        .await;
+    assert_eq!(ssrf.status, 400);
+}
+
+#[tokio::test]
+async fn allowlists_refuse_other_addresses() {
+    let api = Api::start(Config::default()).await;
+    let (key_id, other) = api.create_key("production").await;
+    let body = r#"{"cidrs":["203.0.113.0/24"]}"#;
+    let set = api
+        .call("PUT", &format!("/v1/keys/{key_id}/ip-allowlist"), &api.key, Some(body))
+        .await;
+    assert_eq!(set.status, 200, "{}", set.text());
+    let refused = api.call("GET", "/v1/keys", &other, None).await;
+    assert_eq!(refused.status, 403);
+    assert_eq!(
+        refused.text(),
+        r#"{"error":{"code":"IP_NOT_ALLOWED","message":"Requests from this IP address are not allowed."}}"#
+    );
+    assert_eq!(
+        api.call("GET", "/v1/keys", &api.key, None).await.status,
+        200,
+        "other keys are not affected"
+    );
+
+    let loopback = api
+        .call(
+            "PUT",
+            "/v1/security/ip-allowlist",
+            &api.key,
+            Some(r#"{"cidrs":["127.0.0.0/8"]}"#),
+        )
+        .await;
+    assert_eq!(loopback.status, 200);
+    let read = api.call("GET", "/v1/security/ip-allowlist", &api.key, None).await;
+    assert_eq!(read.json(), json!({"cidrs": ["127.0.0.0/8"]}));
+    let bad = api
+        .call(
+            "PUT",
+            "/v1/security/ip-allowlist",
+            &api.key,
+            Some(r#"{"cidrs":["300.1.2.3/8"]}"#),
+        )
+        .await;
+    assert_eq!(bad.status, 400);
+    let elsewhere = api.call("PUT", "/v1/security/ip-allowlist", &api.key, Some(body)).await;
+    assert_eq!(elsewhere.status, 200);
+    let locked_out = api.call("GET", "/v1/keys", &api.key, None).await;
+    assert_eq!(
+        (locked_out.status.as_u16(), error_code(&locked_out).as_str()),
+        (403, "IP_NOT_ALLOWED")
+    );
+}
+
+#[tokio::test]
+async fn message_events_reach_a_verifying_webhook_receiver() {
+    let secret = tollgate_webhook::WebhookSecret::generate().unwrap();
+    let (seed, mut seed_events) = receiver("seed", &secret).await;
+    let (standard, mut standard_events) = receiver("standard", &secret).await;
+    let mut config = Config {
+        allow_private_webhook_urls: true,
+        ..Config::default()
+    };
+    config.accounts.push(AccountConfig {
+        id: Config::DEMO_ACCOUNT.into(),
+        plan: "free".into(),
+        webhook_url: Some(format!("http://{}/webhooks", seed.addr)),
+        webhook_secret: Some(secret.expose().to_owned()),
+        ip_allowlist: Vec::new(),
+    });
+    // Real time: the receivers check Standard Webhooks timestamps against their clocks.
+    let api = Api::start_at(config, SystemTime::now()).await;
+
+    // To the account's webhook, checked in the seed's scheme (X-Webhook-Signature).
+    let sent = api.call("POST", "/v1/messages", &api.key, Some(SEND)).await;
+    assert_eq!(sent.status, 201);
+    let event = next_event(&mut seed_events).await;
+    assert_eq!(event["type"], "message.status");
+    assert_eq!(event["data"]["id"], sent.json()["id"]);
+    assert_eq!(event["data"]["status"], "sent");
+
+    // X-Webhook-URL overrides it for one message, checked with Standard Webhooks headers.
+    let override_url = format!("http://{}/webhooks", standard.addr);
+    let sent = api
+        .call_with(
+            "POST",
+            "/v1/messages",
+            &api.key,
+            Some(SEND),
+            &[("x-webhook-url", override_url.as_str())],
+        )
+        .await;
+    assert_eq!(sent.status, 201, "{}", sent.text());
+    assert_eq!(next_event(&mut standard_events).await["data"]["id"], sent.json()["id"]);
+
+    // Sandbox messages are never delivered.
+    let (_, sandbox) = api.create_key("sandbox").await;
+    assert_eq!(api.call("POST", "/v1/messages", &sandbox, Some(SEND)).await.status, 201);
+    let nothing = tokio::time::timeout(Duration::from_millis(300), seed_events.recv()).await;
+    assert!(nothing.is_err(), "no event for a sandbox message");
+
+    // Setting the webhook issues a fresh secret, once; hostile URLs are refused.
+    let set = api
+        .call(
+            "PUT",
+            "/v1/webhooks",
+            &api.key,
+            Some(&json!({"url": override_url}).to_string()),
+        )
+        .await;
+    assert_eq!(set.status, 200);
+    let fresh = set.json()["secret"].as_str().unwrap().to_owned();
+    assert!(fresh.starts_with("whsec_") && fresh != secret.expose());
+    let hostile = api
+        .call("PUT", "/v1/webhooks", &api.key, Some(r#"{"url":"http://localhost/x"}"#))
+        .await;
+    assert_eq!(
+        (hostile.status.as_u16(), error_code(&hostile).as_str()),
+        (400, "INVALID_WEBHOOK_URL")
+    );
+}
+
+async fn receiver(
+    scheme: &str,
+    secret: &tollgate_webhook::WebhookSecret,
+) -> (TestServer, tokio::sync::broadcast::Receiver<Bytes>) {
+    let options = webhook_receiver::Options {
+        listen: "127.0.0.1:0".parse().unwrap(),
+        scheme: scheme.into(),
+        secret: secret.clone(),
+    };
+    let (events, received) = tokio::sync::broadcast::channel(8);
+    let server = TestServer::start(webhook_receiver::router(&options, events).unwrap()).await;
+    (server, received)
+}
+
+async fn next_event(events: &mut tokio::sync::broadcast::Receiver<Bytes>) -> Value {
+    let body = tokio::time::timeout(Duration::from_secs(10), events.recv())
+        .await
+        .expect("an event within 10 s")
+        .expect("the receiver is running");
+    serde_json::from_slice(&body).expect("a JSON event")
+}
