@@ -156,3 +156,22 @@ async fn per_account_and_per_key_lists_apply_after_authentication() {
         .expect("set");
     assert_refused(&call(unrestricted.secret.expose_secret().to_owned()).await);
 }
+
+#[tokio::test]
+async fn handlers_see_no_client_ip_without_the_layer() {
+    async fn maybe(client: Option<ClientIp>) -> String {
+        format!("{client:?}")
+    }
+    let router = Router::new()
+        .route("/v1/ip", get(client_ip))
+        .route("/v1/maybe", get(maybe));
+    let server = TestServer::start(router).await;
+    let response = get_ip(&server, Some("203.0.113.9")).await;
+    assert_eq!(response.status, StatusCode::INTERNAL_SERVER_ERROR);
+    assert_eq!(
+        response.text(),
+        r#"{"error":{"code":"INTERNAL_ERROR","message":"The client address could not be determined."}}"#
+    );
+    let response = server.send_empty(server.request("GET", "/v1/maybe")).await;
+    assert_eq!(response.text(), "None");
+}

@@ -32,7 +32,8 @@
 //!   the same id without seeing each other's responses, and a sandbox retry
 //!   never replays a live response. Requests without a principal pass
 //!   through untouched unless a [`fallback_scope`](IdempotencyLayer::fallback_scope)
-//!   is set. Place the layer after authentication.
+//!   is set. Place the layer after authentication, and after rate limiting
+//!   so that a 429 is never stored as the key's answer.
 //! - **Same request.** The fingerprint is SHA-256 over the method, the path
 //!   and query, and the body. The body is buffered (up to 1 MiB by default,
 //!   413 `PAYLOAD_TOO_LARGE` beyond, checked against `Content-Length` before

@@ -134,6 +134,26 @@ fn bench_stack(c: &mut Criterion) {
             (stores, service, tokens)
         })
     });
+    // The floor under any Redis-backed stack: a "request" that is two PINGs
+    // on the same kind of connection (auth and rate limit each need one round trip).
+    let two_pings = redis_url.as_ref().map(|url| {
+        let client = redis::Client::open(url.as_str()).expect("a valid URL");
+        let connection = runtime
+            .block_on(redis::aio::ConnectionManager::new(client))
+            .expect("connect");
+        service_fn(move |_request: Req| {
+            let mut connection = connection.clone();
+            async move {
+                for _ in 0..2 {
+                    redis::cmd("PING")
+                        .query_async::<String>(&mut connection)
+                        .await
+                        .expect("PONG");
+                }
+                Ok::<_, Infallible>(Response::new(Full::new(Bytes::from_static(b"sent"))))
+            }
+        })
+    });
     if redis.is_none() {
         eprintln!("REDIS_URL is not set: the Redis variant is skipped");
     }

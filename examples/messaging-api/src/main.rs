@@ -12,6 +12,7 @@ use tollgate_core::SharedClock;
 async fn main() {
     tracing_subscriber::fmt()
         .with_env_filter(std::env::var("RUST_LOG").unwrap_or_else(|_| "info".into()))
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stdout()))
         .init();
     if let Err(message) = run().await {
         eprintln!("messaging-api: {message}");
