@@ -241,11 +241,6 @@ impl<S, Inner: fmt::Debug> fmt::Debug for BearerAuth<S, Inner> {
 }
 
 impl<S, Inner> BearerAuth<S, Inner> {
-    /// Wraps `inner` with the configuration of `layer`.
-    pub fn new(inner: Inner, layer: &BearerAuthLayer<S>) -> Self {
-        layer.layer(inner)
-    }
-
     /// The wrapped service.
     pub fn get_ref(&self) -> &Inner {
         &self.inner

@@ -214,6 +214,16 @@ fn bench_stack(c: &mut Criterion) {
                 },
             );
         }
+        if let Some(pings) = &two_pings {
+            group.bench_with_input(
+                BenchmarkId::new("two-pings", concurrency),
+                &concurrency,
+                |b, &concurrency| {
+                    let tokens = ["Bearer none".to_owned()];
+                    b.iter_custom(|iters| runtime.block_on(drive(pings.clone(), &tokens, concurrency, iters)));
+                },
+            );
+        }
     }
     group.finish();
 
