@@ -8,8 +8,9 @@
 //!
 //! | outcome | response |
 //! |---|---|
-//! | no `Authorization` header, or not one `Bearer <token>` | 401 `UNAUTHORIZED`, `WWW-Authenticate: Bearer` |
-//! | a token that is malformed, unknown, revoked or expired | 401 `UNAUTHORIZED`, `WWW-Authenticate: Bearer error="invalid_token"` — one message for all, so nobody learns whether a key exists |
+//! | no `Authorization` header, several, another scheme, or `Bearer` alone | 401 `UNAUTHORIZED`, `WWW-Authenticate: Bearer` |
+//! | a token too long or with characters outside visible ASCII | 401 `UNAUTHORIZED`, `WWW-Authenticate: Bearer error="invalid_token"` |
+//! | an unknown, revoked or expired key (or one failing a [required checksum](BearerAuthLayer::require_checksum)) | the same 401 with one message for all, so nobody learns whether a key exists |
 //! | a read-only key on a method other than `GET`/`HEAD` | 403 `FORBIDDEN`, `WWW-Authenticate: Bearer error="insufficient_scope"` |
 //! | the key store fails | 503 `SERVICE_UNAVAILABLE` (and a `tracing` warning) |
 //! | a working key | the inner service, with the `Principal` in extensions |
@@ -57,16 +58,13 @@
 //! ```
 
 use std::fmt;
-use std::future::Future;
-use std::pin::Pin;
 use std::sync::Arc;
-use std::task::{ready, Context, Poll, Waker};
+use std::task::{Context, Poll, Waker};
 use std::time::{Duration, SystemTime};
 
 use bytes::Bytes;
 use http::{Method, Request, Response};
-use http_body_util::{Either, Full};
-use pin_project_lite::pin_project;
+use http_body_util::Full;
 use tollgate_core::{KeyHash, KeyRecord, KeyStore, Principal, Rejection, Renderer, ResponseBody, SharedClock};
 use tower_layer::Layer;
 use tower_service::Service;
@@ -274,11 +272,11 @@ where
         let state = &self.state;
         let token = match bearer_token_bytes(request.headers(), state.max_token_len) {
             Ok(token) => token,
-            Err(error) => return ResponseFuture::rejected(state.render(&rejections::unreadable(error), &request)),
+            Err(error) => return ResponseFuture::rejected(state.render(rejections::unreadable(error), &request)),
         };
         if let Some(format) = &state.checksum {
             if !std::str::from_utf8(token).is_ok_and(|token| format.is_well_formed(token)) {
-                return ResponseFuture::rejected(state.render(&rejections::invalid_key(), &request));
+                return ResponseFuture::rejected(state.render(rejections::invalid_key(), &request));
             }
         }
         let hash = hash_key_bytes(token);
@@ -293,59 +291,43 @@ where
         match check.as_mut().poll(&mut Context::from_waker(Waker::noop())) {
             Poll::Ready(Ok(principal)) => {
                 request.extensions_mut().insert(principal);
-                ResponseFuture {
-                    state: State::Calling {
-                        future: self.inner.call(request),
-                    },
-                }
+                ResponseFuture::calling(self.inner.call(request))
             }
-            Poll::Ready(Err(refusal)) => ResponseFuture::rejected(state.render(&refusal.rejection(), &request)),
+            Poll::Ready(Err(refusal)) => ResponseFuture::rejected(state.render(refusal.rejection(), &request)),
             Poll::Pending => {
                 // The service that was made ready goes to the future; this
                 // one keeps a fresh clone (the usual pattern for calling
                 // after an await).
                 let clone = self.inner.clone();
                 let inner = std::mem::replace(&mut self.inner, clone);
-                ResponseFuture {
-                    state: State::Authenticating {
-                        check,
-                        // Boxed so that this rarer state does not make every
-                        // response future as large as a request.
-                        waiting: Some(Box::new(Waiting {
-                            request,
-                            inner,
-                            renderer: state.renderer.clone(),
-                        })),
+                ResponseFuture::authenticating(
+                    check,
+                    Waiting {
+                        request,
+                        inner,
+                        renderer: state.renderer.clone(),
                     },
-                }
+                )
             }
         }
     }
 }
 
-// What a pending lookup's response future holds until the lookup is done.
-struct Waiting<Inner, B> {
-    request: Request<B>,
-    inner: Inner,
-    renderer: Renderer,
-}
-
 /// Why a key found (or not) in the store does not admit the request. Small
-/// and `Copy`, so the boxed lookup stays small; the rejection is built only
-/// when it is rendered.
+/// and `Copy`, so the boxed lookup stays small.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Refusal {
+pub(crate) enum Refusal {
     InvalidKey,
     ReadOnly,
     StoreUnavailable,
 }
 
 impl Refusal {
-    fn rejection(self) -> Rejection {
+    pub(crate) fn rejection(self) -> &'static Rejection {
         match self {
             Refusal::InvalidKey => rejections::invalid_key(),
             Refusal::ReadOnly => rejections::read_only(),
-            Refusal::StoreUnavailable => Rejection::store_unavailable(),
+            Refusal::StoreUnavailable => rejections::store_unavailable(),
         }
     }
 }
@@ -398,96 +380,10 @@ impl<S: KeyStore> AuthState<S> {
     }
 }
 
-type CheckFuture = Pin<Box<dyn Future<Output = Result<Principal, Refusal>> + Send>>;
+mod future;
 
-pin_project! {
-    /// The response future of [`BearerAuth`].
-    pub struct ResponseFuture<Inner, ReqBody>
-    where
-        Inner: Service<Request<ReqBody>>,
-    {
-        #[pin]
-        state: State<Inner, ReqBody>,
-    }
-}
-
-pin_project! {
-    #[project = StateProj]
-    enum State<Inner, ReqBody>
-    where
-        Inner: Service<Request<ReqBody>>,
-    {
-        // A key lookup still pending (boxed: a store's future type cannot be named).
-        Authenticating { check: CheckFuture, waiting: Option<Box<Waiting<Inner, ReqBody>>> },
-        Calling { #[pin] future: Inner::Future },
-        Rejected { response: Option<Response<Full<Bytes>>> },
-    }
-}
-
-impl<Inner, ReqBody> ResponseFuture<Inner, ReqBody>
-where
-    Inner: Service<Request<ReqBody>>,
-{
-    fn rejected(response: Response<Full<Bytes>>) -> Self {
-        ResponseFuture {
-            state: State::Rejected {
-                response: Some(response),
-            },
-        }
-    }
-}
-
-impl<Inner, ReqBody, ResBody> Future for ResponseFuture<Inner, ReqBody>
-where
-    Inner: Service<Request<ReqBody>, Response = Response<ResBody>>,
-{
-    type Output = Result<Response<ResponseBody<ResBody>>, Inner::Error>;
-
-    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        loop {
-            let mut this = self.as_mut().project();
-            match this.state.as_mut().project() {
-                StateProj::Authenticating { check, waiting } => {
-                    let outcome = ready!(check.as_mut().poll(cx));
-                    let Waiting {
-                        mut request,
-                        mut inner,
-                        renderer,
-                    } = *waiting.take().expect("polled after completion");
-                    match outcome {
-                        Ok(principal) => {
-                            request.extensions_mut().insert(principal);
-                            let future = inner.call(request);
-                            this.state.set(State::Calling { future });
-                        }
-                        Err(refusal) => {
-                            let response = renderer.render(&refusal.rejection(), request.headers());
-                            this.state.set(State::Rejected { response: None });
-                            return Poll::Ready(Ok(response.map(Either::Right)));
-                        }
-                    }
-                }
-                StateProj::Calling { future } => {
-                    let response = ready!(future.poll(cx))?;
-                    return Poll::Ready(Ok(response.map(Either::Left)));
-                }
-                StateProj::Rejected { response } => {
-                    let response = response.take().expect("polled after completion");
-                    return Poll::Ready(Ok(response.map(Either::Right)));
-                }
-            }
-        }
-    }
-}
-
-impl<Inner, ReqBody> fmt::Debug for ResponseFuture<Inner, ReqBody>
-where
-    Inner: Service<Request<ReqBody>>,
-{
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("ResponseFuture").finish_non_exhaustive()
-    }
-}
+pub use future::ResponseFuture;
+use future::{CheckFuture, Waiting};
 
 // Service-level tests are long, so they live in `bearer/tests.rs`.
 #[cfg(test)]

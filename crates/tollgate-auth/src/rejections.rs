@@ -4,6 +4,8 @@
 //! [`invalid_key`] rejection, so a response never tells whether a key exists.
 
 use http::header::{HeaderValue, WWW_AUTHENTICATE};
+use std::sync::LazyLock;
+
 use http::StatusCode;
 use tollgate_core::Rejection;
 
@@ -23,30 +25,47 @@ pub const INSUFFICIENT_SCOPE_MESSAGE: &str = "This API key does not have the per
 const INVALID_TOKEN_CHALLENGE: &str = r#"Bearer error="invalid_token""#;
 const INSUFFICIENT_SCOPE_CHALLENGE: &str = r#"Bearer error="insufficient_scope""#;
 
+// The fixed rejections are built once: refusing garbage stays cheap.
+static MISSING_KEY: LazyLock<Rejection> = LazyLock::new(|| Rejection::unauthorized(MISSING_KEY_MESSAGE));
+static MALFORMED: LazyLock<Rejection> = LazyLock::new(|| Rejection::unauthorized(MALFORMED_MESSAGE));
+static MALFORMED_TOKEN: LazyLock<Rejection> = LazyLock::new(|| {
+    Rejection::unauthorized(MALFORMED_MESSAGE)
+        .with_header(WWW_AUTHENTICATE, HeaderValue::from_static(INVALID_TOKEN_CHALLENGE))
+});
+static INVALID_KEY: LazyLock<Rejection> = LazyLock::new(|| {
+    Rejection::unauthorized(INVALID_KEY_MESSAGE)
+        .with_header(WWW_AUTHENTICATE, HeaderValue::from_static(INVALID_TOKEN_CHALLENGE))
+});
+static READ_ONLY: LazyLock<Rejection> = LazyLock::new(|| forbidden(READ_ONLY_MESSAGE, None));
+static STORE_UNAVAILABLE: LazyLock<Rejection> = LazyLock::new(Rejection::store_unavailable);
+
 /// 401 for a request whose `Authorization` header could not be read.
-pub fn unreadable(error: ParseError) -> Rejection {
+pub fn unreadable(error: ParseError) -> &'static Rejection {
     match error {
         ParseError::Missing => missing_key(),
-        _ if error.token_given() => Rejection::unauthorized(MALFORMED_MESSAGE)
-            .with_header(WWW_AUTHENTICATE, HeaderValue::from_static(INVALID_TOKEN_CHALLENGE)),
-        _ => Rejection::unauthorized(MALFORMED_MESSAGE),
+        _ if error.token_given() => &MALFORMED_TOKEN,
+        _ => &MALFORMED,
     }
 }
 
 /// 401 with a bare `Bearer` challenge: no credentials at all.
-pub fn missing_key() -> Rejection {
-    Rejection::unauthorized(MISSING_KEY_MESSAGE)
+pub fn missing_key() -> &'static Rejection {
+    &MISSING_KEY
 }
 
 /// 401 `error="invalid_token"`: unknown, revoked, expired or malformed key.
-pub fn invalid_key() -> Rejection {
-    Rejection::unauthorized(INVALID_KEY_MESSAGE)
-        .with_header(WWW_AUTHENTICATE, HeaderValue::from_static(INVALID_TOKEN_CHALLENGE))
+pub fn invalid_key() -> &'static Rejection {
+    &INVALID_KEY
 }
 
 /// 403 `error="insufficient_scope"` for a read-only key writing.
-pub fn read_only() -> Rejection {
-    forbidden(READ_ONLY_MESSAGE, None)
+pub fn read_only() -> &'static Rejection {
+    &READ_ONLY
+}
+
+/// 503: the key store failed.
+pub fn store_unavailable() -> &'static Rejection {
+    &STORE_UNAVAILABLE
 }
 
 /// 403 `error="insufficient_scope"`, naming the scope when one scope was
@@ -89,7 +108,7 @@ mod tests {
             let rejection = unreadable(error);
             assert_eq!(rejection.status(), StatusCode::UNAUTHORIZED);
             assert_eq!(rejection.code(), "UNAUTHORIZED");
-            assert_eq!(challenge(&rejection), "Bearer");
+            assert_eq!(challenge(rejection), "Bearer");
         }
         assert_eq!(unreadable(ParseError::Missing).message(), MISSING_KEY_MESSAGE);
         assert_eq!(unreadable(ParseError::NotBearer).message(), MALFORMED_MESSAGE);
@@ -98,9 +117,9 @@ mod tests {
     #[test]
     fn given_but_bad_tokens_are_invalid_token() {
         for error in [ParseError::InvalidToken, ParseError::TooLong] {
-            assert_eq!(challenge(&unreadable(error)), r#"Bearer error="invalid_token""#);
+            assert_eq!(challenge(unreadable(error)), r#"Bearer error="invalid_token""#);
         }
-        assert_eq!(challenge(&invalid_key()), r#"Bearer error="invalid_token""#);
+        assert_eq!(challenge(invalid_key()), r#"Bearer error="invalid_token""#);
         assert_eq!(invalid_key().message(), INVALID_KEY_MESSAGE);
     }
 
@@ -121,7 +140,9 @@ mod tests {
             challenge(&insufficient_scope(None)),
             r#"Bearer error="insufficient_scope""#
         );
-        assert_eq!(challenge(&read_only()), r#"Bearer error="insufficient_scope""#);
+        assert_eq!(challenge(read_only()), r#"Bearer error="insufficient_scope""#);
+        assert_eq!(read_only().status(), StatusCode::FORBIDDEN);
+        assert_eq!(store_unavailable().status(), StatusCode::SERVICE_UNAVAILABLE);
     }
 
     #[test]

@@ -48,6 +48,7 @@
 //! # }
 //! ```
 
+use std::borrow::Cow;
 use std::fmt;
 use std::future::Future;
 use std::pin::Pin;
@@ -228,13 +229,13 @@ where
         let verdict = match parts.extensions.get::<Principal>() {
             None => {
                 tracing::debug!("a scope rule ran without a principal: is BearerAuthLayer in front?");
-                Err(rejections::missing_key())
+                Err(Cow::Borrowed(rejections::missing_key()))
             }
             Some(principal) => self
                 .layer
                 .rule
                 .check(principal, &parts)
-                .map_err(|scope| rejections::insufficient_scope(scope.map(Scope::as_str))),
+                .map_err(|scope| Cow::Owned(rejections::insufficient_scope(scope.map(Scope::as_str)))),
         };
         match verdict {
             Ok(()) => ResponseFuture {

@@ -114,17 +114,43 @@ impl ClaimToken {
     }
 }
 
-/// A response kept for replay: status, the headers worth replaying, body.
+/// A response kept for replay: status, the headers worth replaying, body,
+/// and trailers (a gRPC response's status travels in them).
 ///
 /// Serialisable with serde so networked backends can store it as one value.
-/// `Debug` shows the header names and the body length only: responses can
-/// hold secrets (a freshly created API key, say).
+/// `Debug` shows the header and trailer names and the body length only:
+/// responses can hold secrets (a freshly created API key, say).
+///
+/// # Trailers
+///
+/// Trailers are kept in [`headers`](Self::headers) too, each name prefixed
+/// with [`TRAILER_PREFIX`](Self::TRAILER_PREFIX) (`trailer:`). No header
+/// name can contain a `:`, so the two never mix, and every backend that
+/// stores the headers byte for byte stores the trailers with them: records
+/// written before trailers existed, and backends written before them, need
+/// no change. Read and write them with [`response_headers`](Self::response_headers),
+/// [`trailers`](Self::trailers) and [`push_trailer`](Self::push_trailer).
+///
+/// ```
+/// use bytes::Bytes;
+/// use tollgate_core::idempotency::StoredResponse;
+///
+/// let mut response = StoredResponse {
+///     status: 200,
+///     headers: vec![("content-type".into(), b"application/grpc".to_vec())],
+///     body: Bytes::from_static(b"\0\0\0\0\x02\x08\x01"),
+/// };
+/// response.push_trailer("grpc-status", b"0".to_vec());
+/// assert_eq!(response.response_headers().collect::<Vec<_>>(), [("content-type", &b"application/grpc"[..])]);
+/// assert_eq!(response.trailers().collect::<Vec<_>>(), [("grpc-status", &b"0"[..])]);
+/// ```
 #[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct StoredResponse {
     /// The HTTP status code.
     pub status: u16,
     /// Header names (lower case) and raw values, in response order; a name
-    /// may repeat.
+    /// may repeat. Trailers follow, their names prefixed with
+    /// [`TRAILER_PREFIX`](Self::TRAILER_PREFIX).
     pub headers: Vec<(String, Vec<u8>)>,
     /// The whole body.
     #[serde(with = "bytes_as_bytes")]
@@ -132,20 +158,47 @@ pub struct StoredResponse {
 }
 
 impl StoredResponse {
-    /// The bytes this response occupies in a store: body, header names and
-    /// values (what a byte budget is charged for).
+    /// What marks an entry of [`headers`](Self::headers) as a trailer. It
+    /// ends with `:`, a character no header name contains.
+    pub const TRAILER_PREFIX: &'static str = "trailer:";
+
+    /// The bytes this response occupies in a store: body, header and
+    /// trailer names and values (what a byte budget is charged for).
     pub fn stored_size(&self) -> usize {
         let headers: usize = self.headers.iter().map(|(name, value)| name.len() + value.len()).sum();
         self.body.len() + headers
+    }
+
+    /// The headers, without the trailers, in response order.
+    pub fn response_headers(&self) -> impl Iterator<Item = (&str, &[u8])> {
+        self.headers
+            .iter()
+            .filter(|(name, _)| !name.starts_with(Self::TRAILER_PREFIX))
+            .map(|(name, value)| (name.as_str(), value.as_slice()))
+    }
+
+    /// The trailers (names without the prefix), in response order.
+    pub fn trailers(&self) -> impl Iterator<Item = (&str, &[u8])> {
+        self.headers.iter().filter_map(|(name, value)| {
+            let name = name.strip_prefix(Self::TRAILER_PREFIX)?;
+            Some((name, value.as_slice()))
+        })
+    }
+
+    /// Appends a trailer; `name` is the trailer's own name, such as `grpc-status`.
+    pub fn push_trailer(&mut self, name: &str, value: Vec<u8>) {
+        self.headers.push((format!("{}{name}", Self::TRAILER_PREFIX), value));
     }
 }
 
 impl fmt::Debug for StoredResponse {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let names: Vec<&str> = self.headers.iter().map(|(name, _)| name.as_str()).collect();
+        let headers: Vec<&str> = self.response_headers().map(|(name, _)| name).collect();
+        let trailers: Vec<&str> = self.trailers().map(|(name, _)| name).collect();
         f.debug_struct("StoredResponse")
             .field("status", &self.status)
-            .field("headers", &names)
+            .field("headers", &headers)
+            .field("trailers", &trailers)
             .field("body_len", &self.body.len())
             .finish()
     }
@@ -309,8 +362,43 @@ mod tests {
         assert_eq!(response.stored_size(), 256 + 12 + 16 + 5 + 3);
         assert_eq!(
             format!("{response:?}"),
-            r#"StoredResponse { status: 201, headers: ["content-type", "x-raw"], body_len: 256 }"#
+            r#"StoredResponse { status: 201, headers: ["content-type", "x-raw"], trailers: [], body_len: 256 }"#
         );
+        assert_eq!(response.trailers().count(), 0);
+    }
+
+    #[test]
+    fn trailers_ride_with_the_headers_and_are_charged_and_named_apart() {
+        let mut response = StoredResponse {
+            status: 200,
+            headers: vec![("content-type".into(), b"application/grpc".to_vec())],
+            body: Bytes::from_static(b"\0\0\0\0\0"),
+        };
+        response.push_trailer("grpc-status", b"0".to_vec());
+        response.push_trailer("x-bin", vec![0x80, 0xff]);
+        assert_eq!(
+            response.response_headers().collect::<Vec<_>>(),
+            [("content-type", &b"application/grpc"[..])]
+        );
+        assert_eq!(
+            response.trailers().collect::<Vec<_>>(),
+            [("grpc-status", &b"0"[..]), ("x-bin", &[0x80, 0xff][..])]
+        );
+        // Every trailer byte is charged, its prefix included.
+        assert_eq!(response.stored_size(), 5 + (12 + 16) + (8 + 11 + 1) + (8 + 5 + 2));
+        assert_eq!(
+            format!("{response:?}"),
+            r#"StoredResponse { status: 200, headers: ["content-type"], trailers: ["grpc-status", "x-bin"], body_len: 5 }"#
+        );
+        let json = serde_json::to_vec(&response).unwrap();
+        let back: StoredResponse = serde_json::from_slice(&json).unwrap();
+        assert_eq!(back, response);
+        assert_eq!(back.trailers().count(), 2);
+        // A record written before trailers existed reads as one without them.
+        let old: StoredResponse =
+            serde_json::from_str(r#"{"status":200,"headers":[["content-type",[97]]],"body":[104,105]}"#).unwrap();
+        assert_eq!(old.trailers().count(), 0);
+        assert_eq!(old.response_headers().count(), 1);
     }
 
     #[test]

@@ -1,6 +1,6 @@
 //! Buffering request and response bodies within a limit, and
-//! [`PassThroughBody`], the response body the layer hands on when it does not
-//! replace it.
+//! [`PassThroughBody`], the body of an inner service's response as the layer
+//! hands it on.
 
 use std::fmt;
 use std::pin::{pin, Pin};
@@ -9,8 +9,10 @@ use std::task::{ready, Context, Poll};
 use bytes::{Bytes, BytesMut};
 use http::HeaderMap;
 use http_body::{Body, Frame, SizeHint};
-use http_body_util::BodyExt;
+use http_body_util::{BodyExt, Either, Full};
 use pin_project_lite::pin_project;
+
+use crate::IdempotencyBody;
 
 /// Data frames gathered into one `Bytes`, copying only when there are several.
 #[derive(Default)]
@@ -79,18 +81,52 @@ where
     Ok(gathered.into_bytes())
 }
 
+/// A response body read to its end: the data, and the trailers if it
+/// ended with any (a gRPC response's status is in them).
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) struct WholeBody {
+    pub(crate) data: Bytes,
+    /// `None` when the body ended without trailers or with an empty set.
+    pub(crate) trailers: Option<HeaderMap>,
+}
+
+impl WholeBody {
+    /// The body to answer with: `Full` when there are no trailers (it
+    /// cannot carry them), otherwise the data then the trailers.
+    pub(crate) fn into_body<B: Body>(self) -> IdempotencyBody<B> {
+        match self.trailers {
+            None => Either::Right(Full::new(self.data)),
+            Some(trailers) => Either::Left(PassThroughBody {
+                inner: Inner::Whole {
+                    data: Some(self.data).filter(|data| !data.is_empty()),
+                    trailers: Some(trailers),
+                },
+            }),
+        }
+    }
+}
+
+/// The bytes trailers take: names and values, as a store charges them.
+pub(crate) fn trailers_size(trailers: &HeaderMap) -> usize {
+    trailers
+        .iter()
+        .map(|(name, value)| name.as_str().len() + value.len())
+        .sum()
+}
+
 /// A response body read for storing.
 pub(crate) enum BufferedResponse<B: Body> {
-    /// The whole body, within the limit and without trailers: storable.
-    Whole(Bytes),
-    /// Too large, ended with trailers, or failed: not storable, handed on as
-    /// it would have reached the client without the layer.
+    /// The whole body, data and trailers within the limit: storable.
+    Whole(WholeBody),
+    /// Too large or failed: not storable, handed on as it would have
+    /// reached the client without the layer.
     Unstorable(PassThroughBody<B>),
 }
 
-/// Reads the whole response body if it fits in `limit` bytes. A body that
-/// announces more is not read at all; one that turns out longer is handed on
-/// with the bytes read so far put back in front.
+/// Reads the whole response body if its data and trailers fit in `limit`
+/// bytes. A body that announces more is not read at all; one that turns out
+/// longer is handed on with the bytes read so far put back in front (and
+/// its trailers, if they were what crossed the limit).
 pub(crate) async fn buffer_response<B>(body: B, limit: usize) -> BufferedResponse<B>
 where
     B: Body<Data = Bytes>,
@@ -103,7 +139,12 @@ where
     let mut gathered = Gathered::default();
     loop {
         let (rest, error, trailers) = match body.as_mut().frame().await {
-            None => return BufferedResponse::Whole(gathered.into_bytes()),
+            None => {
+                return BufferedResponse::Whole(WholeBody {
+                    data: gathered.into_bytes(),
+                    trailers: None,
+                })
+            }
             Some(Ok(frame)) => match frame.into_data() {
                 Ok(data) => {
                     let over = gathered.len.saturating_add(data.len()) > limit;
@@ -113,7 +154,18 @@ where
                     }
                     (Some(body), None, None)
                 }
-                Err(frame) => (None, None, frame.into_trailers().ok()),
+                // Trailers end the body: nothing after them reaches a client.
+                Err(frame) => match frame.into_trailers() {
+                    Ok(trailers) if gathered.len.saturating_add(trailers_size(&trailers)) <= limit => {
+                        return BufferedResponse::Whole(WholeBody {
+                            data: gathered.into_bytes(),
+                            trailers: Some(trailers).filter(|trailers| !trailers.is_empty()),
+                        });
+                    }
+                    Ok(trailers) => (None, None, Some(trailers)),
+                    // Unreachable: a frame that is not data is trailers.
+                    Err(_) => (None, None, None),
+                },
             },
             Some(Err(error)) => (None, Some(error), None),
         };
@@ -131,11 +183,12 @@ where
 }
 
 pin_project! {
-    /// The inner service's response body as the layer hands it on: untouched,
-    /// or, when the layer started reading it to store it and gave up (too
-    /// large, trailers, a read error), the bytes already read followed by the
-    /// rest, the trailers or the error, exactly as the body would have
-    /// produced them.
+    /// The body of a response the inner service produced, as the layer hands
+    /// it on: untouched; or, when the layer started reading it to store it
+    /// and gave up (too large, a read error), the bytes already read followed
+    /// by the rest, the trailers or the error, exactly as the body would have
+    /// produced them; or, for a response that ended with trailers (gRPC), its
+    /// data then its trailers, read whole — the first answer and every replay.
     pub struct PassThroughBody<B: Body> {
         #[pin]
         inner: Inner<B>,
@@ -147,6 +200,7 @@ pin_project! {
     enum Inner<B: Body> {
         Untouched { #[pin] body: B },
         Resumed { resumed: Resumed<B> },
+        Whole { data: Option<Bytes>, trailers: Option<HeaderMap> },
     }
 }
 
@@ -174,6 +228,10 @@ impl<B: Body<Data = Bytes>> Body for PassThroughBody<B> {
         match self.project().inner.project() {
             InnerProj::Untouched { body } => body.poll_frame(cx),
             InnerProj::Resumed { resumed } => resumed.poll_frame(cx),
+            InnerProj::Whole { data, trailers } => Poll::Ready(match data.take() {
+                Some(data) => Some(Ok(Frame::data(data))),
+                None => trailers.take().map(|trailers| Ok(Frame::trailers(trailers))),
+            }),
         }
     }
 
@@ -186,6 +244,7 @@ impl<B: Body<Data = Bytes>> Body for PassThroughBody<B> {
                     && resumed.error.is_none()
                     && resumed.trailers.is_none()
             }
+            Inner::Whole { data, trailers } => data.is_none() && trailers.is_none(),
         }
     }
 
@@ -203,6 +262,14 @@ impl<B: Body<Data = Bytes>> Body for PassThroughBody<B> {
                 if let Some(upper) = rest.upper() {
                     hint.set_upper(upper + prefix);
                 }
+                hint
+            }
+            // At least the data, without an upper bound: a body announcing
+            // its exact length would be sent with `Content-Length` over
+            // HTTP/1.1, which leaves no room for the trailers.
+            Inner::Whole { data, .. } => {
+                let mut hint = SizeHint::new();
+                hint.set_lower(data.as_ref().map_or(0, |data| data.len() as u64));
                 hint
             }
         }
@@ -232,6 +299,7 @@ impl<B: Body> fmt::Debug for PassThroughBody<B> {
         let state = match &self.inner {
             Inner::Untouched { .. } => "untouched",
             Inner::Resumed { .. } => "resumed",
+            Inner::Whole { .. } => "whole",
         };
         f.debug_struct("PassThroughBody").field("state", &state).finish()
     }
@@ -337,7 +405,13 @@ pub(crate) mod tests {
     #[tokio::test]
     async fn responses_within_the_limit_are_whole() {
         match buffer_response(Chunks::new(&[b"ab", b"cd"]), 4).await {
-            BufferedResponse::Whole(body) => assert_eq!(body, "abcd"),
+            BufferedResponse::Whole(body) => assert_eq!(
+                body,
+                WholeBody {
+                    data: Bytes::from_static(b"abcd"),
+                    trailers: None
+                }
+            ),
             BufferedResponse::Unstorable(_) => panic!("4 bytes fit in 4"),
         }
     }
@@ -369,11 +443,64 @@ pub(crate) mod tests {
     }
 
     #[tokio::test]
-    async fn trailers_and_errors_are_handed_on_in_place() {
-        let BufferedResponse::Unstorable(body) =
-            buffer_response(Chunks::new(&[b"ab"]).then_trailers(trailers()), 100).await
+    async fn trailers_within_the_limit_are_read_whole_and_replayed_after_the_data() {
+        // 2 bytes of data + "grpc-status" (11) + "0" (1) = 14.
+        let BufferedResponse::Whole(whole) =
+            buffer_response(Chunks::new(&[b"a", b"b"]).then_trailers(trailers()), 14).await
         else {
-            panic!("trailers cannot be stored")
+            panic!("data and trailers fit in 14 bytes")
+        };
+        assert_eq!(
+            whole,
+            WholeBody {
+                data: Bytes::from_static(b"ab"),
+                trailers: Some(trailers())
+            }
+        );
+        let body: IdempotencyBody<Chunks> = whole.into_body();
+        let Either::Left(body) = body else {
+            panic!("Full cannot carry trailers")
+        };
+        assert!(!body.is_end_stream());
+        assert_eq!(body.size_hint().lower(), 2);
+        assert_eq!(
+            body.size_hint().upper(),
+            None,
+            "no Content-Length: the trailers must fit"
+        );
+        assert_eq!(format!("{body:?}"), r#"PassThroughBody { state: "whole" }"#);
+        let mut body = pin!(body);
+        let first = body.as_mut().frame().await.unwrap().unwrap();
+        assert_eq!(first.into_data().unwrap(), "ab");
+        let second = body.as_mut().frame().await.unwrap().unwrap();
+        assert_eq!(second.into_trailers().unwrap(), trailers());
+        assert!(body.is_end_stream());
+        assert!(body.as_mut().frame().await.is_none());
+
+        // Trailers only (a gRPC error after headers): no empty data frame.
+        let BufferedResponse::Whole(whole) = buffer_response(Chunks::new(&[]).then_trailers(trailers()), 100).await
+        else {
+            panic!("trailers alone fit")
+        };
+        let (data, got, failed) = read_all(whole.into_body::<Chunks>()).await;
+        assert_eq!((data.as_slice(), got, failed), (&b""[..], Some(trailers()), false));
+
+        // An empty set of trailers is no trailers.
+        let BufferedResponse::Whole(whole) =
+            buffer_response(Chunks::new(&[b"ab"]).then_trailers(HeaderMap::new()), 100).await
+        else {
+            panic!("fits")
+        };
+        assert_eq!(whole.trailers, None);
+        assert!(matches!(whole.into_body::<Chunks>(), Either::Right(_)));
+    }
+
+    #[tokio::test]
+    async fn trailers_past_the_limit_and_errors_are_handed_on_in_place() {
+        let BufferedResponse::Unstorable(body) =
+            buffer_response(Chunks::new(&[b"ab"]).then_trailers(trailers()), 13).await
+        else {
+            panic!("14 bytes of data and trailers do not fit in 13")
         };
         let (data, got, failed) = read_all(body).await;
         assert_eq!((data.as_slice(), got, failed), (&b"ab"[..], Some(trailers()), false));

@@ -8,7 +8,6 @@ use http::header::{HeaderName, CONTENT_LENGTH};
 use http::{Method, Request, Uri};
 use http_body::Body;
 use tollgate_core::idempotency::IdempotencyKey;
-use tollgate_core::rejection::is_grpc;
 use tollgate_core::{Principal, Rejection, Renderer};
 
 use crate::key::{read_key, KeyError};
@@ -19,20 +18,22 @@ pub const X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 /// The header of the IETF draft and of Stripe.
 pub const IDEMPOTENCY_KEY: HeaderName = HeaderName::from_static("idempotency-key");
 
-/// A predicate deciding, from the method and URI, whether a key is required.
-pub(crate) type RequirePredicate = Arc<dyn Fn(&Method, &Uri) -> bool + Send + Sync>;
+/// A predicate on a request's method and URI: whether a key is required,
+/// whether the request is deduplicated at all.
+pub(crate) type RequestPredicate = Arc<dyn Fn(&Method, &Uri) -> bool + Send + Sync>;
 
 #[derive(Clone)]
 pub(crate) enum Requirement {
     Optional,
     Always,
-    When(RequirePredicate),
+    When(RequestPredicate),
 }
 
 #[derive(Clone)]
 pub(crate) struct Config {
     pub(crate) headers: Vec<HeaderName>,
     pub(crate) methods: Vec<Method>,
+    pub(crate) only_when: Option<RequestPredicate>,
     pub(crate) requirement: Requirement,
     pub(crate) fallback_scope: Option<Arc<str>>,
     pub(crate) max_request_body: usize,
@@ -50,6 +51,7 @@ impl Default for Config {
         Config {
             headers: vec![X_REQUEST_ID],
             methods: vec![Method::POST, Method::PATCH],
+            only_when: None,
             requirement: Requirement::Optional,
             fallback_scope: None,
             max_request_body: 1024 * 1024,
@@ -74,6 +76,7 @@ impl fmt::Debug for Config {
         f.debug_struct("Config")
             .field("headers", &self.headers)
             .field("methods", &self.methods)
+            .field("only_when", &self.only_when.as_ref().map(|_| "predicate"))
             .field("requirement", &requirement)
             .field("fallback_scope", &self.fallback_scope)
             .field("max_request_body", &self.max_request_body)
@@ -99,7 +102,7 @@ pub(crate) enum Plan {
 
 impl Config {
     pub(crate) fn plan<B: Body>(&self, request: &Request<B>) -> Plan {
-        if !self.methods.contains(request.method()) || is_grpc(request.headers()) {
+        if !self.methods.contains(request.method()) || !self.selects(request.method(), request.uri()) {
             return Plan::PassThrough;
         }
         let Some(scope) = self.scope(request) else {
@@ -132,6 +135,10 @@ impl Config {
             )),
             None => self.fallback_scope.as_ref().map(|scope| format!("fallback:{scope}")),
         }
+    }
+
+    fn selects(&self, method: &Method, uri: &Uri) -> bool {
+        self.only_when.as_ref().is_none_or(|predicate| predicate(method, uri))
     }
 
     fn requires_key(&self, method: &Method, uri: &Uri) -> bool {

@@ -4,13 +4,14 @@
 use std::sync::Arc;
 
 use bytes::Bytes;
-use http::{request, HeaderMap, Request, Response};
+use http::{request, response, HeaderMap, Request, Response};
 use http_body::Body;
 use http_body_util::{Either, Full};
 use tollgate_core::idempotency::{BeginOutcome, IdempotencyKey, IdempotencyStore};
+use tollgate_core::rejection::is_grpc;
 use tollgate_core::Rejection;
 
-use crate::body::{buffer_request, buffer_response, BufferedResponse, PassThroughBody, RequestBodyError};
+use crate::body::{buffer_request, buffer_response, BufferedResponse, PassThroughBody, RequestBodyError, WholeBody};
 use crate::claim::ClaimGuard;
 use crate::config::Config;
 use crate::fingerprint::fingerprint;
@@ -20,8 +21,10 @@ use crate::IdempotencyBody;
 
 /// Where [`prepare`] leaves a request.
 pub(crate) enum Prepared<St: IdempotencyStore> {
-    /// Answer without running the inner service: a replay or a refusal.
+    /// Answer with a refusal, without running the inner service.
     Respond(Response<Full<Bytes>>),
+    /// Answer with the stored response, without running the inner service.
+    Replay(Response<WholeBody>),
     /// Run the inner service with the rebuilt request, then complete the
     /// claim (none when the store failed and the layer fails open).
     Run {
@@ -68,7 +71,7 @@ where
         }
         Ok(BeginOutcome::Completed(stored)) => {
             return match replay(stored) {
-                Some(response) => Prepared::Respond(response),
+                Some(response) => Prepared::Replay(response),
                 None => {
                     tracing::error!(scope = key.scope(), "the idempotency store returned a corrupt response");
                     refuse(&config, &Rejection::store_unavailable(), &parts.headers)
@@ -103,14 +106,17 @@ where
     B: Body<Data = Bytes>,
 {
     let (parts, body) = response.into_parts();
-    let storable = !parts.status.is_informational() && (config.store_server_errors || !parts.status.is_server_error());
-    if !storable {
+    if !storable(&config, &parts, None) {
         claim.release().await;
         return Response::from_parts(parts, Either::Left(PassThroughBody::new(body)));
     }
     match buffer_response(body, config.max_response_body).await {
+        BufferedResponse::Whole(body) if !storable(&config, &parts, body.trailers.as_ref()) => {
+            claim.release().await;
+            Response::from_parts(parts, body.into_body())
+        }
         BufferedResponse::Whole(body) => {
-            match claim.complete(to_stored(&parts, body.clone()), config.ttl).await {
+            match claim.complete(to_stored(&parts, &body), config.ttl).await {
                 Ok(true) => {}
                 Ok(false) => tracing::warn!(
                     "the idempotency claim expired before the response was stored; \
@@ -118,12 +124,39 @@ where
                 ),
                 Err(error) => tracing::error!(%error, "could not store the idempotent response"),
             }
-            Response::from_parts(parts, Either::Right(Full::new(body)))
+            Response::from_parts(parts, body.into_body())
         }
         BufferedResponse::Unstorable(body) => {
-            tracing::debug!("response not storable (too large, trailers or a read error); claim released");
+            tracing::debug!("response not storable (too large or a read error); claim released");
             claim.release().await;
             Response::from_parts(parts, Either::Left(body))
         }
     }
+}
+
+/// Whether a response with this head (and these trailers, once read) is
+/// kept: never a 1xx, and no server error unless the layer stores them. A
+/// gRPC response is always HTTP 200; its status is `grpc-status`, in the
+/// headers (a trailers-only answer) or in the trailers.
+fn storable(config: &Config, parts: &response::Parts, trailers: Option<&HeaderMap>) -> bool {
+    if parts.status.is_informational() {
+        return false;
+    }
+    if config.store_server_errors {
+        return true;
+    }
+    let grpc_server_error = is_grpc(&parts.headers)
+        && [Some(&parts.headers), trailers].into_iter().flatten().any(|fields| {
+            fields
+                .get("grpc-status")
+                .is_some_and(|code| is_grpc_server_error(code.as_bytes()))
+        });
+    !parts.status.is_server_error() && !grpc_server_error
+}
+
+// The gRPC codes that mean the server failed rather than the request:
+// UNKNOWN, DEADLINE_EXCEEDED, UNIMPLEMENTED, INTERNAL, UNAVAILABLE and
+// DATA_LOSS (the 5xx of the usual HTTP mapping).
+fn is_grpc_server_error(code: &[u8]) -> bool {
+    matches!(code, b"2" | b"4" | b"12" | b"13" | b"14" | b"15")
 }

@@ -13,7 +13,7 @@ use pin_project_lite::pin_project;
 use tollgate_core::idempotency::IdempotencyStore;
 use tower_service::Service;
 
-use crate::body::PassThroughBody;
+use crate::body::{PassThroughBody, WholeBody};
 use crate::claim::ClaimGuard;
 use crate::config::Config;
 use crate::flow::{finish, Prepared};
@@ -122,6 +122,9 @@ where
                 StateProj::Preparing { inner, prepare } => match ready!(prepare.as_mut().poll(cx)) {
                     Prepared::Respond(response) => State::Respond {
                         response: Some(response.map(Either::Right)),
+                    },
+                    Prepared::Replay(response) => State::Respond {
+                        response: Some(response.map(WholeBody::into_body)),
                     },
                     Prepared::Run { request, claim } => {
                         let mut inner = inner.take().expect(POLLED_AFTER_COMPLETION);

@@ -75,10 +75,32 @@ impl<St: IdempotencyStore> IdempotencyLayer<St> {
         self
     }
 
+    /// Deduplicates only the requests (of the deduplicated methods) for
+    /// which `predicate(method, uri)` holds; the others pass through
+    /// untouched, their bodies not buffered, never refused for a missing key.
+    ///
+    /// Use it to keep out what must not be buffered, such as streaming gRPC
+    /// methods (a bidirectional stream whose client waits for a reply before
+    /// ending its requests would wait forever), or what gains nothing from
+    /// deduplication:
+    ///
+    /// ```
+    /// use tollgate_core::MemoryIdempotencyStore;
+    /// use tollgate_idempotency::IdempotencyLayer;
+    ///
+    /// let layer = IdempotencyLayer::new(MemoryIdempotencyStore::new())
+    ///     .only_when(|_, uri| uri.path() == "/messaging.v1.Messaging/SendMessage");
+    /// # let _ = layer;
+    /// ```
+    pub fn only_when(mut self, predicate: impl Fn(&Method, &Uri) -> bool + Send + Sync + 'static) -> Self {
+        self.config.only_when = Some(Arc::new(predicate));
+        self
+    }
+
     /// Refuses requests of the deduplicated methods that carry no key, with
     /// 400 `IDEMPOTENCY_KEY_MISSING`. Requests the layer lets through
-    /// untouched (other methods, gRPC, no principal and no fallback scope)
-    /// are never refused for it.
+    /// untouched (other methods, excluded by [`only_when`](Self::only_when),
+    /// no principal and no fallback scope) are never refused for it.
     pub fn require_key(mut self) -> Self {
         self.config.requirement = Requirement::Always;
         self
@@ -109,9 +131,10 @@ impl<St: IdempotencyStore> IdempotencyLayer<St> {
         self
     }
 
-    /// The longest response body stored (default 1 MiB). A longer response
-    /// still reaches the client, whole, but is not stored: its claim is
-    /// released, so a retry runs the request again.
+    /// The longest response body stored (default 1 MiB), its trailers'
+    /// names and values included. A longer response still reaches the
+    /// client, whole, but is not stored: its claim is released, so a retry
+    /// runs the request again.
     pub fn max_response_body(mut self, bytes: usize) -> Self {
         self.config.max_response_body = bytes;
         self
@@ -134,7 +157,10 @@ impl<St: IdempotencyStore> IdempotencyLayer<St> {
 
     /// Whether 5xx responses are stored and replayed (default `true`, as
     /// Stripe does: the request may have had effects before failing). With
-    /// `false`, a 5xx releases the claim and a retry runs again.
+    /// `false`, a 5xx releases the claim and a retry runs again; so does a
+    /// gRPC response whose `grpc-status` is a server failure (`UNKNOWN`,
+    /// `DEADLINE_EXCEEDED`, `UNIMPLEMENTED`, `INTERNAL`, `UNAVAILABLE`,
+    /// `DATA_LOSS`).
     pub fn store_server_errors(mut self, store: bool) -> Self {
         self.config.store_server_errors = store;
         self

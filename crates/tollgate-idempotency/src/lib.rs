@@ -9,9 +9,10 @@
 //! # Behaviour
 //!
 //! A request is deduplicated when its method is one of the configured ones
-//! (`POST` and `PATCH` by default), it is not gRPC, it has a scope (below)
-//! and it carries a key. Every other request passes through untouched: its
-//! body is not buffered and nothing is stored.
+//! (`POST` and `PATCH` by default), [`only_when`](IdempotencyLayer::only_when)
+//! (if set) selects it, it has a scope (below) and it carries a key. Every
+//! other request passes through untouched: its body is not buffered and
+//! nothing is stored.
 //!
 //! | the key…                                   | answer |
 //! |--------------------------------------------|--------|
@@ -44,8 +45,8 @@
 //!   (60 s) in case its instance crashes.
 //! - **Released claims.** When the inner service fails, when the response
 //!   is not stored (5xx with [`store_server_errors(false)`](IdempotencyLayer::store_server_errors),
-//!   a body over [`max_response_body`](IdempotencyLayer::max_response_body),
-//!   trailers, a body read error) or when the response future is dropped
+//!   a body and trailers over [`max_response_body`](IdempotencyLayer::max_response_body),
+//!   a body read error) or when the response future is dropped
 //!   because the client went away, the claim is released so a retry runs.
 //!   Such responses still reach the client exactly as the inner service
 //!   produced them ([`PassThroughBody`]).
@@ -53,6 +54,18 @@
 //!   `Set-Cookie`: a cookie is a credential minted for one response and
 //!   does not belong in a store shared by every retry. Headers added by
 //!   layers outside this one (rate-limit headers) are fresh on each replay.
+//! - **Trailers** are stored and replayed after the body, as the inner
+//!   service sent them (minus `Set-Cookie` and hop-by-hop fields).
+//! - **gRPC.** A unary gRPC call is a `POST` like any other: its key comes
+//!   from the `x-request-id` metadata (a header), its fingerprint covers the
+//!   method path and the length-prefixed request message, and its response
+//!   (the message, then `grpc-status` in the trailers, or a trailers-only
+//!   status) is replayed with its trailers. Refusals are rendered as gRPC
+//!   statuses (HTTP 200 and `grpc-status`): 409 in progress is `ABORTED`,
+//!   422 key reused and 400 are `INVALID_ARGUMENT`, 413 is
+//!   `RESOURCE_EXHAUSTED`, 503 is `UNAVAILABLE`. Streaming calls must be
+//!   kept out with [`only_when`](IdempotencyLayer::only_when) (or never
+//!   carry a key): the layer reads a request whole before running it.
 //! - **Store failures** answer 503 (fail closed) or, with
 //!   [`fail_open(true)`](IdempotencyLayer::fail_open), run the request
 //!   without deduplication; both are logged with `tracing`.

@@ -1,16 +1,16 @@
 //! Turning a response into a [`StoredResponse`] and back into a replay.
 
-use bytes::Bytes;
-use http::header::{HeaderName, HeaderValue};
+use http::header::{HeaderMap, HeaderName, HeaderValue};
 use http::response::Parts;
 use http::{Response, StatusCode};
-use http_body_util::Full;
 use tollgate_core::idempotency::StoredResponse;
+
+use crate::body::WholeBody;
 
 /// `Idempotent-Replayed: true` marks a response served from the store.
 pub const IDEMPOTENT_REPLAYED: HeaderName = HeaderName::from_static("idempotent-replayed");
 
-/// Headers never stored: the hop-by-hop ones (they describe one connection,
+/// Headers (and trailers) never stored: the hop-by-hop ones (they describe one connection,
 /// RFC 9110 §7.6.1), and `Set-Cookie`, because a cookie is a credential
 /// minted for one response and a store is the wrong place to keep it.
 fn is_stored(name: &HeaderName) -> bool {
@@ -30,9 +30,10 @@ fn is_stored(name: &HeaderName) -> bool {
     )
 }
 
-/// What is kept of a response for its replays.
-pub(crate) fn to_stored(parts: &Parts, body: Bytes) -> StoredResponse {
-    StoredResponse {
+/// What is kept of a response for its replays: status, headers, data and
+/// trailers.
+pub(crate) fn to_stored(parts: &Parts, body: &WholeBody) -> StoredResponse {
+    let mut stored = StoredResponse {
         status: parts.status.as_u16(),
         headers: parts
             .headers
@@ -40,34 +41,57 @@ pub(crate) fn to_stored(parts: &Parts, body: Bytes) -> StoredResponse {
             .filter(|(name, _)| is_stored(name))
             .map(|(name, value)| (name.as_str().to_owned(), value.as_bytes().to_vec()))
             .collect(),
-        body,
+        body: body.data.clone(),
+    };
+    for (name, value) in body.trailers.iter().flatten() {
+        if is_stored(name) {
+            stored.push_trailer(name.as_str(), value.as_bytes().to_vec());
+        }
     }
+    stored
 }
 
 /// The replay of a stored response, marked `Idempotent-Replayed: true`.
 /// `None` when the stored status is not a status (corrupt data); stored
-/// headers that no longer parse are skipped.
-pub(crate) fn replay(stored: StoredResponse) -> Option<Response<Full<Bytes>>> {
+/// headers and trailers that no longer parse are skipped.
+pub(crate) fn replay(stored: StoredResponse) -> Option<Response<WholeBody>> {
     let status = StatusCode::from_u16(stored.status).ok()?;
-    let mut response = Response::new(Full::new(stored.body));
+    let mut headers = HeaderMap::with_capacity(stored.headers.len() + 1);
+    append_parsed(&mut headers, stored.response_headers(), "header");
+    headers.insert(IDEMPOTENT_REPLAYED, HeaderValue::from_static("true"));
+    let mut trailers = HeaderMap::new();
+    append_parsed(&mut trailers, stored.trailers(), "trailer");
+    let mut response = Response::new(WholeBody {
+        data: stored.body,
+        trailers: Some(trailers).filter(|trailers| !trailers.is_empty()),
+    });
     *response.status_mut() = status;
-    let headers = response.headers_mut();
-    headers.reserve(stored.headers.len() + 1);
-    for (name, value) in stored.headers {
-        match (HeaderName::from_bytes(name.as_bytes()), HeaderValue::from_bytes(&value)) {
+    *response.headers_mut() = headers;
+    Some(response)
+}
+
+fn append_parsed<'a>(map: &mut HeaderMap, fields: impl Iterator<Item = (&'a str, &'a [u8])>, kind: &'static str) {
+    for (name, value) in fields {
+        match (HeaderName::from_bytes(name.as_bytes()), HeaderValue::from_bytes(value)) {
             (Ok(name), Ok(value)) => {
-                headers.append(name, value);
+                map.append(name, value);
             }
-            _ => tracing::warn!(header = %name, "skipped a stored header that does not parse"),
+            _ => tracing::warn!(%name, kind, "skipped a stored field that does not parse"),
         }
     }
-    headers.insert(IDEMPOTENT_REPLAYED, HeaderValue::from_static("true"));
-    Some(response)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use bytes::Bytes;
+
+    fn whole(data: &'static [u8], trailers: Option<HeaderMap>) -> WholeBody {
+        WholeBody {
+            data: Bytes::from_static(data),
+            trailers,
+        }
+    }
 
     #[test]
     fn replays_keep_status_body_and_end_to_end_headers_in_order() {
@@ -83,7 +107,7 @@ mod tests {
             .body(())
             .unwrap();
         let (parts, ()) = response.into_parts();
-        let stored = to_stored(&parts, Bytes::from_static(b"{}"));
+        let stored = to_stored(&parts, &whole(b"{}", None));
         let names: Vec<&str> = stored.headers.iter().map(|(name, _)| name.as_str()).collect();
         assert_eq!(names, ["content-type", "location", "x-multi", "x-multi"]);
 
@@ -94,6 +118,36 @@ mod tests {
         assert_eq!(multi, ["one", "two"]);
         assert_eq!(replayed.headers()[IDEMPOTENT_REPLAYED], "true");
         assert!(replayed.headers().get("set-cookie").is_none());
+        assert_eq!(replayed.into_body(), whole(b"{}", None));
+    }
+
+    #[test]
+    fn trailers_are_stored_apart_from_the_headers_and_replayed_as_trailers() {
+        let response = Response::builder()
+            .header("content-type", "application/grpc")
+            .body(())
+            .unwrap();
+        let (parts, ()) = response.into_parts();
+        let mut trailers = HeaderMap::new();
+        trailers.insert("grpc-status", HeaderValue::from_static("0"));
+        trailers.append("x-multi", HeaderValue::from_static("one"));
+        trailers.append("x-multi", HeaderValue::from_static("two"));
+        trailers.insert("set-cookie", HeaderValue::from_static("session=abc"));
+        let stored = to_stored(&parts, &whole(b"\0\0\0\0\0", Some(trailers.clone())));
+        assert_eq!(stored.response_headers().count(), 1);
+        let names: Vec<&str> = stored.trailers().map(|(name, _)| name).collect();
+        assert_eq!(
+            names,
+            ["grpc-status", "x-multi", "x-multi"],
+            "Set-Cookie is never stored"
+        );
+
+        let replayed = replay(stored).expect("a valid stored response");
+        assert_eq!(replayed.headers().len(), 2, "content-type and Idempotent-Replayed");
+        let body = replayed.into_body();
+        assert_eq!(body.data, "\0\0\0\0\0");
+        trailers.remove("set-cookie");
+        assert_eq!(body.trailers, Some(trailers));
     }
 
     #[test]
@@ -104,12 +158,14 @@ mod tests {
             body: Bytes::new(),
         };
         assert!(replay(corrupt).is_none());
-        let bad_header = StoredResponse {
+        let mut bad_fields = StoredResponse {
             status: 200,
             headers: vec![("bad name".into(), b"x".to_vec()), ("ok".into(), b"\n".to_vec())],
             body: Bytes::new(),
         };
-        let replayed = replay(bad_header).expect("a valid status");
+        bad_fields.push_trailer("bad trailer", b"x".to_vec());
+        let replayed = replay(bad_fields).expect("a valid status");
         assert_eq!(replayed.headers().len(), 1, "only Idempotent-Replayed");
+        assert_eq!(replayed.body().trailers, None, "no trailer parsed, so none at all");
     }
 }

@@ -781,22 +781,6 @@ async fn requests_without_a_principal_pass_through_unless_a_fallback_scope_is_se
     assert_eq!(api.runs(), 3);
 }
 
-#[tokio::test]
-async fn grpc_requests_pass_through() {
-    let api = Api::new();
-    let (layer, store, _clock) = memory_layer();
-    let mut service = layer.layer(api.service());
-    for _ in 0..2 {
-        let mut request = post("\0\0\0\0\0");
-        request
-            .headers_mut()
-            .insert("content-type", HeaderValue::from_static("application/grpc"));
-        assert!(!send(&mut service, request).await.replayed());
-    }
-    assert_eq!(api.runs(), 2);
-    assert!(store.is_empty());
-}
-
 /// A store that is down.
 struct DownStore;
 

@@ -12,10 +12,30 @@
 //!
 //! # Keys and Redis Cluster
 //!
-//! Every key is `<prefix><area>:{<id>}<suffix>`; the braces are a hash tag,
-//! so the keys of one logical record land on one cluster slot and every Lua
-//! script touches keys of a single tag. Each store's module documents its
-//! keys.
+//! Every key is `<prefix><area>:{<id>}<suffix>` (prefix `tollgate:` by
+//! default). The braces are a hash tag: keys with the same tag land on one
+//! cluster slot, and every Lua script touches the keys of a single tag, so the
+//! stores work on Redis Cluster. Ids are escaped so that braces inside them
+//! cannot end a tag early.
+//!
+//! | store | keys (tag in braces) | written with |
+//! |---|---|---|
+//! | [keys](key_store) | `key:{<hash>}` (the record), `keyid:{<id>}` (id → hash), `account:{<account>}:keys` (the account's index) | scripts on one key each; insertion is three atomic steps |
+//! | [rate limits](rate_limit) | `rl:{<key>}` | one script per check, TTL until idle |
+//! | [`idempotency`] | `idem:{<scope>:<key>}` | `SET NX GET PX`, scripts checking the claim token |
+//! | [allowlists](allowlist) | `allow:account:{<account>}`, `allow:key:{<key id>}` | one `HSET` per list |
+//! | [`replay`] | `replay:{<message id>}` | `SET NX PX` |
+//!
+//! Needs Redis 7.0 or later (idempotency's `SET NX GET`).
+//!
+//! # Failures
+//!
+//! A down server (connection refused, reset) is `StoreError::Backend`; a
+//! slow or hung one is `StoreError::Timeout` once the operation timeout has
+//! passed. Nothing panics and nothing waits longer than the timeout. The
+//! connection manager reconnects in the background (attempts at most
+//! [`RedisConfig::reconnect_max_delay`] apart), so once Redis is back,
+//! requests succeed again without restarting anything.
 //!
 //! # Example
 //!

@@ -73,7 +73,7 @@ impl ScriptArgs {
         }
     }
 
-    fn invocation<'a>(&self, key: &'a str) -> redis::ScriptInvocation<'static> {
+    fn invocation(&self, key: &str) -> redis::ScriptInvocation<'static> {
         let mut invocation = CHECK.key(key);
         let (increment, capacity, cost) = (split(self.increment), split(self.capacity), split(self.cost.into()));
         invocation

@@ -30,6 +30,14 @@ impl RedisStores {
     /// or [`StoreError::Timeout`].
     pub async fn connect(config: RedisConfig) -> Result<RedisStores, StoreError> {
         let (client, manager_config) = client(&config)?;
+        // One plain attempt first: the manager would retry a refused
+        // connection until the timeout, hiding why it failed.
+        let probe_config = redis::AsyncConnectionConfig::new().set_connection_timeout(Some(config.connection_timeout));
+        let probe = client.get_multiplexed_async_connection_with_config(&probe_config);
+        tokio::time::timeout(config.connection_timeout, probe)
+            .await
+            .map_err(|_elapsed| StoreError::Timeout)?
+            .map_err(backend_error)?;
         let connecting = ConnectionManager::new_with_config(client, manager_config);
         let connection = tokio::time::timeout(config.connection_timeout, connecting)
             .await

@@ -187,6 +187,16 @@ async fn scopes_keep_equal_keys_apart<S: IdempotencyStore>(store: &S) {
 
 async fn responses_round_trip_byte_for_byte<S: IdempotencyStore>(store: &S) {
     let every_byte: Vec<u8> = (0..=255u8).collect();
+    // A gRPC unary response: one length-prefixed message, then its status
+    // in the trailers, binary metadata included.
+    let mut grpc = StoredResponse {
+        status: 200,
+        headers: vec![("content-type".into(), b"application/grpc".to_vec())],
+        body: Bytes::from_static(b"\0\0\0\0\x07\n\x05msg_1"),
+    };
+    grpc.push_trailer("grpc-status", b"0".to_vec());
+    grpc.push_trailer("grpc-message", Vec::new());
+    grpc.push_trailer("x-trace-bin", vec![0, 0x80, 0xff]);
     let cases = [
         StoredResponse {
             status: 500,
@@ -198,6 +208,7 @@ async fn responses_round_trip_byte_for_byte<S: IdempotencyStore>(store: &S) {
             headers: vec![("x-obs-text".into(), vec![b'a', 0x80, 0xff])],
             body: Bytes::from(every_byte),
         },
+        grpc,
     ];
     for stored in cases {
         let key = fresh_key();
@@ -206,10 +217,21 @@ async fn responses_round_trip_byte_for_byte<S: IdempotencyStore>(store: &S) {
             .complete(&key, token, stored.clone(), TTL)
             .await
             .expect("complete"));
-        assert_eq!(
-            outcome(store, &key, fingerprint(3)).await,
-            BeginOutcome::Completed(stored)
-        );
+        let trailers: Vec<(String, Vec<u8>)> = stored
+            .trailers()
+            .map(|(name, value)| (name.to_owned(), value.to_vec()))
+            .collect();
+        match outcome(store, &key, fingerprint(3)).await {
+            BeginOutcome::Completed(back) => {
+                assert_eq!(back, stored, "status, headers, trailers and body, byte for byte");
+                let back_trailers: Vec<(String, Vec<u8>)> = back
+                    .trailers()
+                    .map(|(name, value)| (name.to_owned(), value.to_vec()))
+                    .collect();
+                assert_eq!(back_trailers, trailers, "trailers come back as trailers, in order");
+            }
+            other => panic!("expected the stored response, got {other:?}"),
+        }
     }
 }
 

@@ -524,6 +524,36 @@ mod tests {
     }
 
     #[test]
+    fn trailers_are_charged_to_the_byte_budget() {
+        let (store, _clock) = store();
+        let mut grpc = response(b"\0\0\0\0\0");
+        grpc.push_trailer("grpc-status", b"0".to_vec());
+        let plain_size = response(b"\0\0\0\0\0").stored_size();
+        assert_eq!(grpc.stored_size(), plain_size + "trailer:grpc-status".len() + 1);
+        let one_entry = ENTRY_OVERHEAD + key("a").scope().len() + 1 + grpc.stored_size();
+        let token = claim(&store, "a");
+        assert!(store.complete_now(&key("a"), token, grpc.clone(), DAY).unwrap());
+        assert_eq!(store.bytes(), one_entry);
+        assert_eq!(
+            store.begin_now(&key("a"), fingerprint(1), LOCK).unwrap(),
+            BeginOutcome::Completed(grpc.clone())
+        );
+
+        // The body alone would fit; with its trailers it does not.
+        let (store, _clock) = self::store();
+        let store = store.with_max_bytes(one_entry - 1);
+        let token = claim(&store, "a");
+        assert!(store
+            .complete_now(&key("a"), token, grpc, DAY)
+            .unwrap_err()
+            .is_unavailable());
+        let token = claim(&store, "a");
+        assert!(store
+            .complete_now(&key("a"), token, response(b"\0\0\0\0\0"), DAY)
+            .unwrap());
+    }
+
+    #[test]
     fn a_clock_stepping_back_keeps_entries_alive() {
         let (store, clock) = store();
         claim(&store, "k");
