@@ -7,7 +7,11 @@
 //!   up to its 100 000-entry bound and then evicts, as a busy server's would;
 //! - `replay`: the same key and body again (buffer and hash, look up, rebuild
 //!   the stored response; the handler does not run);
-//! - `pass_through_get`: a `GET`, which the layer does not deduplicate.
+//! - `pass_through_get`: a `GET`, which the layer does not deduplicate;
+//! - `grpc_bare_service` and `grpc_replay`: a unary gRPC call (the same 1 KiB
+//!   as one length-prefixed message) whose answer is a message then
+//!   `grpc-status` in the trailers: the handler alone, and its replay with
+//!   the trailers.
 //!
 //! Every service answers without waiting, so requests are driven by polling
 //! with a no-op waker: the figures are the middleware's cost, not an
@@ -23,10 +27,10 @@ use std::hint::black_box;
 use std::pin::pin;
 use std::task::{Context, Poll, Waker};
 
-use bytes::Bytes;
+use bytes::{BufMut, Bytes, BytesMut};
 use criterion::{criterion_group, criterion_main, Criterion};
-use http::{HeaderValue, Method, Request, Response};
-use http_body::Body;
+use http::{HeaderMap, HeaderValue, Method, Request, Response};
+use http_body::{Body, Frame};
 use http_body_util::Full;
 use tollgate_core::{KeyKind, MemoryIdempotencyStore, Principal};
 use tollgate_idempotency::{IdempotencyLayer, RequestBody, X_REQUEST_ID};
@@ -77,6 +81,65 @@ fn request(method: Method, principal: &Principal, body: &Bytes, key: HeaderValue
         .header("content-type", "application/json")
         .header(X_REQUEST_ID, key)
         .body(Full::new(body.clone()))
+        .expect("a valid request");
+    request.extensions_mut().insert(principal.clone());
+    request
+}
+
+/// A unary gRPC answer: one message, then the trailers.
+struct GrpcBody {
+    message: Option<Bytes>,
+    trailers: Option<HeaderMap>,
+}
+
+impl Body for GrpcBody {
+    type Data = Bytes;
+    type Error = Infallible;
+
+    fn poll_frame(
+        mut self: std::pin::Pin<&mut Self>,
+        _: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, Infallible>>> {
+        let frame = match self.message.take() {
+            Some(message) => Frame::data(message),
+            None => match self.trailers.take() {
+                Some(trailers) => Frame::trailers(trailers),
+                None => return Poll::Ready(None),
+            },
+        };
+        Poll::Ready(Some(Ok(frame)))
+    }
+}
+
+// The gRPC handler: reads the request message and answers one message.
+async fn grpc_send_message<B: Body<Data = Bytes>>(request: Request<B>) -> Result<Response<GrpcBody>, Infallible> {
+    let read = drain(request.into_body());
+    let message = format!("msg_1 queued {read}");
+    let mut trailers = HeaderMap::new();
+    trailers.insert("grpc-status", HeaderValue::from_static("0"));
+    Ok(Response::builder()
+        .header("content-type", "application/grpc")
+        .body(GrpcBody {
+            message: Some(grpc_frame(message.as_bytes())),
+            trailers: Some(trailers),
+        })
+        .expect("a valid response"))
+}
+
+fn grpc_frame(message: &[u8]) -> Bytes {
+    let mut frame = BytesMut::with_capacity(5 + message.len());
+    frame.put_u8(0);
+    frame.put_u32(u32::try_from(message.len()).expect("a small message"));
+    frame.put_slice(message);
+    frame.freeze()
+}
+
+fn grpc_request(principal: &Principal, message: &Bytes, key: HeaderValue) -> Request<Full<Bytes>> {
+    let mut request = Request::post("/messaging.v1.Messaging/SendMessage")
+        .header("content-type", "application/grpc")
+        .header("te", "trailers")
+        .header(X_REQUEST_ID, key)
+        .body(Full::new(message.clone()))
         .expect("a valid request");
     request.extensions_mut().insert(principal.clone());
     request
@@ -134,6 +197,29 @@ fn bench(c: &mut Criterion) {
         b.iter(|| {
             let request = request(Method::GET, &principal, &body, replay_key.clone());
             let response = now(layered.call(request)).expect("infallible");
+            black_box(drain(response.into_body()))
+        })
+    });
+
+    let message = grpc_frame(&body);
+    let mut grpc_bare = service_fn(grpc_send_message::<Full<Bytes>>);
+    group.bench_function("grpc_bare_service", |b| {
+        b.iter(|| {
+            let request = grpc_request(&principal, &message, replay_key.clone());
+            let response = now(grpc_bare.call(request)).expect("infallible");
+            black_box(drain(response.into_body()))
+        })
+    });
+
+    let mut grpc_layered = IdempotencyLayer::new(MemoryIdempotencyStore::new())
+        .layer(service_fn(grpc_send_message::<RequestBody<Full<Bytes>>>));
+    let first = now(grpc_layered.call(grpc_request(&principal, &message, replay_key.clone()))).expect("infallible");
+    assert_eq!(drain(first.into_body()), 5 + "msg_1 queued 1029".len());
+    group.bench_function("grpc_replay", |b| {
+        b.iter(|| {
+            let request = grpc_request(&principal, &message, replay_key.clone());
+            let response = now(grpc_layered.call(request)).expect("infallible");
+            debug_assert_eq!(response.headers()["idempotent-replayed"], "true");
             black_box(drain(response.into_body()))
         })
     });

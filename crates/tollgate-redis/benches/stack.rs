@@ -1,8 +1,10 @@
 //! The full stack (BearerAuthLayer + RateLimitLayer) on Redis stores,
 //! against the same stack on memory stores and the bare service, with 1, 16
 //! and 64 requests in flight (tokio tasks driving the tower service
-//! directly, 64 API keys). Also counts the Redis commands (round trips) a
-//! request costs, from `INFO commandstats` deltas.
+//! directly, 64 API keys). `two-pings` is the floor under any Redis-backed
+//! stack: a "request" that is just the two round trips this one needs (two
+//! `PING`s on a connection manager). Before timing, it counts the Redis
+//! round trips a request costs from `INFO commandstats` deltas.
 //!
 //! REDIS_URL=redis://127.0.0.1:6379 cargo bench -p tollgate-redis --bench stack -- --warm-up-time 1 --measurement-time 3
 //!

@@ -380,19 +380,20 @@ mod tests {
         let slow = Limits::per_second(2);
         assert!(store.check("slow", &slow, 1).await.unwrap().is_allowed());
         let ttl = pttl(store.state_key("slow")).await;
-        assert!((400..=501).contains(&ttl), "kept about 500 ms: {ttl}");
+        assert!((200..=501).contains(&ttl), "kept about 500 ms: {ttl}");
         assert!(store.check("slow", &slow, 1).await.unwrap().is_allowed());
         assert!(!store.check("slow", &slow, 1).await.unwrap().is_allowed());
         let ttl = pttl(store.state_key("slow")).await;
-        assert!((400..=1_001).contains(&ttl), "kept about 1 s: {ttl}");
+        assert!((600..=1_001).contains(&ttl), "kept about 1 s: {ttl}");
         // Under a daily quota the count is kept until 00:00 UTC.
         let daily = Limits::per_second(1_000).with_daily_quota(Some(10));
         assert!(store.check("daily", &daily, 1).await.unwrap().is_allowed());
         let (secs, _): (u64, u64) = redis::cmd("TIME").query_async(&mut connection.clone()).await.unwrap();
         let until_midnight_ms = (86_400 - secs % 86_400) as i64 * 1_000;
         let ttl = pttl(store.state_key("daily")).await;
+        // TIME was read after the check: up to a second of it may have passed.
         assert!(
-            ttl > until_midnight_ms - 2_000 && ttl <= until_midnight_ms + 1,
+            ttl > until_midnight_ms - 2_000 && ttl <= until_midnight_ms + 1_001,
             "{ttl} vs {until_midnight_ms}"
         );
     }

@@ -7,14 +7,14 @@ use http::{HeaderMap, StatusCode};
 use serde::de::DeserializeOwned;
 use tollgate_core::Rejection;
 
-/// A failed API call.
+/// A failed API call (boxed: a `Rejection` is large and errors are rare).
 #[derive(Debug)]
-pub struct ApiError(pub Rejection);
+pub struct ApiError(pub Box<Rejection>);
 
 impl ApiError {
     /// 400 `INVALID_REQUEST`.
     pub fn invalid(message: impl Into<String>) -> ApiError {
-        ApiError(Rejection::new(
+        ApiError::from(Rejection::new(
             StatusCode::BAD_REQUEST,
             "INVALID_REQUEST",
             message.into(),
@@ -23,7 +23,7 @@ impl ApiError {
 
     /// 404 `NOT_FOUND`.
     pub fn not_found(what: &str) -> ApiError {
-        ApiError(Rejection::new(
+        ApiError::from(Rejection::new(
             StatusCode::NOT_FOUND,
             "NOT_FOUND",
             format!("{what} not found."),
@@ -32,19 +32,19 @@ impl ApiError {
 
     /// 403 `FORBIDDEN`.
     pub fn forbidden(message: impl Into<String>) -> ApiError {
-        ApiError(Rejection::new(StatusCode::FORBIDDEN, "FORBIDDEN", message.into()))
+        ApiError::from(Rejection::new(StatusCode::FORBIDDEN, "FORBIDDEN", message.into()))
     }
 
     /// 503 for a failing store.
     pub fn unavailable(error: impl std::fmt::Display) -> ApiError {
         tracing::warn!(%error, "store failed");
-        ApiError(Rejection::store_unavailable())
+        ApiError::from(Rejection::store_unavailable())
     }
 }
 
 impl From<Rejection> for ApiError {
     fn from(rejection: Rejection) -> ApiError {
-        ApiError(rejection)
+        ApiError(Box::new(rejection))
     }
 }
 
@@ -77,7 +77,7 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for ApiJson<T> {
 
 /// 415 `UNSUPPORTED_MEDIA_TYPE`.
 pub fn unsupported_media_type() -> ApiError {
-    ApiError(Rejection::new(
+    ApiError::from(Rejection::new(
         StatusCode::UNSUPPORTED_MEDIA_TYPE,
         "UNSUPPORTED_MEDIA_TYPE",
         "Requests with a body must have Content-Type: application/json.",

@@ -89,7 +89,7 @@ pub async fn not_found() -> ApiError {
 
 /// 405 `METHOD_NOT_ALLOWED` in the seed's shape.
 pub async fn method_not_allowed() -> ApiError {
-    ApiError(Rejection::new(
+    ApiError::from(Rejection::new(
         StatusCode::METHOD_NOT_ALLOWED,
         "METHOD_NOT_ALLOWED",
         "This method is not allowed on this route.",

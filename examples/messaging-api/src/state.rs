@@ -139,7 +139,7 @@ impl AppState {
             .check_resolved(url)
             .await
             .map(|validated| validated.to_string())
-            .map_err(|rejected| ApiError(rejected.to_rejection()))
+            .map_err(|rejected| ApiError::from(rejected.to_rejection()))
     }
 
     /// `len` random base62 characters from the operating system.

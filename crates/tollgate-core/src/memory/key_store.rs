@@ -18,11 +18,42 @@ pub struct MemoryKeyStore {
 
 #[derive(Debug, Default)]
 struct Inner {
-    by_hash: DashMap<KeyHash, Arc<KeyRecord>>,
+    by_hash: DashMap<KeyHash, Arc<KeyRecord>, BuildDigestHasher>,
     hash_by_id: DashMap<String, KeyHash>,
     // The account's entry is held locked while its keys are counted and a
     // new one inserted, which makes the per-account limit atomic.
     hashes_by_account: DashMap<String, Vec<KeyHash>>,
+}
+
+// `KeyHash` is already a SHA-256 digest: its first bytes are as uniform as
+// any hash function's output, so the map uses them as they are instead of
+// hashing them again with SipHash. Only keys the server generated are ever
+// inserted, so nobody can fill one bucket on purpose.
+#[derive(Debug, Default, Clone, Copy)]
+struct BuildDigestHasher;
+
+#[derive(Default)]
+struct DigestHasher(u64);
+
+impl std::hash::BuildHasher for BuildDigestHasher {
+    type Hasher = DigestHasher;
+
+    fn build_hasher(&self) -> DigestHasher {
+        DigestHasher::default()
+    }
+}
+
+impl std::hash::Hasher for DigestHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+
+    fn write(&mut self, bytes: &[u8]) {
+        let mut word = [0u8; 8];
+        let len = bytes.len().min(8);
+        word[..len].copy_from_slice(&bytes[..len]);
+        self.0 = self.0.rotate_left(17) ^ u64::from_le_bytes(word);
+    }
 }
 
 impl MemoryKeyStore {

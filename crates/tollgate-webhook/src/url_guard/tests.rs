@@ -404,9 +404,15 @@ proptest! {
 #[test]
 fn private_addresses_pass_only_when_explicitly_allowed() {
     let guard = WebhookUrlGuard::new().allow_http(true);
-    assert!(matches!(guard.check("http://127.0.0.1:8081/webhooks"), Err(UrlRejected::BlockedAddress { .. })));
+    assert!(matches!(
+        guard.check("http://127.0.0.1:8081/webhooks"),
+        Err(UrlRejected::BlockedAddress { .. })
+    ));
     let local = guard.allow_private_addresses(true);
-    assert_eq!(local.check("http://127.0.0.1:8081/webhooks").unwrap().as_str(), "http://127.0.0.1:8081/webhooks");
+    assert_eq!(
+        local.check("http://127.0.0.1:8081/webhooks").unwrap().as_str(),
+        "http://127.0.0.1:8081/webhooks"
+    );
     assert_eq!(local.check("http://[::1]/x").unwrap().port(), 80);
     assert!(local.check("http://localhost/x").is_err(), "names stay refused");
 }

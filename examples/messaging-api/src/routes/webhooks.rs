@@ -27,7 +27,7 @@ pub async fn set(
     ApiJson(request): ApiJson<SetWebhook>,
 ) -> Result<Json<Value>, ApiError> {
     let url = state.check_webhook_url(&request.url).await?;
-    let secret = WebhookSecret::generate().map_err(|error| ApiError::unavailable(error))?;
+    let secret = WebhookSecret::generate().map_err(ApiError::unavailable)?;
     let body = json!({ "url": url, "secret": secret.expose() });
     state
         .webhooks()
