@@ -28,12 +28,16 @@ impl Api {
 
     async fn start_at(config: Config, now: SystemTime) -> Api {
         let clock = ManualClock::new(now);
-        let shared = SharedClock::from(clock.clone());
-        let state = AppState::new(config, Stores::memory(shared.clone()), shared);
-        let key = bootstrap(&state, None)
-            .await
-            .expect("bootstrap")
-            .expect("a fresh server creates a key");
+        let stores = Stores::memory(SharedClock::from(clock.clone()));
+        let api = Api::start_on(config, stores, clock).await;
+        assert!(!api.key.is_empty(), "a fresh server creates a key");
+        api
+    }
+
+    // `key` is empty when the account already had one (a shared Redis).
+    async fn start_on(config: Config, stores: Stores, clock: ManualClock) -> Api {
+        let state = AppState::new(config, stores, SharedClock::from(clock.clone()));
+        let key = bootstrap(&state, None).await.expect("bootstrap").unwrap_or_default();
         let server = TestServer::start(router(state)).await;
         Api { server, key, clock }
     }
@@ -510,4 +514,76 @@ async fn next_event(events: &mut tokio::sync::broadcast::Receiver<Bytes>) -> Val
         .expect("an event within 10 s")
         .expect("the receiver is running");
     serde_json::from_slice(&body).expect("a JSON event")
+}
+
+/// Two instances of the API on one Redis share keys, quotas and
+/// idempotency records. Needs `REDIS_URL` (skipped without it, a failure
+/// without it under `TOLLGATE_REQUIRE_REDIS=1`).
+#[tokio::test]
+async fn two_instances_on_redis_share_keys_quotas_and_replays() {
+    let required = std::env::var("TOLLGATE_REQUIRE_REDIS").is_ok_and(|value| value == "1");
+    let Ok(url) = std::env::var("REDIS_URL") else {
+        assert!(!required, "TOLLGATE_REQUIRE_REDIS=1 but REDIS_URL is not set");
+        eprintln!("two_instances_on_redis: skipped, REDIS_URL is not set");
+        return;
+    };
+    let redis = tollgate_redis::RedisConfig::new(url)
+        .prefix(format!("{}:", tollgate_core::conformance::unique_name("tgapi")))
+        .operation_timeout(Duration::from_secs(5));
+    let mut config = Config::default();
+    config.plans.insert(
+        "tiny".into(),
+        PlanConfig {
+            per_second: 100,
+            burst: None,
+            daily: Some(6),
+        },
+    );
+    config.accounts.push(AccountConfig {
+        id: Config::DEMO_ACCOUNT.into(),
+        plan: "tiny".into(),
+        webhook_url: None,
+        webhook_secret: None,
+        ip_allowlist: Vec::new(),
+    });
+    let stores = || async { Stores::redis_with(redis.clone()).await.expect("Redis is reachable") };
+    let clock = ManualClock::new(SystemTime::now());
+    let first = Api::start_on(config.clone(), stores().await, clock.clone()).await;
+    let second = Api::start_on(config, stores().await, clock).await;
+    assert!(!first.key.is_empty(), "the first instance bootstraps the account");
+    assert!(second.key.is_empty(), "the second finds the key already there");
+    let key = first.key.clone();
+
+    // A key made on one instance works on the other; revoked on one, refused on the other.
+    let (id, other) = first.create_key("read_only").await;
+    assert_eq!(second.call("GET", "/v1/keys", &other, None).await.status, 200);
+    assert_eq!(
+        first.call("DELETE", &format!("/v1/keys/{id}"), &key, None).await.status,
+        204
+    );
+    assert_eq!(second.call("GET", "/v1/keys", &other, None).await.status, 401);
+
+    // One X-Request-ID: executed on the first, replayed by the second.
+    let request_id = [("x-request-id", "fleet-request-1")];
+    let sent = first
+        .call_with("POST", "/v1/messages", &key, Some(SEND), &request_id)
+        .await;
+    assert_eq!(sent.status, 201);
+    let replayed = second
+        .call_with("POST", "/v1/messages", &key, Some(SEND), &request_id)
+        .await;
+    assert_eq!(replayed.header("idempotent-replayed"), "true");
+    assert_eq!(replayed.body, sent.body);
+
+    // Six requests a day for the account's key, counted across both: four
+    // were used above (create, delete, and two messages; the read-only key has its own).
+    assert_eq!(second.call("GET", "/v1/keys", &key, None).await.status, 200);
+    assert_eq!(first.call("GET", "/v1/keys", &key, None).await.status, 200);
+    assert_eq!(second.call("GET", "/v1/keys", &key, None).await.status, 429);
+    assert_eq!(first.call("GET", "/v1/keys", &key, None).await.status, 429);
+
+    let cleanup = tollgate_redis::RedisStores::connect(redis)
+        .await
+        .expect("Redis is reachable");
+    cleanup.purge().await.expect("purge the test's keys");
 }

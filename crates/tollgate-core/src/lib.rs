@@ -12,6 +12,7 @@ pub mod client_ip;
 pub mod clock;
 #[cfg(any(test, feature = "conformance"))]
 pub mod conformance;
+pub mod either;
 pub mod error;
 pub mod idempotency;
 pub mod key_store;
@@ -22,6 +23,7 @@ pub mod rejection;
 pub mod replay;
 
 pub use clock::{Clock, ManualClock, SharedClock, SystemClock};
+pub use either::EitherStore;
 pub use error::{BoxError, StoreError};
 pub use key_store::{KeyHash, KeyRecord, KeyStore};
 pub use memory::*;

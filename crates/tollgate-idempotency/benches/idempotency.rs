@@ -62,6 +62,20 @@ fn drain<B: Body<Data = Bytes>>(body: B) -> usize {
     }
 }
 
+// Whether a body's last frame is trailers.
+fn ends_with_trailers<B: Body<Data = Bytes>>(body: B) -> bool {
+    let mut body = pin!(body);
+    let mut cx = Context::from_waker(Waker::noop());
+    let mut trailers = false;
+    loop {
+        match body.as_mut().poll_frame(&mut cx) {
+            Poll::Ready(Some(Ok(frame))) => trailers = frame.is_trailers(),
+            Poll::Ready(_) => return trailers,
+            Poll::Pending => {}
+        }
+    }
+}
+
 // The handler: reads the body, as `Json<…>` would, and answers 201.
 async fn send_message<B: Body<Data = Bytes>>(request: Request<B>) -> Result<Response<Full<Bytes>>, Infallible> {
     let read = drain(request.into_body());
@@ -215,6 +229,8 @@ fn bench(c: &mut Criterion) {
         .layer(service_fn(grpc_send_message::<RequestBody<Full<Bytes>>>));
     let first = now(grpc_layered.call(grpc_request(&principal, &message, replay_key.clone()))).expect("infallible");
     assert_eq!(drain(first.into_body()), 5 + "msg_1 queued 1029".len());
+    let replay = now(grpc_layered.call(grpc_request(&principal, &message, replay_key.clone()))).expect("infallible");
+    assert!(ends_with_trailers(replay.into_body()), "the replay carries grpc-status");
     group.bench_function("grpc_replay", |b| {
         b.iter(|| {
             let request = grpc_request(&principal, &message, replay_key.clone());

@@ -1,15 +1,26 @@
-//! The stores behind the layers: in memory for one instance, Redis for a fleet.
+//! The stores behind the layers: in memory for one instance, or Redis so a
+//! fleet of instances shares keys, quotas, idempotency records and
+//! allowlists. The choice is made at start-up, so each store is an
+//! [`EitherStore`] of the two.
+//!
+//! Messages, webhook endpoints and usage counts are this example's own data
+//! and stay in each instance's memory.
 
-use tollgate_core::{MemoryAllowlistStore, MemoryIdempotencyStore, MemoryKeyStore, MemoryRateLimitStore, SharedClock};
+use tollgate_core::{
+    EitherStore, MemoryAllowlistStore, MemoryIdempotencyStore, MemoryKeyStore, MemoryRateLimitStore, SharedClock,
+};
+use tollgate_redis::{
+    RedisAllowlistStore, RedisConfig, RedisIdempotencyStore, RedisKeyStore, RedisRateLimitStore, RedisStores,
+};
 
 /// The key store.
-pub type Keys = MemoryKeyStore;
+pub type Keys = EitherStore<MemoryKeyStore, RedisKeyStore>;
 /// The allowlist store.
-pub type Allowlists = MemoryAllowlistStore;
+pub type Allowlists = EitherStore<MemoryAllowlistStore, RedisAllowlistStore>;
 /// The rate-limit store.
-pub type RateLimits = MemoryRateLimitStore;
+pub type RateLimits = EitherStore<MemoryRateLimitStore, RedisRateLimitStore>;
 /// The idempotency store.
-pub type Idempotency = MemoryIdempotencyStore;
+pub type Idempotency = EitherStore<MemoryIdempotencyStore, RedisIdempotencyStore>;
 
 /// Every store the server uses.
 #[derive(Clone)]
@@ -28,15 +39,28 @@ impl Stores {
     /// Stores in process memory, on `clock`.
     pub fn memory(clock: SharedClock) -> Stores {
         Stores {
-            keys: MemoryKeyStore::new(),
-            allowlists: MemoryAllowlistStore::new(),
-            rate_limits: MemoryRateLimitStore::new().with_clock(clock.clone()),
-            idempotency: MemoryIdempotencyStore::new().with_clock(clock),
+            keys: EitherStore::Left(MemoryKeyStore::new()),
+            allowlists: EitherStore::Left(MemoryAllowlistStore::new()),
+            rate_limits: EitherStore::Left(MemoryRateLimitStore::new().with_clock(clock.clone())),
+            idempotency: EitherStore::Left(MemoryIdempotencyStore::new().with_clock(clock)),
         }
     }
 
-    /// Stores on the Redis server at `url`.
+    /// Stores on the Redis server at `url` (Redis keeps time for quotas and expiries).
     pub async fn redis(url: &str) -> Result<Stores, String> {
-        Err(format!("Redis stores are not wired yet ({url})"))
+        Stores::redis_with(RedisConfig::new(url)).await
+    }
+
+    /// Stores on Redis with a full configuration (key prefix, timeouts).
+    pub async fn redis_with(config: RedisConfig) -> Result<Stores, String> {
+        let redis = RedisStores::connect(config)
+            .await
+            .map_err(|error| format!("cannot use Redis: {error}"))?;
+        Ok(Stores {
+            keys: EitherStore::Right(redis.key_store()),
+            allowlists: EitherStore::Right(redis.allowlist_store()),
+            rate_limits: EitherStore::Right(redis.rate_limit_store()),
+            idempotency: EitherStore::Right(redis.idempotency_store()),
+        })
     }
 }
