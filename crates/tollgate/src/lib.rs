@@ -26,3 +26,8 @@ pub use tollgate_ratelimit as ratelimit;
 pub use tollgate_redis as redis;
 #[cfg(feature = "webhook")]
 pub use tollgate_webhook as webhook;
+
+// The README's Rust examples, compiled and run as doctests.
+#[doc = include_str!("../../../README.md")]
+#[cfg(doctest)]
+pub struct ReadmeDoctests;
