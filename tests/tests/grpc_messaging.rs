@@ -241,7 +241,7 @@ async fn invalid_messages_are_invalid_argument() {
             "Hello",
             r#""to" must be an E.164 number such as +15551234567, not "+0123456789""#,
         ),
-        (TO, "  ", r#""text" must not be empty"#),
+        (TO, "  ", r#""text.body" must not be empty"#),
     ] {
         let status = server.send(Some(&server.key), None, to, text).await.unwrap_err();
         assert_eq!((status.code(), status.message()), (Code::InvalidArgument, message));

@@ -1,10 +1,12 @@
 //! [`MessagingService`]: `SendMessage` and `GetMessage`, for the caller the
 //! layers authenticated.
 
-use tollgate_core::{Environment, Principal};
+use tollgate_core::Principal;
 use tonic::{Request, Response, Status};
 
-use crate::messages::{new_message_id, rfc3339, validate};
+use messaging_api::messages::Message as StoredMessage;
+
+use crate::messages::{new_message_id, send_message, to_pb};
 use crate::pb::messaging_server::Messaging;
 use crate::pb::{GetMessageRequest, Message, SendMessageRequest};
 use crate::state::AppState;
@@ -39,24 +41,16 @@ fn principal<T>(request: &Request<T>) -> Result<Principal, Status> {
 impl Messaging for MessagingService {
     async fn send_message(&self, request: Request<SendMessageRequest>) -> Result<Response<Message>, Status> {
         let principal = principal(&request)?;
-        let request = request.into_inner();
-        validate(&request).map_err(Status::invalid_argument)?;
+        let request = send_message(request.into_inner());
+        request.validate().map_err(Status::invalid_argument)?;
         let id = new_message_id().map_err(|error| {
             tracing::error!(%error, "no randomness for a message id");
             Status::unavailable("The service is temporarily unavailable. Please retry.")
         })?;
-        let environment = principal.environment();
-        let message = Message {
-            id,
-            status: "queued".into(),
-            to: request.to,
-            text: request.text,
-            sandbox: environment == Environment::Sandbox,
-            created_at: rfc3339(self.state.clock().now()),
-        };
-        self.state
-            .messages()
-            .insert(principal.account_id(), environment, message.clone());
+        let now = self.state.clock().now();
+        let stored = StoredMessage::new(id, request, principal.account_id(), principal.environment(), now);
+        self.state.messages().insert(stored.clone());
+        let message = to_pb(stored);
         tracing::info!(account = principal.account_id(), id = %message.id, sandbox = message.sandbox, "message queued");
         Ok(Response::new(message))
     }
@@ -69,7 +63,7 @@ impl Messaging for MessagingService {
         self.state
             .messages()
             .get(id, principal.account_id(), principal.environment())
-            .map(Response::new)
+            .map(|message| Response::new(to_pb(message)))
             .ok_or_else(|| Status::not_found(format!("Message {id:?} not found.")))
     }
 }

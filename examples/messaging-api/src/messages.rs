@@ -36,12 +36,15 @@ pub const MAX_TEXT_LEN: usize = 4096;
 impl SendMessage {
     /// Checks the request; the error is the message for a 400.
     pub fn validate(&self) -> Result<(), String> {
-        let digits = self
-            .to
-            .strip_prefix('+')
-            .ok_or("\"to\" must be an E.164 number such as +15551234567")?;
-        if !(8..=15).contains(&digits.len()) || !digits.bytes().all(|b| b.is_ascii_digit()) || digits.starts_with('0') {
-            return Err("\"to\" must be an E.164 number such as +15551234567".into());
+        // `+`, then 8 to 15 digits, the first not 0 (no country code starts with 0).
+        let is_e164 = self.to.strip_prefix('+').is_some_and(|digits| {
+            (8..=15).contains(&digits.len()) && digits.bytes().all(|b| b.is_ascii_digit()) && !digits.starts_with('0')
+        });
+        if !is_e164 {
+            return Err(format!(
+                "\"to\" must be an E.164 number such as +15551234567, not {:?}",
+                self.to
+            ));
         }
         if self.kind != "text" {
             return Err(format!("unsupported message type {:?}; supported: \"text\"", self.kind));
@@ -65,6 +68,16 @@ pub enum Status {
     Queued,
     /// Handed to the network.
     Sent,
+}
+
+impl Status {
+    /// `queued` or `sent`, as in JSON.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Status::Queued => "queued",
+            Status::Sent => "sent",
+        }
+    }
 }
 
 /// A stored message, as the API shows it.
@@ -111,6 +124,26 @@ impl Message {
     }
 }
 
+/// `len` random base62 characters from the operating system.
+pub fn random_base62(len: usize) -> Result<String, getrandom::Error> {
+    const ALPHABET: &[u8; 62] = b"0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz";
+    let mut out = String::with_capacity(len);
+    let mut bytes = [0u8; 32];
+    while out.len() < len {
+        getrandom::getrandom(&mut bytes)?;
+        // 62 * 4 = 248: bytes at or above it are dropped so every character is equally likely.
+        for byte in bytes.iter().filter(|byte| **byte < 248).take(len - out.len()) {
+            out.push(char::from(ALPHABET[usize::from(*byte % 62)]));
+        }
+    }
+    Ok(out)
+}
+
+/// A new message id: `msg_` and 24 random base62 characters.
+pub fn new_message_id() -> Result<String, getrandom::Error> {
+    Ok(format!("msg_{}", random_base62(24)?))
+}
+
 /// Messages in memory, by id. Clones share the messages.
 #[derive(Debug, Clone, Default)]
 pub struct MessageStore {
@@ -128,6 +161,16 @@ impl MessageStore {
         let message = self.messages.get(id)?;
         let visible = message.account_id == account_id && message.sandbox == (environment == Environment::Sandbox);
         visible.then(|| message.clone())
+    }
+
+    /// How many messages are stored, for every account.
+    pub fn len(&self) -> usize {
+        self.messages.len()
+    }
+
+    /// Whether no message is stored.
+    pub fn is_empty(&self) -> bool {
+        self.messages.is_empty()
     }
 
     /// Sets a message's status.
@@ -172,6 +215,14 @@ mod tests {
             ..request("+15551234567", "x")
         };
         assert!(image.validate().unwrap_err().contains("unsupported message type"));
+    }
+
+    #[test]
+    fn ids_are_random_base62() {
+        let id = new_message_id().unwrap();
+        assert_eq!(id.len(), 4 + 24);
+        assert!(id.starts_with("msg_") && id[4..].bytes().all(|b| b.is_ascii_alphanumeric()));
+        assert_ne!(id, new_message_id().unwrap());
     }
 
     #[test]

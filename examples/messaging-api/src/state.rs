@@ -141,24 +141,6 @@ impl AppState {
             .map(|validated| validated.to_string())
             .map_err(|rejected| ApiError::from(rejected.to_rejection()))
     }
-
-    /// `len` random base62 characters from the operating system.
-    pub fn random_id(&self, len: usize) -> Result<String, ApiError> {
-        const ALPHABET: &[u8; 62] = b"0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz";
-        let mut bytes = vec![0u8; len];
-        getrandom::getrandom(&mut bytes).map_err(ApiError::unavailable)?;
-        // 62 * 4 = 248: bytes at or above it are redrawn so every character is equally likely.
-        let mut out = String::with_capacity(len);
-        while out.len() < len {
-            for byte in &bytes {
-                if *byte < 248 && out.len() < len {
-                    out.push(ALPHABET[usize::from(*byte % 62)] as char);
-                }
-            }
-            getrandom::getrandom(&mut bytes).map_err(ApiError::unavailable)?;
-        }
-        Ok(out)
-    }
 }
 
 fn plans(config: &Config) -> BTreeMap<String, Plan> {

@@ -8,7 +8,7 @@ use tollgate_core::{Environment, Principal};
 
 use crate::delivery::Event;
 use crate::error::{ApiError, ApiJson};
-use crate::messages::{Message, SendMessage, Status};
+use crate::messages::{new_message_id, random_base62, Message, SendMessage, Status};
 use crate::state::AppState;
 
 /// The header that overrides the account's webhook URL for one message.
@@ -39,7 +39,7 @@ pub async fn send(
             Some(state.check_webhook_url(url).await?)
         }
     };
-    let id = format!("msg_{}", state.random_id(24)?);
+    let id = new_message_id().map_err(ApiError::unavailable)?;
     let mut message = Message::new(
         id,
         request,
@@ -58,7 +58,7 @@ pub async fn send(
                 "data": {"id": message.id, "status": message.status, "to": message.to, "created_at": message.created_at},
             });
             state.deliverer().spawn(Event {
-                id: format!("evt_{}", state.random_id(24)?),
+                id: format!("evt_{}", random_base62(24).map_err(ApiError::unavailable)?),
                 url: webhook_override.unwrap_or(endpoint.url),
                 secret: endpoint.secret,
                 body: serde_json::to_vec(&event).expect("JSON values serialise").into(),
