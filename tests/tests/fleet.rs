@@ -26,6 +26,7 @@ use tollgate_core::conformance::unique_name;
 use tollgate_core::{KeyKind, Principal};
 use tollgate_idempotency::{IdempotencyLayer, RequestBody};
 use tollgate_ratelimit::{Plan, Plans, RateLimitLayer};
+use tollgate_redis::testing::TestRedis;
 use tollgate_redis::{RedisConfig, RedisKeyStore, RedisStores};
 use tower::util::MapRequestLayer;
 use tower::ServiceBuilder;
@@ -130,46 +131,26 @@ impl Instance {
 }
 
 /// Two instances on one fresh prefix, or `None` when Redis is not configured.
+/// The prefix's keys are deleted when the fleet is dropped.
 struct Fleet {
     instances: [Instance; 2],
     handler: Arc<Handler>,
-    control: RedisStores,
-    config: RedisConfig,
+    control: TestRedis,
 }
 
 impl Fleet {
     async fn start(test: &str) -> Option<Fleet> {
-        let required = std::env::var("TOLLGATE_REQUIRE_REDIS").is_ok_and(|value| value == "1");
-        let Ok(url) = std::env::var("REDIS_URL") else {
-            assert!(!required, "{test}: TOLLGATE_REQUIRE_REDIS=1 but REDIS_URL is not set");
-            eprintln!("{test}: skipped, REDIS_URL is not set");
-            return None;
-        };
-        let config = RedisConfig::new(url)
-            .prefix(format!("{}:", unique_name("tgfleet")))
-            // Generous: the machine is shared and 1,000 requests queue up.
-            .operation_timeout(Duration::from_secs(5));
-        let control = match RedisStores::connect(config.clone()).await {
-            Ok(control) => control,
-            Err(error) => {
-                assert!(
-                    !required,
-                    "{test}: TOLLGATE_REQUIRE_REDIS=1 but Redis is unreachable: {error}"
-                );
-                eprintln!("{test}: skipped, Redis is unreachable: {error}");
-                return None;
-            }
-        };
+        // Generous timeouts: the machine is shared and 1,000 requests queue up.
+        let control = TestRedis::connect_with(test, |config| config.operation_timeout(Duration::from_secs(5))).await?;
         let handler = Arc::new(Handler::default());
         let instances = [
-            Instance::start(config.clone(), handler.clone()).await,
-            Instance::start(config.clone(), handler.clone()).await,
+            Instance::start(control.config().clone(), handler.clone()).await,
+            Instance::start(control.config().clone(), handler.clone()).await,
         ];
         Some(Fleet {
             instances,
             handler,
             control,
-            config,
         })
     }
 
@@ -188,25 +169,7 @@ impl Fleet {
     }
 
     async fn cleanup(self) {
-        self.control.purge().await.expect("purge the test prefix");
-    }
-}
-
-impl Drop for Fleet {
-    fn drop(&mut self) {
-        // Also when a failing test unwinds: Drop cannot await, so purge from
-        // a thread with a runtime of its own.
-        let config = self.config.clone();
-        let purge = std::thread::spawn(move || {
-            let runtime = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .expect("a runtime");
-            runtime.block_on(async { RedisStores::connect(config).await?.purge().await })
-        });
-        if let Ok(Err(error)) = purge.join() {
-            eprintln!("could not delete the test's keys: {error}");
-        }
+        self.control.cleanup().await;
     }
 }
 

@@ -12,6 +12,7 @@ use messaging_api::{bootstrap::bootstrap, router, stores::Stores, AppState, Conf
 use serde_json::{json, Value};
 use support::{TestResponse, TestServer};
 use tollgate_core::{ManualClock, SharedClock};
+use tollgate_redis::testing::TestRedis;
 
 const SEND: &str = r#"{"to":"+15551234567","type":"text","text":{"body":"Hello"}}"#;
 
@@ -84,6 +85,37 @@ impl Api {
             body["key"].as_str().unwrap().to_owned(),
         )
     }
+}
+
+// A plan of 100 requests a second and `daily` a day, named "tiny".
+fn tiny_plan(daily: u64) -> Option<PlanConfig> {
+    Some(PlanConfig {
+        per_second: 100,
+        burst: None,
+        daily: Some(daily),
+    })
+}
+
+// The configuration with `acct_demo` on `plan` (else Free) and with a webhook (URL, secret).
+fn demo_account_on(plan: Option<PlanConfig>, webhook: Option<(String, String)>) -> Config {
+    let mut config = Config::default();
+    if let Some(plan) = plan {
+        config.plans.insert("tiny".into(), plan);
+    }
+    let (webhook_url, webhook_secret) = webhook.unzip();
+    config.accounts.push(AccountConfig {
+        id: Config::DEMO_ACCOUNT.into(),
+        plan: if config.plans.contains_key("tiny") {
+            "tiny"
+        } else {
+            "free"
+        }
+        .into(),
+        webhook_url,
+        webhook_secret,
+        ip_allowlist: Vec::new(),
+    });
+    config
 }
 
 fn error_code(response: &TestResponse) -> String {
@@ -266,22 +298,7 @@ async fn the_eleventh_request_in_a_second_gets_the_seed_429() {
 
 #[tokio::test]
 async fn a_small_configured_daily_quota_holds_until_midnight_utc() {
-    let mut config = Config::default();
-    config.plans.insert(
-        "tiny".into(),
-        PlanConfig {
-            per_second: 100,
-            burst: None,
-            daily: Some(5),
-        },
-    );
-    config.accounts.push(AccountConfig {
-        id: Config::DEMO_ACCOUNT.into(),
-        plan: "tiny".into(),
-        webhook_url: None,
-        webhook_secret: None,
-        ip_allowlist: Vec::new(),
-    });
+    let config = demo_account_on(tiny_plan(5), None);
     // 23:00 UTC.
     let api = Api::start_at(
         config,
@@ -431,17 +448,11 @@ async fn message_events_reach_a_verifying_webhook_receiver() {
     let secret = tollgate_webhook::WebhookSecret::generate().unwrap();
     let (seed, mut seed_events) = receiver("seed", &secret).await;
     let (standard, mut standard_events) = receiver("standard", &secret).await;
-    let mut config = Config {
+    let webhook = (format!("http://{}/webhooks", seed.addr), secret.expose().to_owned());
+    let config = Config {
         allow_private_webhook_urls: true,
-        ..Config::default()
+        ..demo_account_on(None, Some(webhook))
     };
-    config.accounts.push(AccountConfig {
-        id: Config::DEMO_ACCOUNT.into(),
-        plan: "free".into(),
-        webhook_url: Some(format!("http://{}/webhooks", seed.addr)),
-        webhook_secret: Some(secret.expose().to_owned()),
-        ip_allowlist: Vec::new(),
-    });
     // Real time: the receivers check Standard Webhooks timestamps against their clocks.
     let api = Api::start_at(config, SystemTime::now()).await;
 
@@ -521,32 +532,19 @@ async fn next_event(events: &mut tokio::sync::broadcast::Receiver<Bytes>) -> Val
 /// without it under `TOLLGATE_REQUIRE_REDIS=1`).
 #[tokio::test]
 async fn two_instances_on_redis_share_keys_quotas_and_replays() {
-    let required = std::env::var("TOLLGATE_REQUIRE_REDIS").is_ok_and(|value| value == "1");
-    let Ok(url) = std::env::var("REDIS_URL") else {
-        assert!(!required, "TOLLGATE_REQUIRE_REDIS=1 but REDIS_URL is not set");
-        eprintln!("two_instances_on_redis: skipped, REDIS_URL is not set");
+    let Some(redis) = TestRedis::connect_with("two_instances_on_redis", |config| {
+        config.operation_timeout(Duration::from_secs(5))
+    })
+    .await
+    else {
         return;
     };
-    let redis = tollgate_redis::RedisConfig::new(url)
-        .prefix(format!("{}:", tollgate_core::conformance::unique_name("tgapi")))
-        .operation_timeout(Duration::from_secs(5));
-    let mut config = Config::default();
-    config.plans.insert(
-        "tiny".into(),
-        PlanConfig {
-            per_second: 100,
-            burst: None,
-            daily: Some(6),
-        },
-    );
-    config.accounts.push(AccountConfig {
-        id: Config::DEMO_ACCOUNT.into(),
-        plan: "tiny".into(),
-        webhook_url: None,
-        webhook_secret: None,
-        ip_allowlist: Vec::new(),
-    });
-    let stores = || async { Stores::redis_with(redis.clone()).await.expect("Redis is reachable") };
+    let config = demo_account_on(tiny_plan(6), None);
+    let stores = || async {
+        Stores::redis_with(redis.config().clone())
+            .await
+            .expect("Redis is reachable")
+    };
     let clock = ManualClock::new(SystemTime::now());
     let first = Api::start_on(config.clone(), stores().await, clock.clone()).await;
     let second = Api::start_on(config, stores().await, clock).await;
@@ -582,8 +580,5 @@ async fn two_instances_on_redis_share_keys_quotas_and_replays() {
     assert_eq!(second.call("GET", "/v1/keys", &key, None).await.status, 429);
     assert_eq!(first.call("GET", "/v1/keys", &key, None).await.status, 429);
 
-    let cleanup = tollgate_redis::RedisStores::connect(redis)
-        .await
-        .expect("Redis is reachable");
-    cleanup.purge().await.expect("purge the test's keys");
+    redis.cleanup().await;
 }

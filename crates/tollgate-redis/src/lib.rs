@@ -88,8 +88,8 @@ pub mod rate_limit;
 pub mod replay;
 mod response_codec;
 mod stores;
-#[cfg(test)]
-mod test_redis;
+#[cfg(any(test, feature = "testing"))]
+pub mod testing;
 mod timestamp;
 
 pub use allowlist::RedisAllowlistStore;

@@ -274,7 +274,7 @@ mod tests {
     /// written on refusal, a TTL on every written key.
     #[tokio::test]
     async fn the_script_matches_the_reference_from_any_state() {
-        let Some(stores) = crate::test_redis::connect("script_matches_reference").await else {
+        let Some(stores) = crate::testing::TestRedis::connect("script_matches_reference").await else {
             return;
         };
         let store = stores.rate_limit_store();
@@ -361,7 +361,7 @@ mod tests {
 
     #[tokio::test]
     async fn keys_expire_once_idle() {
-        let Some(stores) = crate::test_redis::connect("keys_expire_once_idle").await else {
+        let Some(stores) = crate::testing::TestRedis::connect("keys_expire_once_idle").await else {
             return;
         };
         let store = stores.rate_limit_store();

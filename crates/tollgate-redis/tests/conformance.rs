@@ -1,8 +1,6 @@
 //! Every tollgate-core conformance suite, run against Redis.
 
-mod support;
-
-use support::TestRedis;
+use tollgate_redis::testing::TestRedis;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn key_store_conforms() {

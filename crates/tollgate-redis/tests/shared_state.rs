@@ -2,18 +2,16 @@
 //! other's writes at once, and every record lives under the prefix with the
 //! TTL it was given.
 
-mod support;
-
 use std::time::{Duration, SystemTime};
 
 use bytes::Bytes;
-use support::TestRedis;
 use tollgate_core::allowlist::{AllowlistStore, IpSet};
 use tollgate_core::conformance::unique_name;
 use tollgate_core::idempotency::{BeginOutcome, Fingerprint, IdempotencyKey, IdempotencyStore, StoredResponse};
 use tollgate_core::rate_limit::{Limits, RateLimitStore};
 use tollgate_core::replay::ReplayStore;
 use tollgate_core::{KeyHash, KeyKind, KeyRecord, KeyStore, Principal};
+use tollgate_redis::testing::TestRedis;
 
 fn key_record(account: &str, id: &str, hash: u8) -> KeyRecord {
     KeyRecord {

@@ -1,18 +1,39 @@
-//! Shared by the Redis tests: a connection under a fresh random prefix,
-//! or a clear "skipped" when no Redis is configured.
-#![allow(dead_code)]
+//! For tests that need a Redis server — this crate's and yours: stores
+//! under a fresh key prefix on `$REDIS_URL`, deleted afterwards, or a
+//! printed skip when no server is configured (a failure instead when
+//! `TOLLGATE_REQUIRE_REDIS=1`, so CI cannot pass without Redis).
+//!
+//! ```no_run
+//! # async fn example() {
+//! let Some(redis) = tollgate_redis::testing::TestRedis::connect("my_test").await else {
+//!     return; // skipped: no REDIS_URL
+//! };
+//! tollgate_core::conformance::key_store(&redis.key_store()).await;
+//! # }
+//! ```
 
 use std::time::Duration;
 
 use tollgate_core::conformance::unique_name;
-use tollgate_redis::{RedisConfig, RedisStores};
+
+use crate::{RedisConfig, RedisStores};
 
 /// Stores under a prefix of their own. Every key under it is deleted when
 /// this is dropped, at the end of the test or while a failing one unwinds.
 pub struct TestRedis {
+    /// The stores, under the test's prefix.
     pub stores: RedisStores,
+    /// The server's URL.
     pub url: String,
     config: RedisConfig,
+}
+
+impl std::ops::Deref for TestRedis {
+    type Target = RedisStores;
+
+    fn deref(&self) -> &RedisStores {
+        &self.stores
+    }
 }
 
 impl TestRedis {
@@ -57,6 +78,11 @@ impl TestRedis {
         RedisStores::connect(self.config.clone())
             .await
             .expect("connect a second instance")
+    }
+
+    /// The configuration (URL, prefix, timeouts), to connect more instances.
+    pub fn config(&self) -> &RedisConfig {
+        &self.config
     }
 
     /// Deletes every key under this test's prefix (what dropping does).
