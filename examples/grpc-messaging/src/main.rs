@@ -3,6 +3,8 @@
 //! In-memory stores; a bootstrap key for `acct_demo` is printed at start
 //! (`bootstrap key: …`), or taken from the `BOOTSTRAP_KEY` environment variable.
 
+#![forbid(unsafe_code)]
+
 use std::net::SocketAddr;
 
 use grpc_messaging::{bootstrap_key, serve_with_shutdown, AppState};

@@ -47,7 +47,7 @@ pub struct PlanConfig {
 }
 
 /// An account.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct AccountConfig {
     /// The account id, such as `acct_demo`.
@@ -62,6 +62,19 @@ pub struct AccountConfig {
     /// The account's IP allowlist.
     #[serde(default)]
     pub ip_allowlist: Vec<IpNet>,
+}
+
+// By hand, so the webhook secret never reaches a log.
+impl std::fmt::Debug for AccountConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AccountConfig")
+            .field("id", &self.id)
+            .field("plan", &self.plan)
+            .field("webhook_url", &self.webhook_url)
+            .field("webhook_secret", &self.webhook_secret.as_ref().map(|_| "<redacted>"))
+            .field("ip_allowlist", &self.ip_allowlist)
+            .finish()
+    }
 }
 
 /// Webhook delivery.
@@ -241,6 +254,19 @@ mod tests {
         );
         assert_eq!(config.account("acct_demo").unwrap().plan, "tiny");
         assert!(config.allow_private_webhook_urls);
+    }
+
+    #[test]
+    fn debug_output_hides_webhook_secrets() {
+        let config = Config::from_toml(
+            "[[accounts]]\nid = 'a'\nwebhook_url = 'https://x.example/'\nwebhook_secret = 'whsec_topsecret'",
+        )
+        .unwrap();
+        let printed = format!("{config:?}");
+        assert!(
+            printed.contains("<redacted>") && !printed.contains("topsecret"),
+            "{printed}"
+        );
     }
 
     #[test]

@@ -3,6 +3,8 @@
 //! In-memory stores by default; with `REDIS_URL` set, Redis stores, so
 //! several instances share keys, quotas, idempotency records and allowlists.
 
+#![forbid(unsafe_code)]
+
 use std::net::SocketAddr;
 
 use messaging_api::{bootstrap::bootstrap, router, stores::Stores, AppState, Config};

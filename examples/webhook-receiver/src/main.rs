@@ -1,6 +1,8 @@
 //! `cargo run -p webhook-receiver -- [--listen ADDR] [--scheme seed|github|stripe|standard]`
 //! with the secret in `WEBHOOK_SECRET`.
 
+#![forbid(unsafe_code)]
+
 use tokio::sync::broadcast;
 use webhook_receiver::{router, Options};
 
