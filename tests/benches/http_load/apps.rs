@@ -1,0 +1,229 @@
+//! The servers under test: one tiny handler behind each configuration's
+//! middleware, served by axum on a loopback port.
+//!
+//! Every configuration answers `GET /v1/ping` with 200 `pong` to a request
+//! carrying a valid key, so every configuration does the same work apart
+//! from its middleware. Limits are far above anything one core can send:
+//! the benchmark measures the cost of checking them, never a refusal.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::body::Body;
+use axum::routing::get;
+use axum::serve::ListenerExt;
+use axum::Router;
+use http::{HeaderValue, Request};
+use tollgate_auth::{BearerAuthLayer, KeyManager, NewKey};
+use tollgate_core::allowlist::{AllowlistStore, IpSet};
+use tollgate_core::conformance::unique_name;
+use tollgate_core::idempotency::IdempotencyStore;
+use tollgate_core::rate_limit::RateLimitStore;
+use tollgate_core::{
+    KeyKind, KeyStore, MemoryAllowlistStore, MemoryIdempotencyStore, MemoryKeyStore, MemoryRateLimitStore,
+};
+use tollgate_idempotency::{IdempotencyLayer, RequestBody};
+use tollgate_ip::{ClientIpLayer, IpAllowlistLayer};
+use tollgate_ratelimit::{Plan, Plans, RateLimitLayer};
+use tollgate_redis::{RedisConfig, RedisStores};
+use tower::util::MapRequestLayer;
+use tower::ServiceBuilder;
+use tower_governor::governor::GovernorConfigBuilder;
+use tower_governor::key_extractor::KeyExtractor;
+use tower_governor::{GovernorError, GovernorLayer};
+use tower_http::validate_request::ValidateRequestHeaderLayer;
+
+use crate::configs::Config;
+use crate::load::{Target, PATH};
+
+// Requests a second and burst of the rate-limit plans: never reached.
+const NEVER_REACHED: u32 = 10_000_000;
+const PLAN: &str = "http-load";
+const ACCOUNT: &str = "acct_http_load";
+// Generous, so that a busy shared machine shows up as latency, not as 503s.
+const REDIS_OPERATION_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// A configuration being served.
+pub struct App {
+    pub config: Config,
+    pub target: Target,
+    /// The Redis stores behind it, if any (their keys are purged at the end).
+    pub redis: Option<RedisStores>,
+    /// Its Redis URL, if any.
+    pub redis_url: Option<String>,
+}
+
+/// Builds `config`'s server and serves it on 127.0.0.1. Must run inside
+/// the server's runtime: the server's tasks (and Redis's connection) are
+/// spawned onto it.
+pub async fn start(config: Config, redis_url: Option<&str>) -> Result<App, String> {
+    let mut redis = None;
+    let (router, key) = match config {
+        Config::Bare => (handler(), throwaway_key().await?),
+        Config::Governor => {
+            let key = throwaway_key().await?;
+            (governor(&key), key)
+        }
+        Config::Memory => {
+            let keys = Arc::new(MemoryKeyStore::new());
+            let key = create_key(&keys).await?;
+            (auth_and_rate_limit(keys, MemoryRateLimitStore::new()), key)
+        }
+        Config::Full => {
+            let keys = Arc::new(MemoryKeyStore::new());
+            let key = create_key(&keys).await?;
+            let stack = full_stack(
+                keys,
+                MemoryAllowlistStore::new(),
+                MemoryRateLimitStore::new(),
+                MemoryIdempotencyStore::new(),
+            );
+            (stack, key)
+        }
+        Config::Redis | Config::FullRedis => {
+            let url = redis_url.ok_or("REDIS_URL is not set")?;
+            let config_redis = RedisConfig::new(url)
+                .prefix(format!("{}:", unique_name("tgbench")))
+                .operation_timeout(REDIS_OPERATION_TIMEOUT);
+            let stores = RedisStores::connect(config_redis)
+                .await
+                .map_err(|error| format!("connecting to Redis: {error}"))?;
+            let keys = Arc::new(stores.key_store());
+            let key = create_key(&keys).await?;
+            let router = if config == Config::Redis {
+                auth_and_rate_limit(keys, stores.rate_limit_store())
+            } else {
+                full_stack(
+                    keys,
+                    stores.allowlist_store(),
+                    stores.rate_limit_store(),
+                    stores.idempotency_store(),
+                )
+            };
+            redis = Some(stores);
+            (router, key)
+        }
+    };
+    let authorization = HeaderValue::try_from(format!("Bearer {key}"))
+        .map_err(|error| format!("the key is not a header value: {error}"))?;
+    let addr = serve(router).await?;
+    Ok(App {
+        config,
+        target: Target { addr, authorization },
+        redis,
+        redis_url: redis_url.filter(|_| config.uses_redis()).map(str::to_owned),
+    })
+}
+
+async fn ping() -> &'static str {
+    "pong"
+}
+
+fn handler() -> Router {
+    Router::new().route(PATH, get(ping))
+}
+
+fn plans() -> Plans {
+    Plans::empty().with(Plan::new(PLAN, NEVER_REACHED).with_burst(NEVER_REACHED))
+}
+
+fn auth_and_rate_limit<K: KeyStore>(keys: Arc<K>, limits: impl RateLimitStore) -> Router {
+    handler().layer(
+        ServiceBuilder::new()
+            .layer(BearerAuthLayer::from_shared(keys))
+            .layer(RateLimitLayer::new(limits).plans(plans())),
+    )
+}
+
+// The typical stack of DESIGN.md, outermost first. The global list admits
+// loopback (where the load comes from); the store holds no list, so the
+// per-account and per-key lookups miss, as they do for most callers. GET
+// requests pass the idempotency layer untouched (it deduplicates POST and
+// PATCH), so it costs its method check here.
+fn full_stack<K: KeyStore>(
+    keys: Arc<K>,
+    allowlists: impl AllowlistStore,
+    limits: impl RateLimitStore,
+    idempotency: impl IdempotencyStore,
+) -> Router {
+    let loopback = IpSet::parse(["127.0.0.0/8", "::1/128"]).expect("valid networks");
+    handler().layer(
+        ServiceBuilder::new()
+            .layer(ClientIpLayer::new())
+            .layer(IpAllowlistLayer::new().global(loopback))
+            .layer(BearerAuthLayer::from_shared(keys))
+            .layer(IpAllowlistLayer::new().store(allowlists))
+            .layer(RateLimitLayer::new(limits).plans(plans()))
+            .layer(IdempotencyLayer::new(idempotency))
+            // The idempotency layer hands on its own body type; axum's routes take `Body`.
+            .layer(MapRequestLayer::new(|request: Request<RequestBody<Body>>| {
+                request.map(Body::new)
+            })),
+    )
+}
+
+/// tower_governor limits per key like tollgate's RateLimitLayer does: the
+/// key here is the `Authorization` header, which tower-http has checked.
+#[derive(Clone)]
+struct AuthorizationKey;
+
+impl KeyExtractor for AuthorizationKey {
+    type Key = HeaderValue;
+
+    fn extract<T>(&self, request: &Request<T>) -> Result<HeaderValue, GovernorError> {
+        request
+            .headers()
+            .get(http::header::AUTHORIZATION)
+            .cloned()
+            .ok_or(GovernorError::UnableToExtractKey)
+    }
+}
+
+fn governor(key: &str) -> Router {
+    let limits = GovernorConfigBuilder::default()
+        .key_extractor(AuthorizationKey)
+        .period(Duration::from_secs(1) / NEVER_REACHED)
+        .burst_size(NEVER_REACHED)
+        .finish()
+        .expect("a valid governor configuration");
+    // Deprecated as "too basic to be useful in real applications" (one
+    // static token), but it is the closest existing bearer check.
+    #[allow(deprecated)]
+    let bearer = ValidateRequestHeaderLayer::bearer(key);
+    handler().layer(GovernorLayer::<_, _, Body>::new(limits)).layer(bearer)
+}
+
+async fn create_key<K: KeyStore>(keys: &Arc<K>) -> Result<String, String> {
+    let created = KeyManager::from_shared(Arc::clone(keys))
+        .create(NewKey::new(ACCOUNT, KeyKind::Production).label("http_load").plan(PLAN))
+        .await
+        .map_err(|error| format!("creating the benchmark's key: {error}"))?;
+    Ok(created.secret.expose_secret().to_owned())
+}
+
+// A real tollgate key for configurations that do not look keys up, so
+// every configuration receives byte-for-byte the same kind of request.
+async fn throwaway_key() -> Result<String, String> {
+    create_key(&Arc::new(MemoryKeyStore::new())).await
+}
+
+async fn serve(router: Router) -> Result<SocketAddr, String> {
+    let listener = tokio::net::TcpListener::bind(SocketAddr::from(([127, 0, 0, 1], 0)))
+        .await
+        .map_err(|error| format!("binding a loopback port: {error}"))?;
+    let addr = listener
+        .local_addr()
+        .map_err(|error| format!("the bound address: {error}"))?;
+    // Small responses on keep-alive connections: do not let Nagle hold them.
+    let listener = listener.tap_io(|stream| {
+        let _ = stream.set_nodelay(true);
+    });
+    tokio::spawn(async move {
+        let service = router.into_make_service_with_connect_info::<SocketAddr>();
+        if let Err(error) = axum::serve(listener, service).await {
+            eprintln!("http_load: the server on {addr} stopped: {error}");
+        }
+    });
+    Ok(addr)
+}
