@@ -1,6 +1,8 @@
 //! A fleet: two independent instances of one API (two axum servers, each
 //! with its own Redis connection manager) sharing one Redis. What one
-//! instance admits, stores or revokes holds on the other.
+//! instance admits, stores or revokes holds on the other: at once when the
+//! instances look keys up in Redis directly, within the cache's TTL when
+//! each has a `CachedKeyStore` in front.
 //!
 //! Needs `REDIS_URL`; without it each test prints that it was skipped (and
 //! fails instead when `TOLLGATE_REQUIRE_REDIS=1`). Every test works under a
@@ -8,28 +10,29 @@
 
 mod support;
 
+use std::convert::Infallible;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant, SystemTime};
 
 use axum::body::Body;
 use axum::extract::Path;
 use axum::routing::{delete, post};
 use axum::Router;
 use bytes::Bytes;
-use http::{Request, StatusCode};
+use http::{Request, Response, StatusCode};
 use http_body_util::Full;
 use support::{TestResponse, TestServer};
 use tokio::sync::{mpsc, Notify};
 use tollgate_auth::{BearerAuthLayer, CreatedKey, KeyManager, NewKey};
 use tollgate_core::conformance::unique_name;
-use tollgate_core::{KeyKind, Principal};
+use tollgate_core::{CachedKeyStore, EitherStore, KeyHash, KeyKind, KeyRecord, KeyStore, Principal, StoreError};
 use tollgate_idempotency::{IdempotencyLayer, RequestBody};
 use tollgate_ratelimit::{Plan, Plans, RateLimitLayer};
 use tollgate_redis::testing::TestRedis;
 use tollgate_redis::{RedisConfig, RedisKeyStore, RedisStores};
 use tower::util::MapRequestLayer;
-use tower::ServiceBuilder;
+use tower::{service_fn, ServiceBuilder, ServiceExt};
 
 const IN_PROGRESS_CODE: &str = "IDEMPOTENCY_IN_PROGRESS";
 
@@ -41,14 +44,21 @@ const IN_PROGRESS_CODE: &str = "IDEMPOTENCY_IN_PROGRESS";
 // that straddles 00:00 UTC could see more; the test checks for that.
 const SMALL_QUOTA_PLAN: &str = "free-small-quota";
 const SMALL_QUOTA: usize = 40;
+// Far more than a test polling one instance in a loop can send.
+const POLLING_PLAN: &str = "fleet-polling";
 
 fn plans() -> Plans {
-    Plans::seed().with(
-        Plan::new(SMALL_QUOTA_PLAN, 10)
-            .with_burst(100)
-            .with_daily_quota(Some(SMALL_QUOTA as u64)),
-    )
+    Plans::seed()
+        .with(
+            Plan::new(SMALL_QUOTA_PLAN, 10)
+                .with_burst(100)
+                .with_daily_quota(Some(SMALL_QUOTA as u64)),
+        )
+        .with(Plan::new(POLLING_PLAN, 100_000))
 }
+
+/// The key store of an instance: Redis itself, or Redis behind a cache.
+type FleetKeys = EitherStore<RedisKeyStore, CachedKeyStore<RedisKeyStore>>;
 
 /// What the handler of every instance shares: how often it ran, and (for
 /// the duplicate test) a gate that holds it until the test opens it.
@@ -62,13 +72,19 @@ struct Handler {
 /// One instance of the API: its own connection manager on the shared prefix.
 struct Instance {
     server: TestServer,
-    keys: KeyManager<RedisKeyStore>,
+    keys: KeyManager<FleetKeys>,
 }
 
 impl Instance {
-    async fn start(config: RedisConfig, handler: Arc<Handler>) -> Instance {
+    /// With `cache_ttl`, keys are looked up through a `CachedKeyStore` of
+    /// that TTL, which the instance's key manager writes through too.
+    async fn start(config: RedisConfig, handler: Arc<Handler>, cache_ttl: Option<Duration>) -> Instance {
         let stores = RedisStores::connect(config).await.expect("connect an instance");
-        let keys = KeyManager::new(stores.key_store());
+        let key_store: FleetKeys = match cache_ttl {
+            None => EitherStore::Left(stores.key_store()),
+            Some(ttl) => EitherStore::Right(CachedKeyStore::new(stores.key_store()).ttl(ttl)),
+        };
+        let keys = KeyManager::new(key_store.clone());
         let revoker = keys.clone();
         let router = Router::new()
             .route(
@@ -109,7 +125,7 @@ impl Instance {
                     })),
             )
             .layer(RateLimitLayer::new(stores.rate_limit_store()).plans(plans()))
-            .layer(BearerAuthLayer::new(stores.key_store()));
+            .layer(BearerAuthLayer::new(key_store));
         Instance {
             server: TestServer::start(router).await,
             keys,
@@ -140,12 +156,21 @@ struct Fleet {
 
 impl Fleet {
     async fn start(test: &str) -> Option<Fleet> {
+        Fleet::start_with(test, None).await
+    }
+
+    /// Instances that look keys up through a `CachedKeyStore` with this TTL.
+    async fn start_cached(test: &str, ttl: Duration) -> Option<Fleet> {
+        Fleet::start_with(test, Some(ttl)).await
+    }
+
+    async fn start_with(test: &str, cache_ttl: Option<Duration>) -> Option<Fleet> {
         // Generous timeouts: the machine is shared and 1,000 requests queue up.
         let control = TestRedis::connect_with(test, |config| config.operation_timeout(Duration::from_secs(5))).await?;
         let handler = Arc::new(Handler::default());
         let instances = [
-            Instance::start(control.config().clone(), handler.clone()).await,
-            Instance::start(control.config().clone(), handler.clone()).await,
+            Instance::start(control.config().clone(), handler.clone(), cache_ttl).await,
+            Instance::start(control.config().clone(), handler.clone(), cache_ttl).await,
         ];
         Some(Fleet {
             instances,
@@ -327,4 +352,178 @@ async fn a_key_revoked_through_one_instance_is_refused_by_the_other_on_its_next_
         "other keys work"
     );
     fleet.cleanup().await;
+}
+
+const CACHE_TTL: Duration = Duration::from_millis(200);
+// How long one polling request may take on a busy machine; the strict
+// check is on when admitted requests were sent, not on this.
+const POLL_MARGIN: Duration = Duration::from_millis(400);
+const INVALID_KEY_BODY: &str = r#"{"error":{"code":"UNAUTHORIZED","message":"Invalid API key."}}"#;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_cached_lookups_a_key_revoked_through_one_instance_is_refused_by_the_other_within_the_ttl() {
+    let Some(fleet) = Fleet::start_cached("fleet_cached_revocation", CACHE_TTL).await else {
+        return;
+    };
+    let admin = fleet.key("acct_fleet", POLLING_PLAN).await;
+    let doomed = fleet.key("acct_fleet", POLLING_PLAN).await;
+    // Both instances have the key cached, the revoking one included.
+    assert_eq!(
+        fleet.instances[0].post(&doomed, None).await.status,
+        StatusCode::ACCEPTED
+    );
+    let cached_from = Instant::now();
+    assert_eq!(
+        fleet.instances[1].post(&doomed, None).await.status,
+        StatusCode::ACCEPTED
+    );
+    let revoke = fleet.instances[0]
+        .server
+        .request("DELETE", &format!("/v1/keys/{}", doomed.info.id))
+        .header("authorization", format!("Bearer {}", admin.secret.expose_secret()));
+    assert_eq!(
+        fleet.instances[0].server.send_empty(revoke).await.status,
+        StatusCode::NO_CONTENT
+    );
+    let revoked = Instant::now();
+
+    let here = fleet.instances[0].post(&doomed, None).await;
+    assert_eq!(
+        here.status,
+        StatusCode::UNAUTHORIZED,
+        "the revoking instance refuses the key on its next request: {}",
+        here.text()
+    );
+    assert_eq!(here.text(), INVALID_KEY_BODY);
+
+    // The other instance may serve its cached record until the TTL of the
+    // read that cached it, which began before the revocation: a request
+    // sent at `revoked + CACHE_TTL` or later must be refused.
+    let mut stale = 0;
+    let refused_after = loop {
+        let sent = Instant::now();
+        let response = fleet.instances[1].post(&doomed, None).await;
+        let answered = Instant::now();
+        match response.status {
+            StatusCode::ACCEPTED => {
+                assert!(
+                    sent < revoked + CACHE_TTL,
+                    "admitted by a request sent {:?} after the revocation, past the {CACHE_TTL:?} TTL",
+                    sent - revoked
+                );
+                stale += 1;
+            }
+            StatusCode::UNAUTHORIZED => {
+                assert_eq!(response.text(), INVALID_KEY_BODY);
+                // Refused while its cached read was surely younger than the
+                // TTL would mean the instance never served from its cache.
+                assert!(
+                    answered >= cached_from + CACHE_TTL,
+                    "refused {:?} after it was cached: the instance did not use its cache",
+                    answered - cached_from
+                );
+                break answered - revoked;
+            }
+            other => panic!("unexpected {other}: {}", response.text()),
+        }
+        assert!(
+            answered < revoked + CACHE_TTL + POLL_MARGIN,
+            "still admitted {:?} after the revocation",
+            answered - revoked
+        );
+    };
+    assert!(
+        refused_after <= CACHE_TTL + POLL_MARGIN,
+        "refused after {refused_after:?}"
+    );
+    eprintln!("refused by the other instance {refused_after:?} after the revocation ({stale} stale admissions)");
+    assert_eq!(
+        fleet.instances[1].post(&admin, None).await.status,
+        StatusCode::ACCEPTED,
+        "other keys work"
+    );
+    fleet.cleanup().await;
+}
+
+/// A key store that counts what the auth layer asks of it.
+struct Counting<S> {
+    inner: S,
+    lookups: AtomicUsize,
+    uses: AtomicUsize,
+}
+
+impl<S: KeyStore> KeyStore for Counting<S> {
+    async fn find_by_hash(&self, hash: &KeyHash) -> Result<Option<Arc<KeyRecord>>, StoreError> {
+        self.lookups.fetch_add(1, Ordering::SeqCst);
+        self.inner.find_by_hash(hash).await
+    }
+
+    async fn find_by_id(&self, key_id: &str) -> Result<Option<Arc<KeyRecord>>, StoreError> {
+        self.inner.find_by_id(key_id).await
+    }
+
+    async fn insert(&self, record: KeyRecord, max_active: Option<usize>, now: SystemTime) -> Result<(), StoreError> {
+        self.inner.insert(record, max_active, now).await
+    }
+
+    async fn list_by_account(&self, account_id: &str) -> Result<Vec<Arc<KeyRecord>>, StoreError> {
+        self.inner.list_by_account(account_id).await
+    }
+
+    async fn revoke(&self, key_id: &str, at: SystemTime) -> Result<Option<Arc<KeyRecord>>, StoreError> {
+        self.inner.revoke(key_id, at).await
+    }
+
+    async fn record_last_use(&self, key_id: &str, at: SystemTime) -> Result<(), StoreError> {
+        self.uses.fetch_add(1, Ordering::SeqCst);
+        self.inner.record_last_use(key_id, at).await
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn through_the_cache_a_busy_key_costs_redis_one_lookup_and_one_last_use_write() {
+    let Some(control) = TestRedis::connect("fleet_cached_last_use").await else {
+        return;
+    };
+    let stores = control.another_instance().await;
+    let counted = Arc::new(Counting {
+        inner: stores.key_store(),
+        lookups: AtomicUsize::new(0),
+        uses: AtomicUsize::new(0),
+    });
+    // A TTL longer than the test: every lookup after the first is a hit.
+    let keys = CachedKeyStore::from_shared(counted.clone()).ttl(Duration::from_secs(3600));
+    let key = KeyManager::new(keys.clone())
+        .create(NewKey::new("acct_fleet", KeyKind::Production))
+        .await
+        .expect("a new key");
+    let service = ServiceBuilder::new()
+        .layer(BearerAuthLayer::new(keys))
+        .service(service_fn(|_: Request<Full<Bytes>>| async {
+            Ok::<_, Infallible>(Response::new(Full::<Bytes>::default()))
+        }));
+    for _ in 0..50 {
+        let request = Request::get("/v1/messages")
+            .header("authorization", format!("Bearer {}", key.secret.expose_secret()))
+            .body(Full::default())
+            .expect("a request");
+        let response = service.clone().oneshot(request).await.expect("infallible");
+        assert_eq!(response.status(), StatusCode::OK);
+    }
+    assert_eq!(counted.lookups.load(Ordering::SeqCst), 1, "one HGETALL, then the cache");
+    // The auth layer writes a use only when the recorded one is a minute
+    // old; the cache shows it the use it just wrote, so it writes once.
+    assert_eq!(
+        counted.uses.load(Ordering::SeqCst),
+        1,
+        "one last-use write for 50 requests"
+    );
+    let stored = stores
+        .key_store()
+        .find_by_id(&key.info.id)
+        .await
+        .expect("find")
+        .expect("the key");
+    assert!(stored.last_used_at.is_some(), "the use reached Redis");
+    control.cleanup().await;
 }

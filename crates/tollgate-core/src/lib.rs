@@ -8,6 +8,7 @@
 #![warn(missing_docs)]
 
 pub mod allowlist;
+pub mod cached_key_store;
 pub mod client_ip;
 pub mod clock;
 #[cfg(any(test, feature = "conformance"))]
@@ -22,6 +23,7 @@ pub mod rate_limit;
 pub mod rejection;
 pub mod replay;
 
+pub use cached_key_store::CachedKeyStore;
 pub use clock::{Clock, ManualClock, SharedClock, SystemClock};
 pub use either::EitherStore;
 pub use error::{BoxError, StoreError};

@@ -21,7 +21,8 @@ use tollgate_core::conformance::unique_name;
 use tollgate_core::idempotency::IdempotencyStore;
 use tollgate_core::rate_limit::RateLimitStore;
 use tollgate_core::{
-    KeyKind, KeyStore, MemoryAllowlistStore, MemoryIdempotencyStore, MemoryKeyStore, MemoryRateLimitStore,
+    CachedKeyStore, KeyKind, KeyStore, MemoryAllowlistStore, MemoryIdempotencyStore, MemoryKeyStore,
+    MemoryRateLimitStore,
 };
 use tollgate_idempotency::{IdempotencyLayer, RequestBody};
 use tollgate_ip::{ClientIpLayer, IpAllowlistLayer};
@@ -81,7 +82,7 @@ pub async fn start(config: Config, redis_url: Option<&str>) -> Result<App, Strin
             );
             (stack, key)
         }
-        Config::Redis | Config::FullRedis => {
+        Config::Redis | Config::RedisCached | Config::FullRedis => {
             let url = redis_url.ok_or("REDIS_URL is not set")?;
             let config_redis = RedisConfig::new(url)
                 .prefix(format!("{}:", unique_name("tgbench")))
@@ -91,15 +92,18 @@ pub async fn start(config: Config, redis_url: Option<&str>) -> Result<App, Strin
                 .map_err(|error| format!("connecting to Redis: {error}"))?;
             let keys = Arc::new(stores.key_store());
             let key = create_key(&keys).await?;
-            let router = if config == Config::Redis {
-                auth_and_rate_limit(keys, stores.rate_limit_store())
-            } else {
-                full_stack(
+            let router = match config {
+                Config::Redis => auth_and_rate_limit(keys, stores.rate_limit_store()),
+                // The default TTL (1 s): the messaging-api's fleet setting.
+                Config::RedisCached => {
+                    auth_and_rate_limit(Arc::new(CachedKeyStore::from_shared(keys)), stores.rate_limit_store())
+                }
+                _ => full_stack(
                     keys,
                     stores.allowlist_store(),
                     stores.rate_limit_store(),
                     stores.idempotency_store(),
-                )
+                ),
             };
             redis = Some(stores);
             (router, key)

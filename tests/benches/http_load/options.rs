@@ -7,8 +7,8 @@ use crate::configs::Config;
 pub const USAGE: &str = "\
 usage: cargo bench -p tollgate-tests --bench http_load -- [CONFIG...] [OPTIONS]
 
-CONFIG: bare full governor memory redis full-redis, or all
-        (default: bare full governor memory redis; bare is always measured)
+CONFIG: bare full governor memory redis redis-cached full-redis, or all
+        (default: bare full governor memory redis redis-cached; bare is always measured)
 OPTIONS:
   --connections 1,16,64   concurrent keep-alive connections, each measured
   --runs 3                repetitions (the report shows their median)
