@@ -57,6 +57,7 @@
 //! # }
 //! ```
 
+use std::any::Any;
 use std::fmt;
 use std::sync::Arc;
 use std::task::{Context, Poll, Waker};
@@ -65,7 +66,9 @@ use std::time::{Duration, SystemTime};
 use bytes::Bytes;
 use http::{Method, Request, Response};
 use http_body_util::Full;
-use tollgate_core::{KeyHash, KeyRecord, KeyStore, Principal, Rejection, Renderer, ResponseBody, SharedClock};
+use tollgate_core::{
+    KeyHash, KeyRecord, KeyStore, MemoryKeyStore, Principal, Rejection, Renderer, ResponseBody, SharedClock,
+};
 use tower_layer::Layer;
 use tower_service::Service;
 
@@ -165,7 +168,10 @@ impl<S> BearerAuthLayer<S> {
         self
     }
 
-    /// The clock that decides expiry, revocation and last use.
+    /// The clock that decides expiry, revocation and last use. Expiry and
+    /// revocation are judged on its exact time; last use is recorded with
+    /// its [`approximate_now`](SharedClock::approximate_now), within about a
+    /// millisecond on the system clock and exact on any other.
     pub fn clock(mut self, clock: impl Into<SharedClock>) -> Self {
         self.state_mut().clock = clock.into();
         self
@@ -268,7 +274,7 @@ where
         self.inner.poll_ready(cx)
     }
 
-    fn call(&mut self, mut request: Request<ReqBody>) -> Self::Future {
+    fn call(&mut self, request: Request<ReqBody>) -> Self::Future {
         let state = &self.state;
         let token = match bearer_token_bytes(request.headers(), state.max_token_len) {
             Ok(token) => token,
@@ -280,20 +286,22 @@ where
             }
         }
         let hash = hash_key_bytes(token);
+        if let Some(memory) = state.memory_store() {
+            // The memory store answers at once: no boxed lookup, no clone of
+            // the record.
+            let outcome = state.authenticate_in(memory, &hash, request.method());
+            return self.finish(outcome, request);
+        }
         let shared = self.state.clone();
         let method = request.method().clone();
         let mut check: CheckFuture = Box::pin(async move { shared.authenticate(hash, &method).await });
-        // Most lookups complete at once (the memory store, a cache hit): poll
-        // once here, and the inner service, made ready by `poll_ready`, is
-        // called directly instead of through a clone. A lookup still pending
-        // goes on in the response future; its caller always polls it after
-        // `call`, so nothing waits for a wake-up sent to the no-op waker.
+        // Most lookups complete at once (a cache hit): poll once here, and
+        // the inner service, made ready by `poll_ready`, is called directly
+        // instead of through a clone. A lookup still pending goes on in the
+        // response future; its caller always polls it after `call`, so
+        // nothing waits for a wake-up sent to the no-op waker.
         match check.as_mut().poll(&mut Context::from_waker(Waker::noop())) {
-            Poll::Ready(Ok(principal)) => {
-                request.extensions_mut().insert(principal);
-                ResponseFuture::calling(self.inner.call(request))
-            }
-            Poll::Ready(Err(refusal)) => ResponseFuture::rejected(state.render(refusal.rejection(), &request)),
+            Poll::Ready(outcome) => self.finish(outcome, request),
             Poll::Pending => {
                 // The service that was made ready goes to the future; this
                 // one keeps a fresh clone (the usual pattern for calling
@@ -311,6 +319,47 @@ where
             }
         }
     }
+}
+
+impl<S: KeyStore, Inner> BearerAuth<S, Inner> {
+    // Calls the inner service with the principal, or renders the refusal.
+    fn finish<ReqBody, ResBody>(
+        &mut self,
+        outcome: Result<Principal, Refusal>,
+        mut request: Request<ReqBody>,
+    ) -> ResponseFuture<Inner, ReqBody>
+    where
+        Inner: Service<Request<ReqBody>, Response = Response<ResBody>>,
+    {
+        match outcome {
+            Ok(principal) => {
+                request.extensions_mut().insert(principal);
+                ResponseFuture::calling(self.inner.call(request))
+            }
+            Err(refusal) => ResponseFuture::rejected(self.state.render(refusal.rejection(), &request)),
+        }
+    }
+}
+
+// A record's verdict, and its use to record (`None`: not due).
+struct Judgement {
+    outcome: Result<Principal, Refusal>,
+    last_use: Option<LastUse>,
+}
+
+impl Judgement {
+    fn refused(refusal: Refusal) -> Judgement {
+        Judgement {
+            outcome: Err(refusal),
+            last_use: None,
+        }
+    }
+}
+
+// Due at most once per `last_use_resolution` per key, so the copied id is rare.
+struct LastUse {
+    key_id: String,
+    at: SystemTime,
 }
 
 /// Why a key found (or not) in the store does not admit the request. Small
@@ -342,27 +391,69 @@ impl<S: KeyStore> AuthState<S> {
                 return Err(Refusal::StoreUnavailable);
             }
         };
-        // A store keyed by something else than the full hash (a cache by
-        // prefix, a misbehaving backend) must not let a near miss in.
-        if record.hash != hash {
-            tracing::warn!(key_id = record.id(), "key store returned a record with another hash");
-            return Err(Refusal::InvalidKey);
-        }
-        let now = self.clock.now();
-        if !record.is_valid_at(now) {
-            return Err(Refusal::InvalidKey);
-        }
-        if self.use_is_due(&record, now) {
+        let Judgement { outcome, last_use } = self.judge(&record, &hash, method);
+        if let Some(LastUse { key_id, at }) = last_use {
             // Awaited here so the write finishes with the request; a failure
             // only loses a timestamp, so the request goes on.
-            if let Err(error) = self.store.record_last_use(record.id(), now).await {
-                tracing::warn!(key_id = record.id(), %error, "recording an API key's last use failed");
+            if let Err(error) = self.store.record_last_use(&key_id, at).await {
+                tracing::warn!(key_id, %error, "recording an API key's last use failed");
             }
         }
-        if self.enforce_key_kind && !record.principal.kind().allows_method(method) {
-            return Err(Refusal::ReadOnly);
+        outcome
+    }
+
+    // The store as a `MemoryKeyStore`, if it is one (the branch is decided
+    // when `S` is known, at compile time).
+    fn memory_store(&self) -> Option<&MemoryKeyStore> {
+        let store: &dyn Any = &*self.store;
+        store
+            .downcast_ref::<MemoryKeyStore>()
+            .or_else(|| store.downcast_ref::<Arc<MemoryKeyStore>>().map(|shared| &**shared))
+    }
+
+    // `authenticate`, synchronously, against the memory store: the record
+    // is judged where it lies, under the map's read lock, and the last use
+    // is written once that lock is released.
+    fn authenticate_in(&self, memory: &MemoryKeyStore, hash: &KeyHash, method: &Method) -> Result<Principal, Refusal> {
+        let Some(Judgement { outcome, last_use }) =
+            memory.inspect_by_hash(hash, |record| self.judge(record, hash, method))
+        else {
+            return Err(Refusal::InvalidKey);
+        };
+        if let Some(LastUse { key_id, at }) = last_use {
+            memory.record_last_use_now(&key_id, at);
         }
-        Ok(record.principal.clone())
+        outcome
+    }
+
+    // What a record found for `hash` means for a request with `method`, and
+    // whether its use is due to be recorded.
+    fn judge(&self, record: &KeyRecord, hash: &KeyHash, method: &Method) -> Judgement {
+        // A store keyed by something else than the full hash (a cache by
+        // prefix, a misbehaving backend) must not let a near miss in.
+        if record.hash != *hash {
+            tracing::warn!(key_id = record.id(), "key store returned a record with another hash");
+            return Judgement::refused(Refusal::InvalidKey);
+        }
+        // Revocation and expiry are ordered exactly against the system clock
+        // (a key revoked a microsecond ago is refused); most keys have neither.
+        if (record.revoked_at.is_some() || record.expires_at.is_some()) && !record.is_valid_at(self.clock.now()) {
+            return Judgement::refused(Refusal::InvalidKey);
+        }
+        // Last use is bookkeeping at a resolution of a minute: the cheaper
+        // reading will do.
+        let now = self.clock.approximate_now();
+        // Recorded even when the method is then refused: the key was used.
+        let last_use = self.use_is_due(record, now).then(|| LastUse {
+            key_id: record.id().to_owned(),
+            at: now,
+        });
+        let outcome = if self.enforce_key_kind && !record.principal.kind().allows_method(method) {
+            Err(Refusal::ReadOnly)
+        } else {
+            Ok(record.principal.clone())
+        };
+        Judgement { outcome, last_use }
     }
 
     fn use_is_due(&self, record: &KeyRecord, now: SystemTime) -> bool {

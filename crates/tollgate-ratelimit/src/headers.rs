@@ -17,8 +17,14 @@
 //! Responses made without one — 401 for a request without a key, 503 when
 //! the store fails — carry none.
 
+use std::collections::BTreeSet;
+use std::sync::{Mutex, PoisonError};
+
 use http::header::{HeaderMap, HeaderName, HeaderValue};
 use tollgate_core::rate_limit::{ceil_secs, Decision, LimitKind, Plan, Verdict};
+
+use crate::static_values::StaticValues;
+use crate::text::Text;
 
 /// `RateLimit-Policy`.
 pub const RATELIMIT_POLICY: HeaderName = HeaderName::from_static("ratelimit-policy");
@@ -35,16 +41,52 @@ const DAY_SECS: u64 = 86_400;
 
 /// The `RateLimit-Policy` value for a plan.
 pub(crate) fn policy(plan: &Plan) -> HeaderValue {
-    let mut value = format!("\"{}\";q={};w=1", LimitKind::PerSecond, plan.per_second);
+    header_value(policy_text(plan).as_bytes())
+}
+
+/// The `RateLimit-Policy` value for a plan that lives as long as a layer
+/// (a [`Plans`](crate::Plans) table's): static, see [`interned`].
+pub(crate) fn static_policy(plan: &Plan) -> HeaderValue {
+    interned(policy_text(plan).as_str())
+}
+
+fn policy_text(plan: &Plan) -> Text<96> {
+    let mut value = Text::<96>::new();
+    value.push_str("\"per-second\";q=");
+    value.push_u64(plan.per_second.into());
+    value.push_str(";w=1");
     if let Some(quota) = plan.daily_quota {
-        value.push_str(&format!(", \"{}\";q={quota};w={DAY_SECS}", LimitKind::Daily));
+        value.push_str(", \"daily\";q=");
+        value.push_u64(quota);
+        value.push_str(";w=");
+        value.push_u64(DAY_SECS);
     }
-    header_value(value)
+    value
+}
+
+/// `text` as a `'static` header value. A table plan's policy is copied into
+/// every response: a static value is copied as a pointer, where a shared
+/// one would bump a reference count that every core's requests contend for.
+/// Each distinct policy is stored once for the life of the process (a few
+/// dozen bytes per plan configuration ever built).
+fn interned(text: &str) -> HeaderValue {
+    static POLICIES: Mutex<BTreeSet<&'static str>> = Mutex::new(BTreeSet::new());
+    let mut policies = POLICIES.lock().unwrap_or_else(PoisonError::into_inner);
+    let text = match policies.get(text) {
+        Some(known) => *known,
+        None => {
+            let leaked: &'static str = Box::leak(text.into());
+            policies.insert(leaked);
+            leaked
+        }
+    };
+    // Quotes, letters, digits and punctuation: `from_static` accepts them.
+    HeaderValue::from_static(text)
 }
 
 // Digits, quotes, letters and punctuation only: always a valid header value.
-fn header_value(text: String) -> HeaderValue {
-    HeaderValue::try_from(text).unwrap_or_else(|_| HeaderValue::from_static(""))
+fn header_value(text: &[u8]) -> HeaderValue {
+    HeaderValue::from_bytes(text).unwrap_or_else(|_| HeaderValue::from_static(""))
 }
 
 /// One policy's service limit.
@@ -104,22 +146,49 @@ impl RateLimitHeaders {
 
     /// Adds the headers; the IETF fields are lists, so they are appended to
     /// any set by another limiter.
-    pub(crate) fn write_to(&self, headers: &mut HeaderMap) {
-        let current = &self.current;
-        headers.append(RATELIMIT_POLICY, self.policy.clone());
-        headers.append(
-            RATELIMIT,
-            header_value(format!(
-                "\"{}\";r={};t={}",
-                current.kind, current.remaining, current.reset_secs
-            )),
-        );
+    pub(crate) fn write_to(self, headers: &mut HeaderMap) {
+        let current = self.current;
+        headers.append(RATELIMIT_POLICY, self.policy);
+        headers.append(RATELIMIT, current.value());
         if self.legacy {
-            headers.insert(X_RATELIMIT_LIMIT, HeaderValue::from(current.quota));
-            headers.insert(X_RATELIMIT_REMAINING, HeaderValue::from(current.remaining));
-            headers.insert(X_RATELIMIT_RESET, HeaderValue::from(current.reset_secs));
+            headers.insert(X_RATELIMIT_LIMIT, number(current.quota));
+            headers.insert(X_RATELIMIT_REMAINING, number(current.remaining));
+            headers.insert(X_RATELIMIT_RESET, number(current.reset_secs));
         }
     }
+}
+
+// Allowed at full speed under a plan whose burst is its rate, the per-second
+// limit refills within a second: most responses carry one of these.
+static PER_SECOND_WITHIN_A_SECOND: StaticValues = StaticValues::new(|text, remaining| {
+    text.push_str("\"per-second\";r=");
+    text.push_u64(remaining);
+    text.push_str(";t=1");
+});
+
+static NUMBERS: StaticValues = StaticValues::new(Text::push_u64);
+
+impl ServiceLimit {
+    /// The `RateLimit` value, `"<policy>";r=<remaining>;t=<reset>`.
+    fn value(&self) -> HeaderValue {
+        if self.kind == LimitKind::PerSecond && self.reset_secs == 1 {
+            if let Some(value) = PER_SECOND_WITHIN_A_SECOND.get(self.remaining) {
+                return value;
+            }
+        }
+        let mut value = Text::<64>::new();
+        value.push_str("\"");
+        value.push_str(self.kind.as_str());
+        value.push_str("\";r=");
+        value.push_u64(self.remaining);
+        value.push_str(";t=");
+        value.push_u64(self.reset_secs);
+        header_value(value.as_bytes())
+    }
+}
+
+fn number(number: u64) -> HeaderValue {
+    NUMBERS.get(number).unwrap_or_else(|| HeaderValue::from(number))
 }
 
 #[cfg(test)]
@@ -154,11 +223,18 @@ mod tests {
 
     #[test]
     fn policies_follow_the_plan() {
+        for policy in [policy, static_policy] {
+            assert_eq!(
+                policy(&Plan::free()),
+                r#""per-second";q=10;w=1, "daily";q=1000;w=86400"#
+            );
+            assert_eq!(policy(&Plan::enterprise(500)), r#""per-second";q=500;w=1"#);
+        }
+        let huge = Plan::new("huge", u32::MAX).with_daily_quota(Some(u64::MAX));
         assert_eq!(
-            policy(&Plan::free()),
-            r#""per-second";q=10;w=1, "daily";q=1000;w=86400"#
+            static_policy(&huge),
+            r#""per-second";q=4294967295;w=1, "daily";q=18446744073709551615;w=86400"#
         );
-        assert_eq!(policy(&Plan::enterprise(500)), r#""per-second";q=500;w=1"#);
     }
 
     #[test]
@@ -179,6 +255,27 @@ mod tests {
         assert_eq!(headers[X_RATELIMIT_LIMIT], "1000");
         assert_eq!(headers[X_RATELIMIT_REMAINING], "4");
         assert_eq!(headers[X_RATELIMIT_RESET], "3600");
+    }
+
+    #[test]
+    fn values_from_the_static_tables_read_as_formatted_ones() {
+        for remaining in [0, 1, 9, 99, 999, 1_023, 1_024, 1_000_000] {
+            for (kind, reset_secs) in [
+                (LimitKind::PerSecond, 1),
+                (LimitKind::PerSecond, 2),
+                (LimitKind::Daily, 1),
+                (LimitKind::Daily, 3_600),
+            ] {
+                let limit = ServiceLimit {
+                    kind,
+                    quota: remaining,
+                    remaining,
+                    reset_secs,
+                };
+                assert_eq!(limit.value(), format!("\"{kind}\";r={remaining};t={reset_secs}"));
+            }
+            assert_eq!(number(remaining), remaining.to_string());
+        }
     }
 
     #[test]

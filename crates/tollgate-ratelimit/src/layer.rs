@@ -1,5 +1,6 @@
 //! [`RateLimitLayer`]: the configuration, and the policies it chooses between.
 
+use std::any::Any;
 use std::fmt;
 use std::future::Future;
 use std::pin::Pin;
@@ -10,6 +11,7 @@ use tollgate_core::rate_limit::{Decision, Limits, Plan, RateLimitStore};
 use tollgate_core::{MemoryRateLimitStore, Renderer, StoreError};
 use tower_layer::Layer;
 
+use crate::head::Head;
 use crate::key::KeyExtractor;
 use crate::plans::{PlanSource, Plans};
 use crate::service::RateLimit;
@@ -39,18 +41,51 @@ pub enum FailurePolicy {
 
 pub(crate) type CheckFuture = Pin<Box<dyn Future<Output = Result<Decision, StoreError>> + Send>>;
 
-// A store with its `impl Future` erased, so the layer is not generic over it.
-trait DynStore: Send + Sync + 'static {
-    fn check(&self, key: String, limits: Limits, cost: u32) -> CheckFuture;
+/// A store's answer: at once, or a future to wait on.
+pub(crate) enum Answer {
+    Now(Result<Decision, StoreError>),
+    Later(CheckFuture),
 }
 
+// A store with its `impl Future` erased, so the layer is not generic over it.
+trait DynStore: Send + Sync + 'static {
+    fn check(&self, key: &str, limits: &Limits, cost: u32) -> Answer;
+}
+
+// Any store: its future is boxed, owning a copy of the key.
 struct Erased<St>(Arc<St>);
 
 impl<St: RateLimitStore> DynStore for Erased<St> {
-    fn check(&self, key: String, limits: Limits, cost: u32) -> CheckFuture {
+    fn check(&self, key: &str, limits: &Limits, cost: u32) -> Answer {
         let store = self.0.clone();
-        Box::pin(async move { store.check(&key, &limits, cost).await })
+        let key = key.to_owned();
+        let limits = *limits;
+        Answer::Later(Box::pin(async move { store.check(&key, &limits, cost).await }))
     }
+}
+
+// The memory store answers without waiting: it is called synchronously,
+// with the key where it was built, and nothing is boxed.
+struct Immediate(MemoryRateLimitStore);
+
+impl DynStore for Immediate {
+    fn check(&self, key: &str, limits: &Limits, cost: u32) -> Answer {
+        Answer::Now(Ok(self.0.check_now(key, limits, cost)))
+    }
+}
+
+fn erase<St: RateLimitStore>(store: St) -> Arc<dyn DynStore> {
+    // `RateLimitStore`'s futures cannot be named, so a store that is ready
+    // at once is recognised by its type; clones of the memory store share
+    // its state.
+    let any: &dyn Any = &store;
+    if let Some(memory) = any.downcast_ref::<MemoryRateLimitStore>() {
+        return Arc::new(Immediate(memory.clone()));
+    }
+    if let Some(memory) = any.downcast_ref::<Arc<MemoryRateLimitStore>>() {
+        return Arc::new(Immediate(MemoryRateLimitStore::clone(memory)));
+    }
+    Arc::new(Erased(Arc::new(store)))
 }
 
 type CostFn = dyn Fn(&Parts, &Plan) -> u32 + Send + Sync;
@@ -68,15 +103,22 @@ pub(crate) struct Config {
 }
 
 impl Config {
-    pub(crate) fn check(&self, key: String, limits: Limits, cost: u32) -> CheckFuture {
+    pub(crate) fn check(&self, key: &str, limits: &Limits, cost: u32) -> Answer {
         self.store.check(key, limits, cost)
     }
 
-    pub(crate) fn cost(&self, parts: &Parts, plan: &Plan) -> u32 {
-        match &self.cost {
-            Some(cost_of) => cost_of(parts, plan),
-            None => plan.cost,
+    pub(crate) fn cost(&self, head: &impl Head, plan: &Plan) -> u32 {
+        match (&self.cost, head.parts()) {
+            (Some(cost_of), Some(parts)) => cost_of(parts, plan),
+            // Without a closure (the layer splits the request for one).
+            _ => plan.cost,
         }
+    }
+
+    /// Whether a closure reads the request's `Parts`, so the request must be
+    /// split for it.
+    pub(crate) fn reads_parts(&self) -> bool {
+        self.key.reads_parts() || self.plans.reads_parts() || self.cost.is_some()
     }
 }
 
@@ -97,7 +139,7 @@ impl RateLimitLayer {
     pub fn new(store: impl RateLimitStore) -> RateLimitLayer {
         RateLimitLayer {
             config: Config {
-                store: Arc::new(Erased(Arc::new(store))),
+                store: erase(store),
                 key: KeyExtractor::default(),
                 plans: PlanSource::Table(Plans::default()),
                 cost: None,

@@ -94,12 +94,15 @@
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
+mod head;
 pub mod headers;
 mod key;
 mod layer;
 mod plans;
 pub mod rejections;
 mod service;
+mod static_values;
+mod text;
 
 pub use key::KeyExtractor;
 pub use layer::{FailurePolicy, MissingKey, RateLimitLayer};

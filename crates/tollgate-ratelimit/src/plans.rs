@@ -3,6 +3,8 @@
 
 use std::collections::HashMap;
 use std::fmt;
+use std::hash::{BuildHasherDefault, Hasher};
+use std::ops::Deref;
 use std::sync::Arc;
 
 use http::request::Parts;
@@ -10,6 +12,7 @@ use http::HeaderValue;
 use tollgate_core::rate_limit::{Limits, Plan};
 use tollgate_core::Principal;
 
+use crate::head::Head;
 use crate::headers;
 
 /// Plans by name, with a fallback for callers whose plan is not listed (or
@@ -31,9 +34,15 @@ use crate::headers;
 /// ```
 #[derive(Clone)]
 pub struct Plans {
-    by_name: HashMap<String, Arc<ResolvedPlan>>,
+    by_name: HashMap<String, Arc<ResolvedPlan>, BuildHasherDefault<PlanNameHasher>>,
+    // The same plans in a list while there are few, searched instead of the
+    // map: comparing a handful of short names beats hashing one.
+    listed: Vec<Arc<ResolvedPlan>>,
     fallback: Option<Arc<ResolvedPlan>>,
 }
+
+// Up to this many plans, a lookup scans the list.
+const SCANNED_PLANS: usize = 8;
 
 impl Plans {
     /// The seed's three plans, falling back to `free`.
@@ -48,22 +57,28 @@ impl Plans {
     /// No plans and no fallback: every request needs a listed plan.
     pub fn empty() -> Plans {
         Plans {
-            by_name: HashMap::new(),
+            by_name: HashMap::default(),
+            listed: Vec::new(),
             fallback: None,
         }
     }
 
     /// Adds `plan`, replacing one of the same name.
     pub fn with(mut self, plan: Plan) -> Plans {
-        self.by_name
-            .insert(plan.name.clone(), Arc::new(ResolvedPlan::new(plan)));
+        let resolved = Arc::new(ResolvedPlan::lasting(plan));
+        self.by_name.insert(resolved.plan.name.clone(), resolved);
+        self.listed = if self.by_name.len() <= SCANNED_PLANS {
+            self.by_name.values().cloned().collect()
+        } else {
+            Vec::new()
+        };
         self
     }
 
     /// The plan for callers whose plan is not listed; `None` answers them
     /// with 500, as a configuration error.
     pub fn with_fallback(mut self, plan: Option<Plan>) -> Plans {
-        self.fallback = plan.map(|plan| Arc::new(ResolvedPlan::new(plan)));
+        self.fallback = plan.map(|plan| Arc::new(ResolvedPlan::lasting(plan)));
         self
     }
 
@@ -77,10 +92,17 @@ impl Plans {
         self.fallback.as_ref().map(|resolved| &resolved.plan)
     }
 
-    pub(crate) fn resolve(&self, parts: &Parts) -> Option<Arc<ResolvedPlan>> {
-        if let Some(principal) = parts.extensions.get::<Principal>() {
-            if let Some(plan) = self.by_name.get(principal.plan()) {
-                return Some(plan.clone());
+    /// The plan of the request's `principal`.
+    pub(crate) fn resolve(&self, principal: Option<&Principal>) -> Option<&Arc<ResolvedPlan>> {
+        if let Some(principal) = principal {
+            let name = principal.plan();
+            let found = if self.by_name.len() <= SCANNED_PLANS {
+                self.listed.iter().find(|listed| listed.plan.name == name)
+            } else {
+                self.by_name.get(name)
+            };
+            if let Some(plan) = found {
+                return Some(plan);
             }
             tracing::warn!(
                 plan = principal.plan(),
@@ -88,7 +110,30 @@ impl Plans {
                 "unknown rate-limit plan; using the fallback plan"
             );
         }
-        self.fallback.clone()
+        self.fallback.as_ref()
+    }
+}
+
+// FNV-1a. Plan names come from the operator's configuration and from keys
+// the server issued, never from a client, so the table needs no keyed hash;
+// this one costs a few instructions a byte where SipHash costs dozens.
+struct PlanNameHasher(u64);
+
+impl Default for PlanNameHasher {
+    fn default() -> PlanNameHasher {
+        PlanNameHasher(0xcbf2_9ce4_8422_2325)
+    }
+}
+
+impl Hasher for PlanNameHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+
+    fn write(&mut self, bytes: &[u8]) {
+        for &byte in bytes {
+            self.0 = (self.0 ^ u64::from(byte)).wrapping_mul(0x0100_0000_01b3);
+        }
     }
 }
 
@@ -126,11 +171,48 @@ pub(crate) struct ResolvedPlan {
 }
 
 impl ResolvedPlan {
+    /// For one request (a plan from a closure).
     pub(crate) fn new(plan: Plan) -> ResolvedPlan {
         ResolvedPlan {
             limits: plan.limits(),
             policy: headers::policy(&plan),
             plan,
+        }
+    }
+
+    /// For a table that serves many requests: the policy is static.
+    fn lasting(plan: Plan) -> ResolvedPlan {
+        ResolvedPlan {
+            limits: plan.limits(),
+            policy: headers::static_policy(&plan),
+            plan,
+        }
+    }
+}
+
+/// A request's plan: borrowed from the table, or made for it by a closure.
+/// Shared (an `Arc`) only if the request has to wait for the store.
+pub(crate) enum PlanRef<'a> {
+    Shared(&'a Arc<ResolvedPlan>),
+    Owned(ResolvedPlan),
+}
+
+impl PlanRef<'_> {
+    pub(crate) fn into_shared(self) -> Arc<ResolvedPlan> {
+        match self {
+            PlanRef::Shared(plan) => plan.clone(),
+            PlanRef::Owned(plan) => Arc::new(plan),
+        }
+    }
+}
+
+impl Deref for PlanRef<'_> {
+    type Target = ResolvedPlan;
+
+    fn deref(&self) -> &ResolvedPlan {
+        match self {
+            PlanRef::Shared(plan) => plan,
+            PlanRef::Owned(plan) => plan,
         }
     }
 }
@@ -145,11 +227,18 @@ pub(crate) enum PlanSource {
 }
 
 impl PlanSource {
-    pub(crate) fn resolve(&self, parts: &Parts) -> Option<Arc<ResolvedPlan>> {
+    /// The plan of a request; `principal` is the request's.
+    pub(crate) fn resolve(&self, head: &impl Head, principal: Option<&Principal>) -> Option<PlanRef<'_>> {
         match self {
-            PlanSource::Table(plans) => plans.resolve(parts),
-            PlanSource::Custom(plan_for) => plan_for(parts).map(|plan| Arc::new(ResolvedPlan::new(plan))),
+            PlanSource::Table(plans) => plans.resolve(principal).map(PlanRef::Shared),
+            // The layer splits the request whenever a closure is configured.
+            PlanSource::Custom(plan_for) => plan_for(head.parts()?).map(|plan| PlanRef::Owned(ResolvedPlan::new(plan))),
         }
+    }
+
+    /// Whether this is a closure, which reads the request's `Parts`.
+    pub(crate) fn reads_parts(&self) -> bool {
+        matches!(self, PlanSource::Custom(_))
     }
 }
 
@@ -167,23 +256,31 @@ mod tests {
     use super::*;
     use tollgate_core::KeyKind;
 
-    fn parts_with(principal: Option<Principal>) -> Parts {
-        let mut request = http::Request::new(());
-        if let Some(principal) = principal {
-            request.extensions_mut().insert(principal);
-        }
-        request.into_parts().0
-    }
-
     #[test]
     fn the_principal_plan_picks_the_plan_and_unknown_plans_fall_back() {
         let plans = Plans::seed();
         let premium = Principal::new("acct", "key", KeyKind::Production).with_plan("premium");
-        assert_eq!(plans.resolve(&parts_with(Some(premium))).unwrap().plan.name, "premium");
+        assert_eq!(plans.resolve(Some(&premium)).unwrap().plan.name, "premium");
         let unknown = Principal::new("acct", "key", KeyKind::Production).with_plan("gold");
-        assert_eq!(plans.resolve(&parts_with(Some(unknown))).unwrap().plan.name, "free");
-        assert_eq!(plans.resolve(&parts_with(None)).unwrap().plan.name, "free");
-        assert!(Plans::empty().resolve(&parts_with(None)).is_none());
+        assert_eq!(plans.resolve(Some(&unknown)).unwrap().plan.name, "free");
+        assert_eq!(plans.resolve(None).unwrap().plan.name, "free");
+        assert!(Plans::empty().resolve(None).is_none());
+    }
+
+    #[test]
+    fn many_plans_are_found_by_name_and_replaced_by_name() {
+        let plans = (1..=20).fold(Plans::empty(), |plans, i| plans.with(Plan::new(format!("tier_{i}"), i)));
+        let plans = plans.with(Plan::new("tier_7", 700));
+        for i in 1..=20 {
+            let principal = Principal::new("acct", "key", KeyKind::Production).with_plan(format!("tier_{i}"));
+            let expected = if i == 7 { 700 } else { i };
+            assert_eq!(plans.resolve(Some(&principal)).unwrap().plan.per_second, expected);
+        }
+        let few = Plans::seed().with(Plan::new("free", 3));
+        let free = Principal::new("acct", "key", KeyKind::Production);
+        assert_eq!(few.resolve(Some(&free)).unwrap().plan.per_second, 3);
+        assert_eq!(few.listed.len(), 3);
+        assert!(plans.listed.is_empty(), "20 plans are looked up in the map");
     }
 
     #[test]

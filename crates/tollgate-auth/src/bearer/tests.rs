@@ -765,3 +765,95 @@ async fn a_pending_lookup_that_fails_is_rendered_by_the_response_future() {
     assert_eq!(response.status(), StatusCode::FORBIDDEN);
     assert_eq!(fixture.calls(), 0);
 }
+
+// `MemoryKeyStore` (alone or in an `Arc`) is judged in place, without the
+// boxed lookup: the same rules must hold there.
+async fn memory_store_rules<S: KeyStore>(store: S, memory: MemoryKeyStore) {
+    let clock = ManualClock::at_unix_secs(1_700_000_000);
+    let keys = KeyManager::new(memory).clock(clock.clone());
+    let service = BearerAuthLayer::new(store).clock(clock.clone()).layer(service_fn(
+        |request: Request<Full<Bytes>>| async move {
+            let principal = request.extensions().get::<Principal>().expect("a principal");
+            Ok::<_, Infallible>(Response::new(Full::new(Bytes::from(principal.key_id().to_owned()))))
+        },
+    ));
+    let send = |method: Method, key: &str| {
+        let request = Request::builder()
+            .method(method)
+            .uri("/v1/messages")
+            .header(AUTHORIZATION, format!("Bearer {key}"))
+            .body(Full::default())
+            .unwrap();
+        send(service.clone(), request)
+    };
+    let created = keys.create(NewKey::new("acct_1", KeyKind::Production)).await.unwrap();
+    let (id, key) = (created.info.id, created.secret.expose_secret().to_owned());
+    let start = clock.now();
+
+    let reply = send(Method::POST, &key).await;
+    assert_eq!((reply.status, reply.body.as_str()), (StatusCode::OK, id.as_str()));
+    assert_eq!(keys.get("acct_1", &id).await.unwrap().last_used_at, Some(start));
+    clock.advance(Duration::from_secs(59));
+    assert_eq!(send(Method::POST, &key).await.status, StatusCode::OK);
+    assert_eq!(
+        keys.get("acct_1", &id).await.unwrap().last_used_at,
+        Some(start),
+        "not due yet"
+    );
+    clock.advance(Duration::from_secs(1));
+    assert_eq!(send(Method::POST, &key).await.status, StatusCode::OK);
+    assert_eq!(
+        keys.get("acct_1", &id).await.unwrap().last_used_at,
+        Some(start + Duration::from_secs(60))
+    );
+
+    // A read-only key is refused writes, and its use is still recorded.
+    let read_only = keys.create(NewKey::new("acct_1", KeyKind::ReadOnly)).await.unwrap();
+    let reply = send(Method::POST, read_only.secret.expose_secret()).await;
+    assert_eq!(reply.status, StatusCode::FORBIDDEN);
+    assert_eq!(
+        keys.get("acct_1", &read_only.info.id).await.unwrap().last_used_at,
+        Some(clock.now())
+    );
+    assert_eq!(
+        send(Method::GET, read_only.secret.expose_secret()).await.status,
+        StatusCode::OK
+    );
+
+    // Revocation takes effect on the next request; expiry at its instant.
+    keys.revoke("acct_1", &id).await.unwrap();
+    let reply = send(Method::GET, &key).await;
+    assert_eq!(
+        (reply.status, reply.body.as_str()),
+        (StatusCode::UNAUTHORIZED, INVALID_KEY_BODY)
+    );
+    let expiring = keys
+        .create(NewKey::new("acct_1", KeyKind::Production).expires_at(clock.now() + Duration::from_secs(5)))
+        .await
+        .unwrap();
+    clock.advance(Duration::from_secs(4));
+    assert_eq!(
+        send(Method::GET, expiring.secret.expose_secret()).await.status,
+        StatusCode::OK
+    );
+    clock.advance(Duration::from_secs(1));
+    assert_eq!(
+        send(Method::GET, expiring.secret.expose_secret()).await.status,
+        StatusCode::UNAUTHORIZED
+    );
+
+    let unknown = KeyFormat::default().generate(KeyKind::Production);
+    let reply = send(Method::GET, unknown.expose_secret()).await;
+    assert_eq!(
+        (reply.status, reply.body.as_str()),
+        (StatusCode::UNAUTHORIZED, INVALID_KEY_BODY)
+    );
+}
+
+#[tokio::test]
+async fn the_memory_store_is_judged_in_place_by_the_same_rules() {
+    let memory = MemoryKeyStore::new();
+    memory_store_rules(memory.clone(), memory).await;
+    let memory = MemoryKeyStore::new();
+    memory_store_rules(Arc::new(memory.clone()), memory).await;
+}

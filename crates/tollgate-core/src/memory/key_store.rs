@@ -72,6 +72,23 @@ impl MemoryKeyStore {
         self.inner.by_hash.is_empty()
     }
 
+    /// Runs `inspect` on the key with this hash, without cloning it: the
+    /// synchronous lookup behind [`KeyStore::find_by_hash`], for callers in
+    /// this process (the auth layer's hot path).
+    ///
+    /// `inspect` runs under a read lock of the key's shard: it must not
+    /// write to this store (that would deadlock); do writes after it returns.
+    pub fn inspect_by_hash<R>(&self, hash: &KeyHash, inspect: impl FnOnce(&KeyRecord) -> R) -> Option<R> {
+        self.inner.by_hash.get(hash).map(|entry| inspect(&entry))
+    }
+
+    /// The synchronous [`KeyStore::record_last_use`].
+    pub fn record_last_use_now(&self, key_id: &str, at: SystemTime) {
+        self.update(key_id, |record| {
+            record.last_used_at = Some(record.last_used_at.map_or(at, |earlier| earlier.max(at)));
+        });
+    }
+
     // Replaces the record with `update` applied to a copy, under the shard lock.
     fn update(&self, key_id: &str, update: impl FnOnce(&mut KeyRecord)) -> Option<Arc<KeyRecord>> {
         let hash = *self.inner.hash_by_id.get(key_id)?;
@@ -168,9 +185,7 @@ impl KeyStore for MemoryKeyStore {
     }
 
     fn record_last_use(&self, key_id: &str, at: SystemTime) -> impl Future<Output = Result<(), StoreError>> + Send {
-        self.update(key_id, |record| {
-            record.last_used_at = Some(record.last_used_at.map_or(at, |earlier| earlier.max(at)));
-        });
+        self.record_last_use_now(key_id, at);
         std::future::ready(Ok(()))
     }
 }
@@ -182,5 +197,45 @@ mod tests {
     #[tokio::test]
     async fn conforms() {
         crate::conformance::key_store(&MemoryKeyStore::new()).await;
+    }
+
+    #[tokio::test]
+    async fn the_synchronous_calls_agree_with_the_trait() {
+        use std::time::{Duration, UNIX_EPOCH};
+
+        use crate::principal::{KeyKind, Principal};
+
+        let store = MemoryKeyStore::new();
+        let t0 = UNIX_EPOCH + Duration::from_secs(1_700_000_000);
+        let hash = KeyHash::from_bytes([7; 32]);
+        let record = KeyRecord {
+            principal: Principal::new("acct_1", "key_1", KeyKind::Production),
+            hash,
+            label: String::new(),
+            display_prefix: "tg_live_abcd".into(),
+            created_at: t0,
+            expires_at: None,
+            revoked_at: None,
+            last_used_at: None,
+        };
+        store.insert(record, None, t0).await.unwrap();
+        assert_eq!(
+            store.inspect_by_hash(&hash, |record| record.id().to_owned()),
+            Some("key_1".into())
+        );
+        assert_eq!(store.inspect_by_hash(&KeyHash::from_bytes([8; 32]), |_| ()), None);
+        store.record_last_use_now("key_1", t0 + Duration::from_secs(60));
+        store.record_last_use_now("key_1", t0 + Duration::from_secs(30));
+        store.record_last_use_now("key_2", t0);
+        let found = store.find_by_hash(&hash).await.unwrap().unwrap();
+        assert_eq!(
+            found.last_used_at,
+            Some(t0 + Duration::from_secs(60)),
+            "the latest use is kept"
+        );
+        assert_eq!(
+            store.inspect_by_hash(&hash, |record| record.last_used_at),
+            Some(found.last_used_at)
+        );
     }
 }

@@ -41,7 +41,9 @@ const IDLE_GRACE_NANOS: u64 = 1_000_000_000;
 ///   a daily quota are kept until 00:00 UTC, since their count matters
 ///   until then.
 ///
-/// Time comes from the store's clock ([`with_clock`](Self::with_clock)).
+/// Time comes from the store's clock ([`with_clock`](Self::with_clock)),
+/// read with [`SharedClock::approximate_now`]: the system clock to within
+/// about a millisecond, from the CPU's time-stamp counter where it can be.
 /// Clones share the same state.
 #[derive(Debug, Clone)]
 pub struct MemoryRateLimitStore {
@@ -78,7 +80,9 @@ impl MemoryRateLimitStore {
 
     /// The synchronous check behind [`RateLimitStore::check`].
     pub fn check_now(&self, key: &str, limits: &Limits, cost: u32) -> Decision {
-        let now = unix_nanos(self.clock.now());
+        // A limit cannot tell a millisecond's error apart, and on the
+        // system clock an exact reading would be a quarter of the check.
+        let now = unix_nanos(self.clock.approximate_now());
         let key = self.hasher.compact(key);
         lock(&self.shards[key.shard()]).check(key, limits, now, cost)
     }
