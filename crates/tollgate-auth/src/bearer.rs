@@ -57,7 +57,6 @@
 //! # }
 //! ```
 
-use std::any::Any;
 use std::fmt;
 use std::sync::Arc;
 use std::task::{Context, Poll, Waker};
@@ -67,7 +66,7 @@ use bytes::Bytes;
 use http::{Method, Request, Response};
 use http_body_util::Full;
 use tollgate_core::{
-    KeyHash, KeyRecord, KeyStore, MemoryKeyStore, Principal, Rejection, Renderer, ResponseBody, SharedClock,
+    KeyHash, KeyRecord, KeyStore, Principal, Rejection, Renderer, ResponseBody, SharedClock, StoreError,
 };
 use tower_layer::Layer;
 use tower_service::Service;
@@ -286,20 +285,48 @@ where
             }
         }
         let hash = hash_key_bytes(token);
-        if let Some(memory) = state.memory_store() {
-            // The memory store answers at once: no boxed lookup, no clone of
-            // the record.
-            let outcome = state.authenticate_in(memory, &hash, request.method());
-            return self.finish(outcome, request);
+        // A store that answers in-process (memory, a cache hit) is judged
+        // here, with nothing boxed.
+        if let Some(found) = state.store.find_by_hash_now(&hash) {
+            let Judgement { outcome, last_use } = state.judge_found(found, &hash, request.method());
+            let Some(last_use) = last_use else {
+                return self.finish(outcome, request);
+            };
+            if let Some(recorded) = state.store.record_last_use_now(&last_use.key_id, last_use.at) {
+                log_last_use_failure(&last_use.key_id, recorded);
+                return self.finish(outcome, request);
+            }
+            // The store writes only asynchronously (a cache over Redis, say):
+            // the write is awaited as on the async path, which happens at
+            // most once per key per `last_use_resolution`.
+            let shared = self.state.clone();
+            let check: CheckFuture = Box::pin(async move {
+                shared.record_use(last_use).await;
+                outcome
+            });
+            return self.run(check, request);
         }
         let shared = self.state.clone();
         let method = request.method().clone();
-        let mut check: CheckFuture = Box::pin(async move { shared.authenticate(hash, &method).await });
-        // Most lookups complete at once (a cache hit): poll once here, and
-        // the inner service, made ready by `poll_ready`, is called directly
-        // instead of through a clone. A lookup still pending goes on in the
-        // response future; its caller always polls it after `call`, so
-        // nothing waits for a wake-up sent to the no-op waker.
+        let check: CheckFuture = Box::pin(async move { shared.authenticate(hash, &method).await });
+        self.run(check, request)
+    }
+}
+
+impl<S: KeyStore, Inner> BearerAuth<S, Inner> {
+    // Most lookups complete at once (a cache hit): poll once here, and the
+    // inner service, made ready by `poll_ready`, is called directly instead
+    // of through a clone. A lookup still pending goes on in the response
+    // future; its caller always polls it after `call`, so nothing waits for
+    // a wake-up sent to the no-op waker.
+    fn run<ReqBody, ResBody>(
+        &mut self,
+        mut check: CheckFuture,
+        request: Request<ReqBody>,
+    ) -> ResponseFuture<Inner, ReqBody>
+    where
+        Inner: Service<Request<ReqBody>, Response = Response<ResBody>> + Clone,
+    {
         match check.as_mut().poll(&mut Context::from_waker(Waker::noop())) {
             Poll::Ready(outcome) => self.finish(outcome, request),
             Poll::Pending => {
@@ -313,15 +340,13 @@ where
                     Waiting {
                         request,
                         inner,
-                        renderer: state.renderer.clone(),
+                        renderer: self.state.renderer.clone(),
                     },
                 )
             }
         }
     }
-}
 
-impl<S: KeyStore, Inner> BearerAuth<S, Inner> {
     // Calls the inner service with the principal, or renders the refusal.
     fn finish<ReqBody, ResBody>(
         &mut self,
@@ -383,47 +408,36 @@ impl Refusal {
 
 impl<S: KeyStore> AuthState<S> {
     async fn authenticate(&self, hash: KeyHash, method: &Method) -> Result<Principal, Refusal> {
-        let record = match self.store.find_by_hash(&hash).await {
-            Ok(Some(record)) => record,
-            Ok(None) => return Err(Refusal::InvalidKey),
+        let found = self.store.find_by_hash(&hash).await;
+        let Judgement { outcome, last_use } = self.judge_found(found, &hash, method);
+        if let Some(last_use) = last_use {
+            // Awaited here so the write finishes with the request.
+            self.record_use(last_use).await;
+        }
+        outcome
+    }
+
+    // A failure only loses a timestamp, so the request goes on.
+    async fn record_use(&self, LastUse { key_id, at }: LastUse) {
+        let recorded = self.store.record_last_use(&key_id, at).await;
+        log_last_use_failure(&key_id, recorded);
+    }
+
+    // What a lookup's answer means for a request with `method`.
+    fn judge_found(
+        &self,
+        found: Result<Option<Arc<KeyRecord>>, StoreError>,
+        hash: &KeyHash,
+        method: &Method,
+    ) -> Judgement {
+        match found {
+            Ok(Some(record)) => self.judge(&record, hash, method),
+            Ok(None) => Judgement::refused(Refusal::InvalidKey),
             Err(error) => {
                 tracing::warn!(%error, "API key lookup failed; refusing the request");
-                return Err(Refusal::StoreUnavailable);
-            }
-        };
-        let Judgement { outcome, last_use } = self.judge(&record, &hash, method);
-        if let Some(LastUse { key_id, at }) = last_use {
-            // Awaited here so the write finishes with the request; a failure
-            // only loses a timestamp, so the request goes on.
-            if let Err(error) = self.store.record_last_use(&key_id, at).await {
-                tracing::warn!(key_id, %error, "recording an API key's last use failed");
+                Judgement::refused(Refusal::StoreUnavailable)
             }
         }
-        outcome
-    }
-
-    // The store as a `MemoryKeyStore`, if it is one (the branch is decided
-    // when `S` is known, at compile time).
-    fn memory_store(&self) -> Option<&MemoryKeyStore> {
-        let store: &dyn Any = &*self.store;
-        store
-            .downcast_ref::<MemoryKeyStore>()
-            .or_else(|| store.downcast_ref::<Arc<MemoryKeyStore>>().map(|shared| &**shared))
-    }
-
-    // `authenticate`, synchronously, against the memory store: the record
-    // is judged where it lies, under the map's read lock, and the last use
-    // is written once that lock is released.
-    fn authenticate_in(&self, memory: &MemoryKeyStore, hash: &KeyHash, method: &Method) -> Result<Principal, Refusal> {
-        let Some(Judgement { outcome, last_use }) =
-            memory.inspect_by_hash(hash, |record| self.judge(record, hash, method))
-        else {
-            return Err(Refusal::InvalidKey);
-        };
-        if let Some(LastUse { key_id, at }) = last_use {
-            memory.record_last_use_now(&key_id, at);
-        }
-        outcome
     }
 
     // What a record found for `hash` means for a request with `method`, and
@@ -468,6 +482,12 @@ impl<S: KeyStore> AuthState<S> {
 
     fn render<B>(&self, rejection: &Rejection, request: &Request<B>) -> Response<Full<Bytes>> {
         self.renderer.render(rejection, request.headers())
+    }
+}
+
+fn log_last_use_failure(key_id: &str, recorded: Result<(), StoreError>) {
+    if let Err(error) = recorded {
+        tracing::warn!(key_id, %error, "recording an API key's last use failed");
     }
 }
 

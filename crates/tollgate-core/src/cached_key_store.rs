@@ -18,6 +18,10 @@
 //!   works here at once. The price is that an unknown token reaches the
 //!   backend on every request (a checksum check in the auth layer is the
 //!   cheap defence against garbage tokens).
+//! - **A hit costs no future**: [`find_by_hash_now`](KeyStore::find_by_hash_now)
+//!   answers a fresh hit synchronously (and a miss too, over an inner store
+//!   that answers synchronously), so the auth layer boxes nothing then; over
+//!   an async-only store a miss answers `None` and `find_by_hash` fills the cache.
 //! - **Management reads are fresh**: [`find_by_id`](KeyStore::find_by_id)
 //!   and [`list_by_account`](KeyStore::list_by_account) always ask the backend.
 //! - **Bounded memory**: at most [`max_entries`](CachedKeyStore::max_entries)
@@ -193,10 +197,7 @@ impl<S: KeyStore> KeyStore for CachedKeyStore<S> {
         }
         let writes_before = self.cache.writes.load(Ordering::SeqCst);
         let found = self.inner.find_by_hash(hash).await?;
-        match &found {
-            Some(record) => self.cache.fill(*hash, record.clone(), now, writes_before),
-            None => self.cache.remove_hash(hash),
-        }
+        self.cache.remember(hash, &found, now, writes_before);
         Ok(found)
     }
 
@@ -235,6 +236,34 @@ impl<S: KeyStore> KeyStore for CachedKeyStore<S> {
         // backend is not sent one write per request until the TTL.
         self.cache.note_last_use(key_id, at);
         self.inner.record_last_use(key_id, at).await
+    }
+
+    /// A fresh cached record at once; on a miss, the inner store's own
+    /// synchronous answer (cached like [`find_by_hash`](KeyStore::find_by_hash)'s)
+    /// if it has one, else `None`, so the caller's `find_by_hash` reads the
+    /// inner store and fills the cache.
+    fn find_by_hash_now(&self, hash: &KeyHash) -> Option<Result<Option<Arc<KeyRecord>>, StoreError>> {
+        // The same steps as `find_by_hash`, with the same clock reading
+        // before the inner store is asked.
+        let now = self.cache.clock.now();
+        if let Some(record) = self.cache.fresh(hash, now) {
+            return Some(Ok(Some(record)));
+        }
+        let writes_before = self.cache.writes.load(Ordering::SeqCst);
+        let found = self.inner.find_by_hash_now(hash)?;
+        if let Ok(found) = &found {
+            self.cache.remember(hash, found, now, writes_before);
+        }
+        Some(found)
+    }
+
+    /// Updates the cached record, then writes through the inner store's
+    /// synchronous path if it has one; `None` otherwise, and the caller's
+    /// `record_last_use` updates the cached record again (a no-op: a use
+    /// never moves backwards) and writes.
+    fn record_last_use_now(&self, key_id: &str, at: SystemTime) -> Option<Result<(), StoreError>> {
+        self.cache.note_last_use(key_id, at);
+        self.inner.record_last_use_now(key_id, at)
     }
 }
 
@@ -315,6 +344,15 @@ impl Cache {
             return;
         }
         shard.insert(hash, Entry { record, fetched_at });
+    }
+
+    // What a lookup that began at `now` found: cached if it is a record,
+    // and an unknown key's stale entry (if any) dropped.
+    fn remember(&self, hash: &KeyHash, found: &Option<Arc<KeyRecord>>, now: SystemTime, writes_before: u64) {
+        match found {
+            Some(record) => self.fill(*hash, record.clone(), now, writes_before),
+            None => self.remove_hash(hash),
+        }
     }
 
     fn remove_hash(&self, hash: &KeyHash) {
@@ -757,6 +795,80 @@ mod tests {
         let reread = lookup(&keys, 1);
         assert_eq!(probe.lookups(), 2, "a use does not extend the TTL");
         assert_eq!(reread.last_used_at, Some(used_at), "the store has it too");
+    }
+
+    #[test]
+    fn a_fresh_hit_is_answered_at_once_and_a_miss_over_an_async_store_goes_async() {
+        let clock = ManualClock::new(t0());
+        // `Probe` has only the async methods, as a remote store would.
+        let probe = Probe::with_keys([1]);
+        let keys = cache_over(&probe, &clock);
+        assert!(keys.find_by_hash_now(&hash_of(1)).is_none(), "a miss: ask find_by_hash");
+        assert!(keys.find_by_hash_now(&hash_of(2)).is_none(), "so is an unknown key");
+        assert_eq!(
+            (probe.lookups(), keys.cached_entries()),
+            (0, 0),
+            "nothing read or cached"
+        );
+        let found = lookup(&keys, 1);
+        let now = keys
+            .find_by_hash_now(&hash_of(1))
+            .expect("a fresh hit")
+            .expect("no fault");
+        assert_eq!(now, Some(found));
+        clock.advance(999 * MS);
+        assert!(keys.find_by_hash_now(&hash_of(1)).is_some(), "fresh at 999 ms");
+        clock.advance(MS);
+        assert!(keys.find_by_hash_now(&hash_of(1)).is_none(), "stale at 1 s: read again");
+        assert_eq!(probe.lookups(), 1);
+
+        // A use is noted in the cached record, and left for the async call to write.
+        lookup(&keys, 1);
+        let used_at = clock.now();
+        assert!(keys.record_last_use_now("key_1", used_at).is_none());
+        assert_eq!(probe.uses.load(Ordering::SeqCst), 0);
+        let cached = keys.find_by_hash_now(&hash_of(1)).unwrap().unwrap().unwrap();
+        assert_eq!(cached.last_used_at, Some(used_at));
+        ready(keys.record_last_use("key_1", used_at)).expect("record");
+        assert_eq!(probe.uses.load(Ordering::SeqCst), 1);
+        assert_eq!(lookup(&keys, 1).last_used_at, Some(used_at));
+    }
+
+    #[test]
+    fn over_a_synchronous_store_a_miss_is_answered_at_once_and_cached() {
+        let clock = ManualClock::new(t0());
+        let inner = MemoryKeyStore::new();
+        ready(inner.insert(record(1), None, t0())).expect("insert");
+        let keys = CachedKeyStore::new(inner.clone()).clock(clock.clone());
+        let answer = |n| {
+            keys.find_by_hash_now(&hash_of(n))
+                .expect("answered at once")
+                .expect("no fault")
+        };
+        assert_eq!(answer(2), None, "an unknown key");
+        assert_eq!(keys.cached_entries(), 0, "is not cached");
+        assert_eq!(answer(1).expect("a known key").id(), "key_1");
+        assert_eq!(keys.cached_entries(), 1, "a found record is");
+
+        // Revoked behind the cache's back (another instance): served until the TTL.
+        ready(inner.revoke("key_1", t0())).expect("revoke");
+        clock.advance(999 * MS);
+        assert_eq!(answer(1).expect("cached").revoked_at, None);
+        clock.advance(MS);
+        assert_eq!(answer(1).expect("re-read").revoked_at, Some(t0()));
+
+        // Written through the cache: effective on the next lookup.
+        ready(inner.insert(record(3), None, t0())).expect("insert");
+        assert!(answer(3).expect("cached now").is_valid_at(clock.now()));
+        ready(keys.revoke("key_3", t0())).expect("revoke");
+        assert!(!answer(3).expect("still stored").is_valid_at(clock.now()));
+
+        // A use is written through, and seen in the cached record.
+        let used_at = clock.now();
+        assert!(matches!(keys.record_last_use_now("key_3", used_at), Some(Ok(()))));
+        assert_eq!(answer(3).expect("cached").last_used_at, Some(used_at));
+        let stored = ready(inner.find_by_id("key_3")).unwrap().unwrap();
+        assert_eq!(stored.last_used_at, Some(used_at), "the inner store has it");
     }
 
     #[test]

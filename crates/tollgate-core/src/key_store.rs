@@ -159,6 +159,28 @@ pub trait KeyStore: Send + Sync + 'static {
 
     /// Records that the key was used at `at`; never moves the time backwards.
     fn record_last_use(&self, key_id: &str, at: SystemTime) -> impl Future<Output = Result<(), StoreError>> + Send;
+
+    /// [`find_by_hash`](KeyStore::find_by_hash) without waiting, when the
+    /// store can answer in-process (a memory store, a cache hit); `None`
+    /// sends the caller to `find_by_hash`. Same semantics and atomicity as
+    /// `find_by_hash`.
+    ///
+    /// The auth layer tries it first on every request, so a store that can
+    /// answer here spares each request a boxed future. A wrapper forwards
+    /// it to the store it wraps.
+    fn find_by_hash_now(&self, hash: &KeyHash) -> Option<Result<Option<Arc<KeyRecord>>, StoreError>> {
+        let _ = hash;
+        None
+    }
+
+    /// [`record_last_use`](KeyStore::record_last_use) without waiting, when
+    /// the store can write in-process; `None` (nothing done that the async
+    /// call would not redo) sends the caller to `record_last_use`. Same
+    /// semantics as `record_last_use`.
+    fn record_last_use_now(&self, key_id: &str, at: SystemTime) -> Option<Result<(), StoreError>> {
+        let _ = (key_id, at);
+        None
+    }
 }
 
 impl<T: KeyStore> KeyStore for Arc<T> {
@@ -196,6 +218,14 @@ impl<T: KeyStore> KeyStore for Arc<T> {
 
     fn record_last_use(&self, key_id: &str, at: SystemTime) -> impl Future<Output = Result<(), StoreError>> + Send {
         (**self).record_last_use(key_id, at)
+    }
+
+    fn find_by_hash_now(&self, hash: &KeyHash) -> Option<Result<Option<Arc<KeyRecord>>, StoreError>> {
+        (**self).find_by_hash_now(hash)
+    }
+
+    fn record_last_use_now(&self, key_id: &str, at: SystemTime) -> Option<Result<(), StoreError>> {
+        (**self).record_last_use_now(key_id, at)
     }
 }
 

@@ -461,6 +461,20 @@ pub trait RateLimitStore: Send + Sync + 'static {
     /// [`KeyState::check`].
     fn check(&self, key: &str, limits: &Limits, cost: u32)
         -> impl Future<Output = Result<Decision, StoreError>> + Send;
+
+    /// The decision without waiting, when the store can make it in-process
+    /// (the memory store); `None` sends the caller to
+    /// [`check`](RateLimitStore::check). Same semantics and atomicity as
+    /// `check`: when it answers, the cost is consumed exactly as `check`
+    /// would have consumed it.
+    ///
+    /// The rate-limit layer tries it first on every request, so a store
+    /// that can answer here spares each request a boxed future. A wrapper
+    /// forwards it to the store it wraps.
+    fn check_now(&self, key: &str, limits: &Limits, cost: u32) -> Option<Result<Decision, StoreError>> {
+        let _ = (key, limits, cost);
+        None
+    }
 }
 
 impl<T: RateLimitStore> RateLimitStore for Arc<T> {
@@ -471,6 +485,10 @@ impl<T: RateLimitStore> RateLimitStore for Arc<T> {
         cost: u32,
     ) -> impl Future<Output = Result<Decision, StoreError>> + Send {
         (**self).check(key, limits, cost)
+    }
+
+    fn check_now(&self, key: &str, limits: &Limits, cost: u32) -> Option<Result<Decision, StoreError>> {
+        (**self).check_now(key, limits, cost)
     }
 }
 

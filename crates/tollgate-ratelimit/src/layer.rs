@@ -1,6 +1,5 @@
 //! [`RateLimitLayer`]: the configuration, and the policies it chooses between.
 
-use std::any::Any;
 use std::fmt;
 use std::future::Future;
 use std::pin::Pin;
@@ -52,11 +51,16 @@ trait DynStore: Send + Sync + 'static {
     fn check(&self, key: &str, limits: &Limits, cost: u32) -> Answer;
 }
 
-// Any store: its future is boxed, owning a copy of the key.
+// Any store behind an `Arc`, so a pending check's boxed future can own it.
 struct Erased<St>(Arc<St>);
 
 impl<St: RateLimitStore> DynStore for Erased<St> {
     fn check(&self, key: &str, limits: &Limits, cost: u32) -> Answer {
+        // A store that decides in-process (the memory store, or a wrapper
+        // around one) answers here: nothing is copied or boxed.
+        if let Some(answer) = self.0.check_now(key, limits, cost) {
+            return Answer::Now(answer);
+        }
         let store = self.0.clone();
         let key = key.to_owned();
         let limits = *limits;
@@ -64,27 +68,7 @@ impl<St: RateLimitStore> DynStore for Erased<St> {
     }
 }
 
-// The memory store answers without waiting: it is called synchronously,
-// with the key where it was built, and nothing is boxed.
-struct Immediate(MemoryRateLimitStore);
-
-impl DynStore for Immediate {
-    fn check(&self, key: &str, limits: &Limits, cost: u32) -> Answer {
-        Answer::Now(Ok(self.0.check_now(key, limits, cost)))
-    }
-}
-
 fn erase<St: RateLimitStore>(store: St) -> Arc<dyn DynStore> {
-    // `RateLimitStore`'s futures cannot be named, so a store that is ready
-    // at once is recognised by its type; clones of the memory store share
-    // its state.
-    let any: &dyn Any = &store;
-    if let Some(memory) = any.downcast_ref::<MemoryRateLimitStore>() {
-        return Arc::new(Immediate(memory.clone()));
-    }
-    if let Some(memory) = any.downcast_ref::<Arc<MemoryRateLimitStore>>() {
-        return Arc::new(Immediate(MemoryRateLimitStore::clone(memory)));
-    }
     Arc::new(Erased(Arc::new(store)))
 }
 

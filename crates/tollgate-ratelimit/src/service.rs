@@ -373,6 +373,33 @@ mod tests {
         }
     }
 
+    // A store that decides only synchronously: its future panics, so a
+    // test passes only if the layer never asks for it.
+    #[derive(Clone)]
+    struct SyncOnlyStore {
+        inner: MemoryRateLimitStore,
+        failing: bool,
+    }
+
+    impl SyncOnlyStore {
+        fn new(inner: MemoryRateLimitStore) -> SyncOnlyStore {
+            SyncOnlyStore { inner, failing: false }
+        }
+    }
+
+    impl RateLimitStore for SyncOnlyStore {
+        async fn check(&self, _key: &str, _limits: &Limits, _cost: u32) -> Result<Decision, StoreError> {
+            panic!("the layer took the async path of a store that answers synchronously")
+        }
+
+        fn check_now(&self, key: &str, limits: &Limits, cost: u32) -> Option<Result<Decision, StoreError>> {
+            if self.failing {
+                return Some(Err(StoreError::backend("connection refused")));
+            }
+            self.inner.check_now(key, limits, cost)
+        }
+    }
+
     fn free_request() -> Request<Body> {
         let mut request = Request::new(Body::default());
         let principal = Principal::new("acct_1", "key_1", KeyKind::Production).with_plan("free");
@@ -418,16 +445,40 @@ mod tests {
             expected[10],
             (429, r#""per-second";r=0;t=1"#.to_owned(), policy.to_owned())
         );
-        // The memory store behind an `Arc` is answered synchronously too;
-        // another type of store through its (boxed) future, polled at once.
-        let either: EitherStore<MemoryRateLimitStore, MemoryRateLimitStore> = EitherStore::Left(memory());
+        // Synchronously or through the (boxed) future, polled at once.
+        let either: EitherStore<MemoryRateLimitStore, GatedStore> = EitherStore::Left(memory());
+        let either_gated: EitherStore<MemoryRateLimitStore, GatedStore> = EitherStore::Right(GatedStore::new(true));
         for layer in [
             RateLimitLayer::new(Arc::new(memory())),
             RateLimitLayer::new(either),
+            RateLimitLayer::new(either_gated),
             RateLimitLayer::new(GatedStore::new(true)),
+            RateLimitLayer::new(SyncOnlyStore::new(memory())),
         ] {
             assert_eq!(twelve_answers(layer).await, expected);
         }
+    }
+
+    #[tokio::test]
+    async fn a_store_that_answers_synchronously_is_never_asked_for_a_future() {
+        // Wrapped or not: the layer asks `check_now` first, and `SyncOnlyStore`
+        // panics if its future is ever made. A fault answered synchronously
+        // is a fault like any other.
+        let clock = ManualClock::at_unix_secs(1_700_000_000);
+        let store = || SyncOnlyStore::new(MemoryRateLimitStore::new().with_clock(clock.clone()));
+        let wrapped: EitherStore<GatedStore, Arc<SyncOnlyStore>> = EitherStore::Right(Arc::new(store()));
+        for layer in [RateLimitLayer::new(store()), RateLimitLayer::new(wrapped)] {
+            let answers = twelve_answers(layer).await;
+            let statuses: Vec<u16> = answers.iter().map(|(status, _, _)| *status).collect();
+            assert_eq!(statuses, [[200; 10].as_slice(), &[429; 2]].concat());
+        }
+        let failing = SyncOnlyStore {
+            failing: true,
+            ..store()
+        };
+        let service = RateLimitLayer::new(failing).layer(handler());
+        let response = service.oneshot(free_request()).await.unwrap();
+        assert_eq!(response.status(), 503, "fail closed");
     }
 
     #[tokio::test]

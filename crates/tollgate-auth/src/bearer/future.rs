@@ -1,6 +1,6 @@
 //! [`ResponseFuture`] of [`BearerAuth`](super::BearerAuth): the inner
 //! service's future once the key is accepted, a rendered refusal, or (rarely)
-//! a key lookup still pending.
+//! a key lookup or last-use write still pending.
 
 use std::fmt;
 use std::future::Future;
@@ -35,7 +35,8 @@ pin_project! {
     where
         Inner: Service<Request<ReqBody>>,
     {
-        // A key lookup still pending (boxed: a store's future type cannot be named).
+        // A key lookup, or the write of a key's last use, still pending
+        // (boxed: a store's future type cannot be named).
         Authenticating { check: CheckFuture, waiting: Option<Box<Waiting<Inner, ReqBody>>> },
         Calling { #[pin] future: Inner::Future },
         Rejected { response: Option<Response<Full<Bytes>>> },

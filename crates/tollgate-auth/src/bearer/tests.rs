@@ -3,12 +3,14 @@ use std::future::Future;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::task::Waker;
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
 use http::header::{AUTHORIZATION, CONTENT_TYPE, WWW_AUTHENTICATE};
 use http::{HeaderValue, Method, StatusCode};
 use http_body_util::BodyExt;
-use tollgate_core::{Clock, Environment, KeyKind, ManualClock, MemoryKeyStore, StoreError};
+use tollgate_core::{
+    CachedKeyStore, Clock, EitherStore, Environment, KeyKind, ManualClock, MemoryKeyStore, StoreError,
+};
 use tower::{service_fn, ServiceExt};
 
 use super::*;
@@ -766,11 +768,63 @@ async fn a_pending_lookup_that_fails_is_rendered_by_the_response_future() {
     assert_eq!(fixture.calls(), 0);
 }
 
-// `MemoryKeyStore` (alone or in an `Arc`) is judged in place, without the
-// boxed lookup: the same rules must hold there.
-async fn memory_store_rules<S: KeyStore>(store: S, memory: MemoryKeyStore) {
+/// A memory store that answers only synchronously: its async lookup and
+/// last-use write panic, so a test passes only if the layer never takes
+/// the async path with it. Key management (async) goes to the memory store.
+#[derive(Clone, Default)]
+struct SyncOnlyStore(MemoryKeyStore);
+
+impl KeyStore for SyncOnlyStore {
+    async fn find_by_hash(&self, _hash: &KeyHash) -> Result<Option<Arc<KeyRecord>>, StoreError> {
+        panic!("the layer looked up asynchronously a store that answers at once")
+    }
+
+    fn find_by_id(&self, key_id: &str) -> impl Future<Output = Result<Option<Arc<KeyRecord>>, StoreError>> + Send {
+        self.0.find_by_id(key_id)
+    }
+
+    fn insert(
+        &self,
+        record: KeyRecord,
+        max_active: Option<usize>,
+        now: SystemTime,
+    ) -> impl Future<Output = Result<(), StoreError>> + Send {
+        self.0.insert(record, max_active, now)
+    }
+
+    fn list_by_account(
+        &self,
+        account_id: &str,
+    ) -> impl Future<Output = Result<Vec<Arc<KeyRecord>>, StoreError>> + Send {
+        self.0.list_by_account(account_id)
+    }
+
+    fn revoke(
+        &self,
+        key_id: &str,
+        at: SystemTime,
+    ) -> impl Future<Output = Result<Option<Arc<KeyRecord>>, StoreError>> + Send {
+        self.0.revoke(key_id, at)
+    }
+
+    async fn record_last_use(&self, _key_id: &str, _at: SystemTime) -> Result<(), StoreError> {
+        panic!("the layer wrote asynchronously to a store that writes at once")
+    }
+
+    fn find_by_hash_now(&self, hash: &KeyHash) -> Option<Result<Option<Arc<KeyRecord>>, StoreError>> {
+        self.0.find_by_hash_now(hash)
+    }
+
+    fn record_last_use_now(&self, key_id: &str, at: SystemTime) -> Option<Result<(), StoreError>> {
+        self.0.record_last_use_now(key_id, at)
+    }
+}
+
+// The layer's rules, through whichever path `store` takes: lookups and
+// last-use writes answered synchronously or not, the same answers.
+async fn the_rules_hold_over<S: KeyStore + Clone>(store: S) {
     let clock = ManualClock::at_unix_secs(1_700_000_000);
-    let keys = KeyManager::new(memory).clock(clock.clone());
+    let keys = KeyManager::new(store.clone()).clock(clock.clone());
     let service = BearerAuthLayer::new(store).clock(clock.clone()).layer(service_fn(
         |request: Request<Full<Bytes>>| async move {
             let principal = request.extensions().get::<Principal>().expect("a principal");
@@ -793,7 +847,9 @@ async fn memory_store_rules<S: KeyStore>(store: S, memory: MemoryKeyStore) {
     let reply = send(Method::POST, &key).await;
     assert_eq!((reply.status, reply.body.as_str()), (StatusCode::OK, id.as_str()));
     assert_eq!(keys.get("acct_1", &id).await.unwrap().last_used_at, Some(start));
-    clock.advance(Duration::from_secs(59));
+    clock.advance(Duration::from_millis(500));
+    assert_eq!(send(Method::POST, &key).await.status, StatusCode::OK);
+    clock.advance(Duration::from_millis(58_500));
     assert_eq!(send(Method::POST, &key).await.status, StatusCode::OK);
     assert_eq!(
         keys.get("acct_1", &id).await.unwrap().last_used_at,
@@ -820,7 +876,9 @@ async fn memory_store_rules<S: KeyStore>(store: S, memory: MemoryKeyStore) {
         StatusCode::OK
     );
 
-    // Revocation takes effect on the next request; expiry at its instant.
+    // Revocation takes effect on the next request, even one served from a
+    // cache; expiry at its instant.
+    assert_eq!(send(Method::GET, &key).await.status, StatusCode::OK);
     keys.revoke("acct_1", &id).await.unwrap();
     let reply = send(Method::GET, &key).await;
     assert_eq!(
@@ -831,15 +889,16 @@ async fn memory_store_rules<S: KeyStore>(store: S, memory: MemoryKeyStore) {
         .create(NewKey::new("acct_1", KeyKind::Production).expires_at(clock.now() + Duration::from_secs(5)))
         .await
         .unwrap();
-    clock.advance(Duration::from_secs(4));
+    clock.advance(Duration::from_millis(4_999));
     assert_eq!(
         send(Method::GET, expiring.secret.expose_secret()).await.status,
         StatusCode::OK
     );
-    clock.advance(Duration::from_secs(1));
+    clock.advance(Duration::from_millis(1));
     assert_eq!(
         send(Method::GET, expiring.secret.expose_secret()).await.status,
-        StatusCode::UNAUTHORIZED
+        StatusCode::UNAUTHORIZED,
+        "expired at its instant, though the record may be cached"
     );
 
     let unknown = KeyFormat::default().generate(KeyKind::Production);
@@ -851,9 +910,68 @@ async fn memory_store_rules<S: KeyStore>(store: S, memory: MemoryKeyStore) {
 }
 
 #[tokio::test]
-async fn the_memory_store_is_judged_in_place_by_the_same_rules() {
-    let memory = MemoryKeyStore::new();
-    memory_store_rules(memory.clone(), memory).await;
-    let memory = MemoryKeyStore::new();
-    memory_store_rules(Arc::new(memory.clone()), memory).await;
+async fn a_store_answering_synchronously_is_never_asked_for_a_future() {
+    the_rules_hold_over(SyncOnlyStore::default()).await;
+    the_rules_hold_over(Arc::new(SyncOnlyStore::default())).await;
+    the_rules_hold_over(EitherStore::<ProbeStore, SyncOnlyStore>::Right(SyncOnlyStore::default())).await;
+    // A cache over it answers synchronously on a hit and on a miss alike.
+    the_rules_hold_over(CachedKeyStore::new(SyncOnlyStore::default())).await;
+}
+
+#[tokio::test]
+async fn the_rules_hold_for_memory_cached_and_async_stores_alike() {
+    the_rules_hold_over(MemoryKeyStore::new()).await;
+    the_rules_hold_over(Arc::new(MemoryKeyStore::new())).await;
+    the_rules_hold_over(EitherStore::<MemoryKeyStore, ProbeStore>::Left(MemoryKeyStore::new())).await;
+    the_rules_hold_over(EitherStore::<MemoryKeyStore, ProbeStore>::Right(ProbeStore::default())).await;
+    the_rules_hold_over(CachedKeyStore::new(ProbeStore::default())).await;
+}
+
+#[tokio::test]
+async fn a_cache_hit_over_an_async_store_is_judged_at_once_and_its_use_written_async() {
+    let fixture = Fixture::new();
+    let (id, key) = fixture.key(KeyKind::Production).await;
+    let cached = CachedKeyStore::new(fixture.store.clone()).clock(fixture.clock.clone());
+    // Every use due, so that each request writes one.
+    let layer = BearerAuthLayer::new(cached.clone())
+        .clock(fixture.clock.clone())
+        .last_use_resolution(Duration::ZERO);
+    let service = layer.layer(service_fn(|request: Request<Full<Bytes>>| async move {
+        let principal = request.extensions().get::<Principal>().expect("a principal");
+        Ok::<_, Infallible>(Response::new(Full::new(Bytes::from(principal.key_id().to_owned()))))
+    }));
+    let request = || {
+        Request::get("/")
+            .header(AUTHORIZATION, format!("Bearer {key}"))
+            .body(Full::default())
+            .unwrap()
+    };
+    let lookups = || fixture.store.lookups.load(Ordering::SeqCst);
+    let writes = || fixture.store.last_use_writes.load(Ordering::SeqCst);
+
+    let reply = send(service.clone(), request()).await;
+    assert_eq!((reply.status, reply.body.as_str()), (StatusCode::OK, id.as_str()));
+    assert_eq!((lookups(), writes()), (1, 1), "a miss: read and written asynchronously");
+
+    // A hit: the backend is not read.
+    fixture.clock.advance(Duration::from_millis(10));
+    let reply = send(service.clone(), request()).await;
+    assert_eq!((reply.status, reply.body.as_str()), (StatusCode::OK, id.as_str()));
+    assert_eq!(
+        (lookups(), writes()),
+        (1, 2),
+        "a hit: judged at once, the use written async"
+    );
+    let stored = cached.get_ref().inner.find_by_id(&id).await.unwrap().unwrap();
+    assert_eq!(
+        stored.last_used_at,
+        Some(fixture.clock.now()),
+        "the write reached the backend"
+    );
+
+    // A failing write loses only the timestamp.
+    fixture.store.fail_last_use.store(true, Ordering::SeqCst);
+    fixture.clock.advance(Duration::from_millis(10));
+    assert_eq!(send(service.clone(), request()).await.status, StatusCode::OK);
+    assert_eq!((lookups(), writes()), (1, 3));
 }

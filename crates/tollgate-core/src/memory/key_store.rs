@@ -72,18 +72,11 @@ impl MemoryKeyStore {
         self.inner.by_hash.is_empty()
     }
 
-    /// Runs `inspect` on the key with this hash, without cloning it: the
-    /// synchronous lookup behind [`KeyStore::find_by_hash`], for callers in
-    /// this process (the auth layer's hot path).
-    ///
-    /// `inspect` runs under a read lock of the key's shard: it must not
-    /// write to this store (that would deadlock); do writes after it returns.
-    pub fn inspect_by_hash<R>(&self, hash: &KeyHash, inspect: impl FnOnce(&KeyRecord) -> R) -> Option<R> {
-        self.inner.by_hash.get(hash).map(|entry| inspect(&entry))
+    fn find(&self, hash: &KeyHash) -> Option<Arc<KeyRecord>> {
+        self.inner.by_hash.get(hash).map(|entry| entry.clone())
     }
 
-    /// The synchronous [`KeyStore::record_last_use`].
-    pub fn record_last_use_now(&self, key_id: &str, at: SystemTime) {
+    fn note_use(&self, key_id: &str, at: SystemTime) {
         self.update(key_id, |record| {
             record.last_used_at = Some(record.last_used_at.map_or(at, |earlier| earlier.max(at)));
         });
@@ -102,7 +95,7 @@ impl MemoryKeyStore {
 
 impl KeyStore for MemoryKeyStore {
     fn find_by_hash(&self, hash: &KeyHash) -> impl Future<Output = Result<Option<Arc<KeyRecord>>, StoreError>> + Send {
-        std::future::ready(Ok(self.inner.by_hash.get(hash).map(|entry| entry.clone())))
+        std::future::ready(Ok(self.find(hash)))
     }
 
     fn find_by_id(&self, key_id: &str) -> impl Future<Output = Result<Option<Arc<KeyRecord>>, StoreError>> + Send {
@@ -185,8 +178,19 @@ impl KeyStore for MemoryKeyStore {
     }
 
     fn record_last_use(&self, key_id: &str, at: SystemTime) -> impl Future<Output = Result<(), StoreError>> + Send {
-        self.record_last_use_now(key_id, at);
+        self.note_use(key_id, at);
         std::future::ready(Ok(()))
+    }
+
+    /// Always answers: the keys are in this process.
+    fn find_by_hash_now(&self, hash: &KeyHash) -> Option<Result<Option<Arc<KeyRecord>>, StoreError>> {
+        Some(Ok(self.find(hash)))
+    }
+
+    /// Always answers: the keys are in this process.
+    fn record_last_use_now(&self, key_id: &str, at: SystemTime) -> Option<Result<(), StoreError>> {
+        self.note_use(key_id, at);
+        Some(Ok(()))
     }
 }
 
@@ -219,23 +223,26 @@ mod tests {
             last_used_at: None,
         };
         store.insert(record, None, t0).await.unwrap();
+        let found = store.find_by_hash_now(&hash).expect("answered at once").unwrap();
+        assert_eq!(found.as_deref().map(KeyRecord::id), Some("key_1"));
         assert_eq!(
-            store.inspect_by_hash(&hash, |record| record.id().to_owned()),
-            Some("key_1".into())
+            store
+                .find_by_hash_now(&KeyHash::from_bytes([8; 32]))
+                .expect("answered at once")
+                .unwrap(),
+            None
         );
-        assert_eq!(store.inspect_by_hash(&KeyHash::from_bytes([8; 32]), |_| ()), None);
-        store.record_last_use_now("key_1", t0 + Duration::from_secs(60));
-        store.record_last_use_now("key_1", t0 + Duration::from_secs(30));
-        store.record_last_use_now("key_2", t0);
+        for (key_id, at) in [("key_1", 60), ("key_1", 30), ("key_2", 0)] {
+            let recorded = store.record_last_use_now(key_id, t0 + Duration::from_secs(at));
+            assert!(matches!(recorded, Some(Ok(()))), "{recorded:?}");
+        }
         let found = store.find_by_hash(&hash).await.unwrap().unwrap();
         assert_eq!(
             found.last_used_at,
             Some(t0 + Duration::from_secs(60)),
             "the latest use is kept"
         );
-        assert_eq!(
-            store.inspect_by_hash(&hash, |record| record.last_used_at),
-            Some(found.last_used_at)
-        );
+        let now = store.find_by_hash_now(&hash).unwrap().unwrap().unwrap();
+        assert_eq!(now, found, "both lookups read the same record");
     }
 }

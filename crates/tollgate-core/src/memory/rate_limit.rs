@@ -78,8 +78,8 @@ impl MemoryRateLimitStore {
         self.len() == 0
     }
 
-    /// The synchronous check behind [`RateLimitStore::check`].
-    pub fn check_now(&self, key: &str, limits: &Limits, cost: u32) -> Decision {
+    // The check itself, behind both trait methods: it never waits.
+    fn decide(&self, key: &str, limits: &Limits, cost: u32) -> Decision {
         // A limit cannot tell a millisecond's error apart, and on the
         // system clock an exact reading would be a quarter of the check.
         let now = unix_nanos(self.clock.approximate_now());
@@ -101,7 +101,12 @@ impl RateLimitStore for MemoryRateLimitStore {
         limits: &Limits,
         cost: u32,
     ) -> impl Future<Output = Result<Decision, StoreError>> + Send {
-        std::future::ready(Ok(self.check_now(key, limits, cost)))
+        std::future::ready(Ok(self.decide(key, limits, cost)))
+    }
+
+    /// Always answers: the state is in this process.
+    fn check_now(&self, key: &str, limits: &Limits, cost: u32) -> Option<Result<Decision, StoreError>> {
+        Some(Ok(self.decide(key, limits, cost)))
     }
 }
 
@@ -303,6 +308,19 @@ mod tests {
 
     const T0: u64 = 1_700_000_000; // 2023-11-14T22:13:20Z
 
+    // The synchronous answer, which the memory store always gives.
+    trait Decide {
+        fn decision(&self, key: &str, limits: &Limits, cost: u32) -> Decision;
+    }
+
+    impl Decide for MemoryRateLimitStore {
+        fn decision(&self, key: &str, limits: &Limits, cost: u32) -> Decision {
+            self.check_now(key, limits, cost)
+                .expect("the memory store answers at once")
+                .expect("the memory store does not fail")
+        }
+    }
+
     fn store_at(secs: u64) -> (MemoryRateLimitStore, ManualClock) {
         let clock = ManualClock::at_unix_secs(secs);
         (MemoryRateLimitStore::new().with_clock(clock.clone()), clock)
@@ -311,6 +329,17 @@ mod tests {
     #[tokio::test]
     async fn conforms() {
         crate::conformance::rate_limit_store(&MemoryRateLimitStore::new()).await;
+    }
+
+    #[tokio::test]
+    async fn the_synchronous_and_the_async_check_share_one_state() {
+        let (store, _clock) = store_at(T0);
+        let limits = Limits::per_second(3);
+        assert_eq!(store.decision("key_1", &limits, 1).per_second.remaining, 2);
+        let decision = store.check("key_1", &limits, 1).await.unwrap();
+        assert_eq!(decision.per_second.remaining, 1, "the async check saw the sync one");
+        assert_eq!(store.decision("key_1", &limits, 1).per_second.remaining, 0);
+        assert!(!store.check("key_1", &limits, 1).await.unwrap().is_allowed());
     }
 
     #[test]
@@ -329,9 +358,9 @@ mod tests {
         let (store, clock) = store_at(T0);
         let free = Plan::free().limits();
         for i in 0..10 {
-            assert!(store.check_now("key_1", &free, 1).is_allowed(), "request {i}");
+            assert!(store.decision("key_1", &free, 1).is_allowed(), "request {i}");
         }
-        let refused = store.check_now("key_1", &free, 1);
+        let refused = store.decision("key_1", &free, 1);
         assert_eq!(
             refused.verdict,
             Verdict::Limited {
@@ -342,8 +371,8 @@ mod tests {
         assert_eq!(refused.per_second.remaining, 0);
         assert_eq!(refused.daily.unwrap().remaining, 990);
         clock.advance(Duration::from_millis(100));
-        assert!(store.check_now("key_1", &free, 1).is_allowed());
-        assert!(!store.check_now("key_1", &free, 1).is_allowed(), "exactly one more");
+        assert!(store.decision("key_1", &free, 1).is_allowed());
+        assert!(!store.decision("key_1", &free, 1).is_allowed(), "exactly one more");
     }
 
     #[test]
@@ -353,10 +382,10 @@ mod tests {
         let (store, clock) = store_at(day_start + 10 * 3_600);
         let free = Plan::free().limits();
         for i in 0..1_000 {
-            assert!(store.check_now("key_1", &free, 1).is_allowed(), "request {i}");
+            assert!(store.decision("key_1", &free, 1).is_allowed(), "request {i}");
             clock.advance(Duration::from_millis(100));
         }
-        let refused = store.check_now("key_1", &free, 1);
+        let refused = store.decision("key_1", &free, 1);
         let until_midnight = Duration::from_secs(14 * 3_600) - Duration::from_millis(100_000);
         assert_eq!(
             refused.verdict,
@@ -371,9 +400,9 @@ mod tests {
             "per-second fully refilled, still refused"
         );
         clock.advance(until_midnight - Duration::from_nanos(1));
-        assert!(!store.check_now("key_1", &free, 1).is_allowed());
+        assert!(!store.decision("key_1", &free, 1).is_allowed());
         clock.advance(Duration::from_nanos(1));
-        let next_day = store.check_now("key_1", &free, 1);
+        let next_day = store.decision("key_1", &free, 1);
         assert!(next_day.is_allowed());
         assert_eq!(next_day.daily.unwrap().remaining, 999);
     }
@@ -384,11 +413,11 @@ mod tests {
         let enterprise = Plan::enterprise(1_000).limits();
         for second in 0..200 {
             for _ in 0..1_000 {
-                let decision = store.check_now("key_1", &enterprise, 1);
+                let decision = store.decision("key_1", &enterprise, 1);
                 assert!(decision.is_allowed(), "second {second}");
                 assert_eq!(decision.daily, None);
             }
-            assert!(!store.check_now("key_1", &enterprise, 1).is_allowed());
+            assert!(!store.decision("key_1", &enterprise, 1).is_allowed());
             clock.advance(Duration::from_secs(1));
         }
     }
@@ -398,10 +427,10 @@ mod tests {
         let (store, _clock) = store_at(T0);
         let limits = Limits::per_second(5).with_daily_quota(Some(3));
         for _ in 0..3 {
-            assert!(store.check_now("key_1", &limits, 1).is_allowed());
+            assert!(store.decision("key_1", &limits, 1).is_allowed());
         }
         for _ in 0..5 {
-            let refused = store.check_now("key_1", &limits, 1);
+            let refused = store.decision("key_1", &limits, 1);
             assert_eq!(refused.refused_by(), Some(LimitKind::Daily));
             assert_eq!(
                 refused.per_second.remaining, 2,
@@ -409,9 +438,9 @@ mod tests {
             );
         }
         let burst_only = Limits::per_second(2).with_daily_quota(Some(100));
-        store.check_now("key_2", &burst_only, 2);
+        store.decision("key_2", &burst_only, 2);
         for _ in 0..5 {
-            let refused = store.check_now("key_2", &burst_only, 1);
+            let refused = store.decision("key_2", &burst_only, 1);
             assert_eq!(refused.refused_by(), Some(LimitKind::PerSecond));
             assert_eq!(
                 refused.daily.unwrap().remaining,
@@ -425,15 +454,15 @@ mod tests {
     fn weighted_costs() {
         let (store, clock) = store_at(T0);
         let free = Plan::free().limits();
-        assert_eq!(store.check_now("key_1", &free, 7).per_second.remaining, 3);
-        let refused = store.check_now("key_1", &free, 5);
+        assert_eq!(store.decision("key_1", &free, 7).per_second.remaining, 3);
+        let refused = store.decision("key_1", &free, 5);
         assert_eq!(refused.retry_after(), Some(Duration::from_millis(200)));
         clock.advance(Duration::from_millis(200));
-        let allowed = store.check_now("key_1", &free, 5);
+        let allowed = store.decision("key_1", &free, 5);
         assert!(allowed.is_allowed());
         assert_eq!(allowed.daily.unwrap().remaining, 988);
         assert_eq!(
-            store.check_now("key_1", &free, 11).verdict,
+            store.decision("key_1", &free, 11).verdict,
             Verdict::CostExceedsLimit {
                 limit: LimitKind::PerSecond
             }
@@ -445,9 +474,9 @@ mod tests {
         let (store, _clock) = store_at(T0);
         let clone = store.clone();
         let limits = Limits::per_second(2);
-        assert!(store.check_now("a", &limits, 2).is_allowed());
-        assert!(!clone.check_now("a", &limits, 1).is_allowed());
-        assert!(clone.check_now("b", &limits, 2).is_allowed());
+        assert!(store.decision("a", &limits, 2).is_allowed());
+        assert!(!clone.decision("a", &limits, 1).is_allowed());
+        assert!(clone.decision("b", &limits, 2).is_allowed());
     }
 
     #[test]
@@ -459,7 +488,7 @@ mod tests {
             for _ in 0..8 {
                 scope.spawn(|| {
                     for _ in 0..100 {
-                        if store.check_now("hot", &limits, 1).is_allowed() {
+                        if store.decision("hot", &limits, 1).is_allowed() {
                             admitted.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                         }
                     }
@@ -467,7 +496,7 @@ mod tests {
             }
         });
         assert_eq!(admitted.into_inner(), 100);
-        let after = store.check_now("hot", &limits, 0);
+        let after = store.decision("hot", &limits, 0);
         assert_eq!(after.daily.unwrap().remaining, 900);
     }
 
@@ -476,13 +505,13 @@ mod tests {
         let (store, clock) = store_at(T0);
         let limits = Limits::per_second(10);
         for i in 0..10_000 {
-            store.check_now(&format!("key_{i}"), &limits, 1);
+            store.decision(&format!("key_{i}"), &limits, 1);
         }
         assert_eq!(store.len(), 10_000);
         clock.advance(Duration::from_millis(1_100));
         // Queries of unknown keys store nothing but drive the sweeps.
         for i in 0..30_000 {
-            store.check_now(&format!("other_{i}"), &limits, 0);
+            store.decision(&format!("other_{i}"), &limits, 0);
         }
         assert_eq!(store.len(), 0);
     }
@@ -491,17 +520,17 @@ mod tests {
     fn daily_counts_are_kept_until_midnight_then_swept() {
         let (store, clock) = store_at(T0);
         let free = Plan::free().limits();
-        store.check_now("counted", &free, 1);
+        store.decision("counted", &free, 1);
         let until_midnight = Duration::from_nanos(NANOS_PER_DAY - (T0 * 1_000_000_000) % NANOS_PER_DAY);
         clock.advance(until_midnight - Duration::from_secs(5));
         for i in 0..1_000 {
-            store.check_now(&format!("other_{i}"), &free, 0);
+            store.decision(&format!("other_{i}"), &free, 0);
         }
         assert_eq!(store.len(), 1, "today's count is still needed");
-        assert_eq!(store.check_now("counted", &free, 0).daily.unwrap().remaining, 999);
+        assert_eq!(store.decision("counted", &free, 0).daily.unwrap().remaining, 999);
         clock.advance(Duration::from_secs(5) + Duration::from_nanos(IDLE_GRACE_NANOS));
         for i in 0..10_000 {
-            store.check_now(&format!("other_{i}"), &free, 0);
+            store.decision(&format!("other_{i}"), &free, 0);
         }
         assert_eq!(store.len(), 0);
     }
@@ -513,7 +542,7 @@ mod tests {
         let mut most = 0;
         for second in 0..100 {
             for i in 0..2_000 {
-                store.check_now(&format!("key_{second}_{i}"), &limits, 1);
+                store.decision(&format!("key_{second}_{i}"), &limits, 1);
             }
             most = most.max(store.len());
             clock.advance(Duration::from_secs(1));
@@ -540,7 +569,7 @@ mod tests {
         let free = Plan::free().limits();
         let before = rss_bytes();
         for key in &keys {
-            store.check_now(key, &free, 1);
+            store.decision(key, &free, 1);
         }
         let after = rss_bytes();
         assert_eq!(store.len(), 1_000_000);
