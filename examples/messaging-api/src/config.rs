@@ -257,6 +257,21 @@ mod tests {
     }
 
     #[test]
+    fn the_example_configuration_is_valid() {
+        let config = Config::from_toml(include_str!("../config.example.toml")).unwrap();
+        config.validate().unwrap();
+        assert_eq!(config.account(Config::DEMO_ACCOUNT).unwrap().plan, "startup");
+        assert_eq!(
+            config.plans["startup"],
+            PlanConfig {
+                per_second: 20,
+                burst: Some(40),
+                daily: Some(10_000)
+            }
+        );
+    }
+
+    #[test]
     fn debug_output_hides_webhook_secrets() {
         let config = Config::from_toml(
             "[[accounts]]\nid = 'a'\nwebhook_url = 'https://x.example/'\nwebhook_secret = 'whsec_topsecret'",
