@@ -10,77 +10,18 @@
 //!
 //! `cargo bench -p tollgate-auth --bench bearer_auth -- --warm-up-time 1 --measurement-time 3`
 
-use std::convert::Infallible;
-use std::future::Future;
 use std::hint::black_box;
-use std::pin::pin;
-use std::task::{Context, Poll, Waker};
 
-use bytes::Bytes;
 use criterion::{criterion_group, criterion_main, Criterion};
-use http::header::AUTHORIZATION;
-use http::{HeaderValue, Request, Response};
-use http_body_util::Full;
-use tollgate_auth::{hash_key, BearerAuthLayer, KeyFormat, KeyManager, NewKey};
-use tollgate_core::{KeyKind, MemoryKeyStore};
-use tower::{service_fn, Layer, Service};
+use http::HeaderValue;
+use tollgate_auth::{hash_key, BearerAuthLayer, KeyFormat};
+use tollgate_core::KeyKind;
+use tower::Layer;
 use tower_http::validate_request::ValidateRequestHeaderLayer;
 
-const KEYS: usize = 10_000;
-const ACCOUNTS: usize = 1_000;
-// Requests rotate over this many distinct keys so lookups are not one hot entry.
-const KEYS_USED: usize = 256;
+mod fixture;
 
-type Body = Full<Bytes>;
-
-// Polls a future that is expected to be ready at once (every store and
-// service here is in memory); spins on `Pending` rather than panicking.
-fn now<F: Future>(future: F) -> F::Output {
-    let mut future = pin!(future);
-    let mut cx = Context::from_waker(Waker::noop());
-    loop {
-        if let Poll::Ready(output) = future.as_mut().poll(&mut cx) {
-            return output;
-        }
-    }
-}
-
-fn serve<S>(service: &mut S, request: Request<Body>) -> S::Response
-where
-    S: Service<Request<Body>>,
-    S::Error: std::fmt::Debug,
-{
-    now(std::future::poll_fn(|cx| service.poll_ready(cx))).expect("ready");
-    now(service.call(request)).expect("response")
-}
-
-fn bare() -> impl Service<Request<Body>, Response = Response<Body>, Error = Infallible> + Clone {
-    service_fn(|_: Request<Body>| std::future::ready(Ok::<_, Infallible>(Response::new(Body::default()))))
-}
-
-fn request(authorization: &HeaderValue) -> Request<Body> {
-    let mut request = Request::get("/v1/messages").body(Body::default()).unwrap();
-    request.headers_mut().insert(AUTHORIZATION, authorization.clone());
-    request
-}
-
-// 10,000 keys over 1,000 accounts; returns the store and the header values
-// of the keys the benchmark sends.
-fn populated_store() -> (MemoryKeyStore, Vec<HeaderValue>) {
-    let store = MemoryKeyStore::new();
-    let keys = KeyManager::new(store.clone()).max_active_keys(None);
-    let mut headers = Vec::with_capacity(KEYS_USED);
-    for i in 0..KEYS {
-        let created =
-            now(keys.create(NewKey::new(format!("acct_{}", i % ACCOUNTS), KeyKind::Production))).expect("create a key");
-        if headers.len() < KEYS_USED {
-            let value = format!("Bearer {}", created.secret.expose_secret());
-            headers.push(HeaderValue::from_str(&value).unwrap());
-        }
-    }
-    assert_eq!(store.len(), KEYS);
-    (store, headers)
-}
+use fixture::{bare, populated_store, request, serve};
 
 fn bearer_auth(c: &mut Criterion) {
     let (store, headers) = populated_store();

@@ -14,53 +14,17 @@
 //! Scenarios: `bare`, `valid_key`, `unknown_key`, `sha256`.
 //! Run without valgrind it prints each scenario's mean time.
 
-use std::convert::Infallible;
-use std::future::Future;
 use std::hint::black_box;
-use std::pin::pin;
-use std::task::{Context, Poll, Waker};
 use std::time::Instant;
 
-use bytes::Bytes;
-use http::header::AUTHORIZATION;
-use http::{HeaderValue, Request, Response};
-use http_body_util::Full;
-use tollgate_auth::{hash_key, BearerAuthLayer, KeyFormat, KeyManager, NewKey};
-use tollgate_core::{KeyKind, MemoryKeyStore};
-use tower::{service_fn, Layer, Service};
+use http::HeaderValue;
+use tollgate_auth::{hash_key, BearerAuthLayer, KeyFormat};
+use tollgate_core::KeyKind;
+use tower::Layer;
 
-const KEYS: usize = 10_000;
-const ACCOUNTS: usize = 1_000;
-const KEYS_USED: usize = 256;
+mod fixture;
 
-type Body = Full<Bytes>;
-
-fn now<F: Future>(future: F) -> F::Output {
-    let mut future = pin!(future);
-    match future.as_mut().poll(&mut Context::from_waker(Waker::noop())) {
-        Poll::Ready(output) => output,
-        Poll::Pending => panic!("the profiled future was not ready"),
-    }
-}
-
-fn serve<S>(service: &mut S, request: Request<Body>) -> S::Response
-where
-    S: Service<Request<Body>>,
-    S::Error: std::fmt::Debug,
-{
-    now(std::future::poll_fn(|cx| service.poll_ready(cx))).expect("ready");
-    now(service.call(request)).expect("response")
-}
-
-fn bare() -> impl Service<Request<Body>, Response = Response<Body>, Error = Infallible> + Clone {
-    service_fn(|_: Request<Body>| std::future::ready(Ok::<_, Infallible>(Response::new(Body::default()))))
-}
-
-fn request(authorization: &HeaderValue) -> Request<Body> {
-    let mut request = Request::get("/v1/messages").body(Body::default()).unwrap();
-    request.headers_mut().insert(AUTHORIZATION, authorization.clone());
-    request
-}
+use fixture::{bare, populated_store, request, serve, KEYS_USED};
 
 // The only function callgrind collects in (`--toggle-collect='*measured*'`).
 #[inline(never)]
@@ -84,17 +48,7 @@ fn main() {
     let scenario = args.next().unwrap_or_else(|| "all".to_owned());
     let iters: usize = args.next().and_then(|n| n.parse().ok()).unwrap_or(1_000_000);
 
-    let store = MemoryKeyStore::new();
-    let keys = KeyManager::new(store.clone()).max_active_keys(None);
-    let mut headers = Vec::with_capacity(KEYS_USED);
-    for i in 0..KEYS {
-        let created =
-            now(keys.create(NewKey::new(format!("acct_{}", i % ACCOUNTS), KeyKind::Production))).expect("create a key");
-        if headers.len() < KEYS_USED {
-            let value = format!("Bearer {}", created.secret.expose_secret());
-            headers.push(HeaderValue::from_str(&value).unwrap());
-        }
-    }
+    let (store, headers) = populated_store();
     let unknown = KeyFormat::default().generate(KeyKind::Production);
     let unknown = HeaderValue::from_str(&format!("Bearer {}", unknown.expose_secret())).unwrap();
 
