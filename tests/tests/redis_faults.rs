@@ -226,7 +226,7 @@ async fn redis_dying_under_load_is_answered_by_policy_and_recovered_from_without
     let port = free_port();
     let Some(mut server) = RedisServer::start(port) else {
         assert!(!required, "TOLLGATE_REQUIRE_REDIS=1 but redis-server is not installed");
-        eprintln!("redis_faults: skipped, redis-server is not installed");
+        tollgate_redis::testing::announce_skip("redis_faults: skipped, redis-server is not installed");
         return;
     };
     let config = RedisConfig::new(format!("redis://127.0.0.1:{port}"))

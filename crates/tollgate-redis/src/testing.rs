@@ -50,7 +50,7 @@ impl TestRedis {
         let required = std::env::var("TOLLGATE_REQUIRE_REDIS").is_ok_and(|value| value == "1");
         let Ok(url) = std::env::var("REDIS_URL") else {
             assert!(!required, "{test}: TOLLGATE_REQUIRE_REDIS=1 but REDIS_URL is not set");
-            eprintln!("{test}: skipped, REDIS_URL is not set");
+            announce_skip(&format!("{test}: skipped, REDIS_URL is not set"));
             return None;
         };
         let prefix = format!("{}:", unique_name("tgtest"));
@@ -66,7 +66,7 @@ impl TestRedis {
                     !required,
                     "{test}: TOLLGATE_REQUIRE_REDIS=1 but Redis is unreachable: {error}"
                 );
-                eprintln!("{test}: skipped, Redis is unreachable: {error}");
+                announce_skip(&format!("{test}: skipped, Redis is unreachable: {error}"));
                 None
             }
         }
@@ -119,4 +119,11 @@ impl Drop for TestRedis {
             eprintln!("could not delete the test's keys: {error}");
         }
     }
+}
+
+/// Prints a skip so it shows even though the test harness captures output:
+/// the harness captures `print!`/`eprint!`, not writes to the stream itself.
+pub fn announce_skip(message: &str) {
+    use std::io::Write;
+    let _ = writeln!(std::io::stderr(), "{message}");
 }
