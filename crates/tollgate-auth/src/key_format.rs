@@ -223,9 +223,12 @@ fn is_base62(byte: u8) -> bool {
     byte.is_ascii_alphanumeric()
 }
 
-// Uniform base62 characters by rejection sampling: a byte below 248
-// (4 × 62) maps to `byte % 62` without bias; the rest are thrown away.
-fn push_random_base62(out: &mut String, count: usize) -> Result<(), getrandom::Error> {
+/// Appends `count` random base62 characters from the operating system's
+/// generator, the alphabet of keys and key ids; for other public ids too.
+///
+/// Uniform by rejection sampling: a byte below 248 (4 × 62) maps to
+/// `byte % 62` without bias; the rest are thrown away.
+pub fn push_random_base62(out: &mut String, count: usize) -> Result<(), getrandom::Error> {
     let mut buffer = [0u8; 64];
     let mut pushed = 0;
     while pushed < count {

@@ -30,7 +30,7 @@ pub mod secret;
 
 pub use bearer::{BearerAuth, BearerAuthLayer};
 pub use error::KeyManagerError;
-pub use key_format::{generate_key_id, hash_key, KeyFormat, KeyFormatError};
+pub use key_format::{generate_key_id, hash_key, push_random_base62, KeyFormat, KeyFormatError};
 pub use key_info::{CreatedKey, KeyInfo, KeyStatus, NewKey};
 pub use manager::KeyManager;
 pub use scope::{RequireScope, RequireScopeLayer, ScopePredicate};

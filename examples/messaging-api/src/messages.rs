@@ -126,16 +126,8 @@ impl Message {
 
 /// `len` random base62 characters from the operating system.
 pub fn random_base62(len: usize) -> Result<String, getrandom::Error> {
-    const ALPHABET: &[u8; 62] = b"0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz";
     let mut out = String::with_capacity(len);
-    let mut bytes = [0u8; 32];
-    while out.len() < len {
-        getrandom::getrandom(&mut bytes)?;
-        // 62 * 4 = 248: bytes at or above it are dropped so every character is equally likely.
-        for byte in bytes.iter().filter(|byte| **byte < 248).take(len - out.len()) {
-            out.push(char::from(ALPHABET[usize::from(*byte % 62)]));
-        }
-    }
+    tollgate_auth::push_random_base62(&mut out, len)?;
     Ok(out)
 }
 
