@@ -12,7 +12,8 @@ use http::StatusCode;
 use serde_json::{json, Value};
 use support::{TestResponse, TestServer};
 use tollgate_auth::{BearerAuthLayer, KeyManager, NewKey, RequireScopeLayer};
-use tollgate_core::{Clock, KeyKind, ManualClock, MemoryKeyStore, Principal, Scope};
+use tollgate_core::keys::MemoryKeyStore;
+use tollgate_core::{Clock, KeyKind, ManualClock, Principal, Scope};
 
 const MISSING_KEY: &str = r#"{"error":{"code":"UNAUTHORIZED","message":"Missing API key. Send it in the Authorization header: Bearer YOUR_API_KEY."}}"#;
 const MALFORMED: &str =
@@ -45,7 +46,7 @@ async fn send_message(principal: Principal) -> (StatusCode, Json<Value>) {
 
 struct Api {
     server: TestServer,
-    keys: KeyManager<MemoryKeyStore>,
+    keys: KeyManager,
     clock: ManualClock,
 }
 

@@ -13,9 +13,8 @@ mod support;
 use std::convert::Infallible;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
-use std::time::{Duration, Instant, SystemTime};
+use std::time::{Duration, Instant};
 
-use axum::body::Body;
 use axum::extract::Path;
 use axum::routing::{delete, post};
 use axum::Router;
@@ -25,16 +24,18 @@ use http_body_util::Full;
 use support::{TestResponse, TestServer};
 use tokio::sync::{mpsc, Notify};
 use tollgate_auth::{BearerAuthLayer, CreatedKey, KeyManager, NewKey};
-use tollgate_core::conformance::unique_name;
-use tollgate_core::{CachedKeyStore, EitherStore, KeyHash, KeyKind, KeyRecord, KeyStore, Principal, StoreError};
-use tollgate_idempotency::{IdempotencyLayer, RequestBody};
-use tollgate_ratelimit::{Plan, Plans, RateLimitLayer};
+use tollgate_core::conformance::{unique_name, FakeStore};
+use tollgate_core::keys::{CachedKeyStore, KeyRegistry};
+use tollgate_core::rate_limit::Plan;
+use tollgate_core::{KeyKind, Principal};
+use tollgate_idempotency::IdempotencyLayer;
+use tollgate_ratelimit::{Plans, RateLimitLayer};
 use tollgate_redis::testing::TestRedis;
-use tollgate_redis::{RedisConfig, RedisKeyStore, RedisStores};
-use tower::util::MapRequestLayer;
+use tollgate_redis::{RedisConfig, RedisStores};
 use tower::{service_fn, ServiceBuilder, ServiceExt};
 
 const IN_PROGRESS_CODE: &str = "IDEMPOTENCY_IN_PROGRESS";
+const INVALID_KEY_BODY: &str = r#"{"error":{"code":"UNAUTHORIZED","message":"Invalid API key."}}"#;
 
 // The seed's Free rate (10 per second) with a burst of 100 and a daily
 // quota of 40. The quota is below the burst, so the burst alone would admit
@@ -57,9 +58,6 @@ fn plans() -> Plans {
         .with(Plan::new(POLLING_PLAN, 100_000))
 }
 
-/// The key store of an instance: Redis itself, or Redis behind a cache.
-type FleetKeys = EitherStore<RedisKeyStore, CachedKeyStore<RedisKeyStore>>;
-
 /// What the handler of every instance shares: how often it ran, and (for
 /// the duplicate test) a gate that holds it until the test opens it.
 #[derive(Default)]
@@ -72,7 +70,7 @@ struct Handler {
 /// One instance of the API: its own connection manager on the shared prefix.
 struct Instance {
     server: TestServer,
-    keys: KeyManager<FleetKeys>,
+    keys: KeyManager,
 }
 
 impl Instance {
@@ -80,11 +78,12 @@ impl Instance {
     /// that TTL, which the instance's key manager writes through too.
     async fn start(config: RedisConfig, handler: Arc<Handler>, cache_ttl: Option<Duration>) -> Instance {
         let stores = RedisStores::connect(config).await.expect("connect an instance");
-        let key_store: FleetKeys = match cache_ttl {
-            None => EitherStore::Left(stores.key_store()),
-            Some(ttl) => EitherStore::Right(CachedKeyStore::new(stores.key_store()).ttl(ttl)),
+        // Redis itself, or Redis behind a cache.
+        let key_store: Arc<dyn KeyRegistry> = match cache_ttl {
+            None => Arc::new(stores.key_store()),
+            Some(ttl) => Arc::new(CachedKeyStore::new(stores.key_store()).ttl(ttl)),
         };
-        let keys = KeyManager::new(key_store.clone());
+        let keys = KeyManager::from_shared(key_store.clone());
         let revoker = keys.clone();
         let router = Router::new()
             .route(
@@ -115,17 +114,9 @@ impl Instance {
                     }
                 }),
             )
-            // The idempotency layer hands on a body it may have buffered;
-            // axum's routes take `Body`, hence the conversion inside it.
-            .layer(
-                ServiceBuilder::new()
-                    .layer(IdempotencyLayer::new(stores.idempotency_store()))
-                    .layer(MapRequestLayer::new(|request: Request<RequestBody<Body>>| {
-                        request.map(Body::new)
-                    })),
-            )
+            .layer(IdempotencyLayer::new(stores.idempotency_store()))
             .layer(RateLimitLayer::new(stores.rate_limit_store()).plans(plans()))
-            .layer(BearerAuthLayer::new(key_store));
+            .layer(BearerAuthLayer::from_shared(key_store));
         Instance {
             server: TestServer::start(router).await,
             keys,
@@ -143,6 +134,20 @@ impl Instance {
         }
         let body = Full::new(Bytes::from_static(br#"{"to":"+15550100","text":"hi"}"#));
         self.server.send(request.body(body).expect("a request")).await
+    }
+
+    /// The status of a POST with `key` and no idempotency key.
+    async fn status(&self, key: &CreatedKey) -> StatusCode {
+        self.post(key, None).await.status
+    }
+
+    /// `DELETE /v1/keys/{id}` of `key`, authenticated with `admin`.
+    async fn revoke(&self, admin: &CreatedKey, key: &CreatedKey) -> TestResponse {
+        let request = self
+            .server
+            .request("DELETE", &format!("/v1/keys/{}", key.info.id))
+            .header("authorization", format!("Bearer {}", admin.secret.expose_secret()));
+        self.server.send_empty(request).await
     }
 }
 
@@ -190,11 +195,20 @@ impl Fleet {
     // The UTC day by the clock the rate limits use: Redis TIME.
     async fn redis_day(&self) -> u64 {
         let now = self.control.server_time().await.expect("Redis TIME");
-        tollgate_core::clock::unix_secs(now) / 86_400
+        tollgate_core::unix_secs(now) / 86_400
     }
 
     async fn cleanup(self) {
         self.control.cleanup().await;
+    }
+
+    /// Cleans up a fleet the test shared with its request tasks, which
+    /// must all have finished.
+    async fn cleanup_shared(fleet: Arc<Fleet>) {
+        match Arc::try_unwrap(fleet) {
+            Ok(fleet) => fleet.cleanup().await,
+            Err(_) => panic!("every request finished"),
+        }
     }
 }
 
@@ -248,10 +262,7 @@ async fn a_thousand_concurrent_requests_across_two_instances_admit_exactly_the_q
     let next = fleet.instances[1].post(&key, None).await;
     assert_eq!(next.status, StatusCode::TOO_MANY_REQUESTS);
     assert_eq!(next.json()["error"]["limit"], "daily", "{}", next.text());
-    match Arc::try_unwrap(fleet) {
-        Ok(fleet) => fleet.cleanup().await,
-        Err(_) => panic!("every request finished"),
-    }
+    Fleet::cleanup_shared(fleet).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -312,10 +323,7 @@ async fn fifty_concurrent_duplicates_across_two_instances_run_the_handler_once()
         1,
         "replays never run the handler"
     );
-    match Arc::try_unwrap(fleet) {
-        Ok(fleet) => fleet.cleanup().await,
-        Err(_) => panic!("every request finished"),
-    }
+    Fleet::cleanup_shared(fleet).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -327,27 +335,17 @@ async fn a_key_revoked_through_one_instance_is_refused_by_the_other_on_its_next_
     let doomed = fleet.key("acct_fleet", "premium").await;
     // The other instance has been using the key.
     for _ in 0..3 {
-        assert_eq!(
-            fleet.instances[1].post(&doomed, None).await.status,
-            StatusCode::ACCEPTED
-        );
+        assert_eq!(fleet.instances[1].status(&doomed).await, StatusCode::ACCEPTED);
     }
-    let revoke = fleet.instances[0]
-        .server
-        .request("DELETE", &format!("/v1/keys/{}", doomed.info.id))
-        .header("authorization", format!("Bearer {}", admin.secret.expose_secret()));
     assert_eq!(
-        fleet.instances[0].server.send_empty(revoke).await.status,
+        fleet.instances[0].revoke(&admin, &doomed).await.status,
         StatusCode::NO_CONTENT
     );
     let refused = fleet.instances[1].post(&doomed, None).await;
     assert_eq!(refused.status, StatusCode::UNAUTHORIZED, "{}", refused.text());
+    assert_eq!(refused.text(), INVALID_KEY_BODY);
     assert_eq!(
-        refused.text(),
-        r#"{"error":{"code":"UNAUTHORIZED","message":"Invalid API key."}}"#
-    );
-    assert_eq!(
-        fleet.instances[1].post(&admin, None).await.status,
+        fleet.instances[1].status(&admin).await,
         StatusCode::ACCEPTED,
         "other keys work"
     );
@@ -358,7 +356,6 @@ const CACHE_TTL: Duration = Duration::from_millis(200);
 // How long one polling request may take on a busy machine; the strict
 // check is on when admitted requests were sent, not on this.
 const POLL_MARGIN: Duration = Duration::from_millis(400);
-const INVALID_KEY_BODY: &str = r#"{"error":{"code":"UNAUTHORIZED","message":"Invalid API key."}}"#;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn with_cached_lookups_a_key_revoked_through_one_instance_is_refused_by_the_other_within_the_ttl() {
@@ -368,21 +365,11 @@ async fn with_cached_lookups_a_key_revoked_through_one_instance_is_refused_by_th
     let admin = fleet.key("acct_fleet", POLLING_PLAN).await;
     let doomed = fleet.key("acct_fleet", POLLING_PLAN).await;
     // Both instances have the key cached, the revoking one included.
-    assert_eq!(
-        fleet.instances[0].post(&doomed, None).await.status,
-        StatusCode::ACCEPTED
-    );
+    assert_eq!(fleet.instances[0].status(&doomed).await, StatusCode::ACCEPTED);
     let cached_from = Instant::now();
+    assert_eq!(fleet.instances[1].status(&doomed).await, StatusCode::ACCEPTED);
     assert_eq!(
-        fleet.instances[1].post(&doomed, None).await.status,
-        StatusCode::ACCEPTED
-    );
-    let revoke = fleet.instances[0]
-        .server
-        .request("DELETE", &format!("/v1/keys/{}", doomed.info.id))
-        .header("authorization", format!("Bearer {}", admin.secret.expose_secret()));
-    assert_eq!(
-        fleet.instances[0].server.send_empty(revoke).await.status,
+        fleet.instances[0].revoke(&admin, &doomed).await.status,
         StatusCode::NO_CONTENT
     );
     let revoked = Instant::now();
@@ -438,46 +425,11 @@ async fn with_cached_lookups_a_key_revoked_through_one_instance_is_refused_by_th
     );
     eprintln!("refused by the other instance {refused_after:?} after the revocation ({stale} stale admissions)");
     assert_eq!(
-        fleet.instances[1].post(&admin, None).await.status,
+        fleet.instances[1].status(&admin).await,
         StatusCode::ACCEPTED,
         "other keys work"
     );
     fleet.cleanup().await;
-}
-
-/// A key store that counts what the auth layer asks of it.
-struct Counting<S> {
-    inner: S,
-    lookups: AtomicUsize,
-    uses: AtomicUsize,
-}
-
-impl<S: KeyStore> KeyStore for Counting<S> {
-    async fn find_by_hash(&self, hash: &KeyHash) -> Result<Option<Arc<KeyRecord>>, StoreError> {
-        self.lookups.fetch_add(1, Ordering::SeqCst);
-        self.inner.find_by_hash(hash).await
-    }
-
-    async fn find_by_id(&self, key_id: &str) -> Result<Option<Arc<KeyRecord>>, StoreError> {
-        self.inner.find_by_id(key_id).await
-    }
-
-    async fn insert(&self, record: KeyRecord, max_active: Option<usize>, now: SystemTime) -> Result<(), StoreError> {
-        self.inner.insert(record, max_active, now).await
-    }
-
-    async fn list_by_account(&self, account_id: &str) -> Result<Vec<Arc<KeyRecord>>, StoreError> {
-        self.inner.list_by_account(account_id).await
-    }
-
-    async fn revoke(&self, key_id: &str, at: SystemTime) -> Result<Option<Arc<KeyRecord>>, StoreError> {
-        self.inner.revoke(key_id, at).await
-    }
-
-    async fn record_last_use(&self, key_id: &str, at: SystemTime) -> Result<(), StoreError> {
-        self.uses.fetch_add(1, Ordering::SeqCst);
-        self.inner.record_last_use(key_id, at).await
-    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -486,13 +438,10 @@ async fn through_the_cache_a_busy_key_costs_redis_one_lookup_and_one_last_use_wr
         return;
     };
     let stores = control.another_instance().await;
-    let counted = Arc::new(Counting {
-        inner: stores.key_store(),
-        lookups: AtomicUsize::new(0),
-        uses: AtomicUsize::new(0),
-    });
+    // Counts what the auth layer asks of Redis.
+    let counted = FakeStore::new(stores.key_store());
     // A TTL longer than the test: every lookup after the first is a hit.
-    let keys = CachedKeyStore::from_shared(counted.clone()).ttl(Duration::from_secs(3600));
+    let keys = CachedKeyStore::new(counted.clone()).ttl(Duration::from_secs(3600));
     let key = KeyManager::new(keys.clone())
         .create(NewKey::new("acct_fleet", KeyKind::Production))
         .await
@@ -510,11 +459,11 @@ async fn through_the_cache_a_busy_key_costs_redis_one_lookup_and_one_last_use_wr
         let response = service.clone().oneshot(request).await.expect("infallible");
         assert_eq!(response.status(), StatusCode::OK);
     }
-    assert_eq!(counted.lookups.load(Ordering::SeqCst), 1, "one HGETALL, then the cache");
+    assert_eq!(counted.calls("find_by_hash"), 1, "one HGETALL, then the cache");
     // The auth layer writes a use only when the recorded one is a minute
     // old; the cache shows it the use it just wrote, so it writes once.
     assert_eq!(
-        counted.uses.load(Ordering::SeqCst),
+        counted.calls("record_last_use"),
         1,
         "one last-use write for 50 requests"
     );

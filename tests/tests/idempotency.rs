@@ -17,7 +17,9 @@ use http_body_util::Full;
 use serde_json::{json, Value};
 use support::{TestResponse, TestServer};
 use tollgate_auth::{BearerAuthLayer, KeyManager, NewKey};
-use tollgate_core::{KeyKind, ManualClock, MemoryIdempotencyStore, MemoryKeyStore, Principal};
+use tollgate_core::idempotency::MemoryIdempotencyStore;
+use tollgate_core::keys::MemoryKeyStore;
+use tollgate_core::{KeyKind, ManualClock, Principal};
 use tollgate_idempotency::{IdempotencyLayer, IDEMPOTENCY_KEY, X_REQUEST_ID};
 
 const REQUEST_ID: &str = "1f7b0d2e-9a53-4c4e-8b0a-3d1c2e4f5a6b";
@@ -58,15 +60,13 @@ async fn send_message(
 
 struct Api {
     server: Arc<TestServer>,
-    keys: KeyManager<MemoryKeyStore>,
+    keys: KeyManager,
     outbox: Outbox,
     clock: ManualClock,
 }
 
 impl Api {
-    async fn start(
-        configure: impl FnOnce(IdempotencyLayer<MemoryIdempotencyStore>) -> IdempotencyLayer<MemoryIdempotencyStore>,
-    ) -> Api {
+    async fn start(configure: impl FnOnce(IdempotencyLayer) -> IdempotencyLayer) -> Api {
         let key_store = MemoryKeyStore::new();
         let clock = ManualClock::at_unix_secs(1_700_000_000);
         let keys = KeyManager::new(key_store.clone()).clock(clock.clone());

@@ -9,9 +9,9 @@ use axum::Router;
 use http::StatusCode;
 use support::{TestResponse, TestServer};
 use tollgate_auth::{BearerAuthLayer, KeyManager, NewKey};
-use tollgate_core::allowlist::{AllowlistStore, IpSet};
-use tollgate_core::client_ip::ClientIp;
-use tollgate_core::{KeyKind, MemoryAllowlistStore, MemoryKeyStore};
+use tollgate_core::allowlist::{AllowlistStore, IpSet, MemoryAllowlistStore};
+use tollgate_core::keys::MemoryKeyStore;
+use tollgate_core::{ClientIp, KeyKind};
 use tollgate_ip::{ClientIpLayer, ForwardedHeader, IpAllowlistLayer};
 
 const IP_NOT_ALLOWED: &str =

@@ -9,7 +9,9 @@ use std::time::Duration;
 use axum::routing::post;
 use axum::Router;
 use tollgate_auth::{BearerAuthLayer, CreatedKey, KeyManager, NewKey};
-use tollgate_core::{KeyKind, ManualClock, MemoryKeyStore, MemoryRateLimitStore};
+use tollgate_core::keys::MemoryKeyStore;
+use tollgate_core::rate_limit::MemoryRateLimitStore;
+use tollgate_core::{KeyKind, ManualClock};
 use tollgate_ratelimit::RateLimitLayer;
 
 use support::{TestResponse, TestServer};
@@ -23,7 +25,7 @@ const FREE_POLICY: &str = r#""per-second";q=10;w=1, "daily";q=1000;w=86400"#;
 
 struct Api {
     server: TestServer,
-    keys: KeyManager<MemoryKeyStore>,
+    keys: KeyManager,
     clock: ManualClock,
 }
 

@@ -15,21 +15,20 @@ use std::sync::atomic::{AtomicBool, AtomicU8, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use axum::body::Body;
 use axum::routing::post;
 use axum::Router;
 use bytes::Bytes;
-use http::{Request, StatusCode};
+use http::StatusCode;
 use http_body_util::Full;
 use support::TestServer;
 use tollgate_auth::{BearerAuthLayer, CreatedKey, KeyManager, NewKey};
 use tollgate_core::conformance::unique_name;
-use tollgate_core::{KeyKind, MemoryKeyStore};
-use tollgate_idempotency::{IdempotencyLayer, RequestBody};
-use tollgate_ratelimit::{FailurePolicy, Plan, Plans, RateLimitLayer};
-use tollgate_redis::{RedisConfig, RedisKeyStore, RedisStores};
-use tower::util::MapRequestLayer;
-use tower::ServiceBuilder;
+use tollgate_core::keys::{KeyStore, MemoryKeyStore};
+use tollgate_core::rate_limit::Plan;
+use tollgate_core::KeyKind;
+use tollgate_idempotency::IdempotencyLayer;
+use tollgate_ratelimit::{FailurePolicy, Plans, RateLimitLayer};
+use tollgate_redis::{RedisConfig, RedisStores};
 
 const UNAVAILABLE: &str =
     r#"{"error":{"code":"SERVICE_UNAVAILABLE","message":"The service is temporarily unavailable. Please retry."}}"#;
@@ -100,12 +99,7 @@ fn plans() -> Plans {
     Plans::seed().with(Plan::new(BULK_PLAN, 1_000_000))
 }
 
-fn router<K: tollgate_core::KeyStore>(
-    keys: K,
-    stores: &RedisStores,
-    policy: FailurePolicy,
-    handled: Arc<AtomicUsize>,
-) -> Router {
+fn router(keys: impl KeyStore, stores: &RedisStores, policy: FailurePolicy, handled: Arc<AtomicUsize>) -> Router {
     Router::new()
         .route(
             "/v1/messages",
@@ -114,13 +108,7 @@ fn router<K: tollgate_core::KeyStore>(
                 async { "sent" }
             }),
         )
-        .layer(
-            ServiceBuilder::new()
-                .layer(IdempotencyLayer::new(stores.idempotency_store()).fail_open(policy == FailurePolicy::Open))
-                .layer(MapRequestLayer::new(|request: Request<RequestBody<Body>>| {
-                    request.map(Body::new)
-                })),
-        )
+        .layer(IdempotencyLayer::new(stores.idempotency_store()).fail_open(policy == FailurePolicy::Open))
         .layer(
             RateLimitLayer::new(stores.rate_limit_store())
                 .plans(plans())
@@ -236,7 +224,7 @@ async fn redis_dying_under_load_is_answered_by_policy_and_recovered_from_without
     let closed_stores = RedisStores::connect(config.clone()).await.expect("connect");
     let open_stores = RedisStores::connect(config).await.expect("connect");
 
-    let closed_keys: KeyManager<RedisKeyStore> = KeyManager::new(closed_stores.key_store());
+    let closed_keys = KeyManager::new(closed_stores.key_store());
     let new_key = || NewKey::new("acct_faults", KeyKind::Production).plan(BULK_PLAN);
     let closed_key = closed_keys.create(new_key()).await.expect("a key in Redis");
     let memory_keys = MemoryKeyStore::new();

@@ -13,7 +13,8 @@ use bytes::Bytes;
 use http::{HeaderMap, StatusCode};
 use http_body_util::Full;
 use support::{TestResponse, TestServer};
-use tollgate_core::{ManualClock, MemoryReplayStore};
+use tollgate_core::replay::MemoryReplayStore;
+use tollgate_core::ManualClock;
 use tollgate_webhook::url_guard::{WebhookUrlGuard, WebhookUrlOverride};
 use tollgate_webhook::{Scheme, Signer, VerifiedWebhook, Verifier, WebhookSignatureLayer};
 

@@ -19,12 +19,17 @@
 //! [`last_use_resolution`](BearerAuthLayer::last_use_resolution).
 //! Per-route permissions are [`RequireScopeLayer`](crate::RequireScopeLayer)'s job.
 //!
+//! The service is a [`Gate`] over the [`Authenticate`] policy: a store
+//! that answers at once (memory, a cache hit) is judged inside `call`, with
+//! nothing boxed; a lookup still pending is finished by the response future.
+//!
 //! ```
 //! use http::{header::AUTHORIZATION, Request, Response, StatusCode};
 //! use http_body_util::Full;
 //! use bytes::Bytes;
 //! use tollgate_auth::{BearerAuthLayer, KeyManager, NewKey};
-//! use tollgate_core::{KeyKind, MemoryKeyStore, Principal};
+//! use tollgate_core::keys::MemoryKeyStore;
+//! use tollgate_core::{KeyKind, Principal};
 //! use tower::{service_fn, ServiceBuilder, ServiceExt};
 //!
 //! # #[tokio::main(flavor = "current_thread")]
@@ -59,32 +64,45 @@
 
 use std::fmt;
 use std::sync::Arc;
-use std::task::{Context, Poll, Waker};
 use std::time::{Duration, SystemTime};
 
 use bytes::Bytes;
-use http::{Method, Request, Response};
+use http::{Method, Request};
 use http_body_util::Full;
-use tollgate_core::{
-    KeyHash, KeyRecord, KeyStore, Principal, Rejection, Renderer, ResponseBody, SharedClock, StoreError,
-};
+use tollgate_core::gate::{Gate, Policy, Verdict};
+use tollgate_core::keys::{KeyHash, KeyRecord, KeyStore};
+use tollgate_core::{MaybeReady, Principal, Rejection, Renderer, SharedClock, StoreError};
 use tower_layer::Layer;
-use tower_service::Service;
 
-use crate::key_format::{hash_key_bytes, KeyFormat};
+use crate::key_format::KeyFormat;
 use crate::parse::{bearer_token_bytes, DEFAULT_MAX_TOKEN_LEN};
 use crate::rejections;
+use crate::secret::hash_key_bytes;
 
 /// How often, at most, the layer records that a key was used, by default.
 pub const DEFAULT_LAST_USE_RESOLUTION: Duration = Duration::from_secs(60);
 
+/// The service made by [`BearerAuthLayer`]: `S` behind [`Authenticate`].
+pub type BearerAuth<S> = Gate<S, Authenticate>;
+
 /// Authenticates requests by bearer API key. See the [module docs](self).
-pub struct BearerAuthLayer<S> {
-    state: Arc<AuthState<S>>,
+#[derive(Clone)]
+pub struct BearerAuthLayer {
+    state: Arc<AuthState>,
 }
 
-struct AuthState<S> {
-    store: Arc<S>,
+/// The policy of [`BearerAuthLayer`]: who is calling, judged from the
+/// bearer key and the key store's record of it. Request bodies must be
+/// `Send + 'static` (hyper's, axum's and tonic's are): a lookup still
+/// pending carries the request along.
+#[derive(Clone)]
+pub struct Authenticate {
+    state: Arc<AuthState>,
+}
+
+#[derive(Clone)]
+struct AuthState {
+    store: Arc<dyn KeyStore>,
     clock: SharedClock,
     renderer: Renderer,
     max_token_len: usize,
@@ -93,31 +111,16 @@ struct AuthState<S> {
     checksum: Option<KeyFormat>,
 }
 
-// Written by hand: the store is behind an `Arc`, so `S` need not be `Clone`.
-impl<S> Clone for AuthState<S> {
-    fn clone(&self) -> AuthState<S> {
-        AuthState {
-            store: self.store.clone(),
-            clock: self.clock.clone(),
-            renderer: self.renderer.clone(),
-            max_token_len: self.max_token_len,
-            enforce_key_kind: self.enforce_key_kind,
-            last_use_resolution: self.last_use_resolution,
-            checksum: self.checksum.clone(),
-        }
-    }
-}
-
-impl<S: KeyStore> BearerAuthLayer<S> {
+impl BearerAuthLayer {
     /// Authenticates against `store`, with the defaults: tokens up to 256
     /// characters, the key-kind rule enforced, last use recorded at most
     /// once a minute, no checksum required, the system clock, the seed's JSON.
-    pub fn new(store: S) -> BearerAuthLayer<S> {
+    pub fn new(store: impl KeyStore) -> BearerAuthLayer {
         BearerAuthLayer::from_shared(Arc::new(store))
     }
 
     /// Like [`BearerAuthLayer::new`], for a store already shared.
-    pub fn from_shared(store: Arc<S>) -> BearerAuthLayer<S> {
+    pub fn from_shared(store: Arc<dyn KeyStore>) -> BearerAuthLayer {
         BearerAuthLayer {
             state: Arc::new(AuthState {
                 store,
@@ -130,10 +133,8 @@ impl<S: KeyStore> BearerAuthLayer<S> {
             }),
         }
     }
-}
 
-impl<S> BearerAuthLayer<S> {
-    fn state_mut(&mut self) -> &mut AuthState<S> {
+    fn state_mut(&mut self) -> &mut AuthState {
         // Builders run before the layer is shared; this clones only if it was.
         Arc::make_mut(&mut self.state)
     }
@@ -183,21 +184,33 @@ impl<S> BearerAuthLayer<S> {
     }
 }
 
-impl<S> Clone for BearerAuthLayer<S> {
-    fn clone(&self) -> Self {
-        BearerAuthLayer {
-            state: self.state.clone(),
-        }
+impl<S> Layer<S> for BearerAuthLayer {
+    type Service = BearerAuth<S>;
+
+    fn layer(&self, inner: S) -> Self::Service {
+        Gate::new(
+            inner,
+            Authenticate {
+                state: self.state.clone(),
+            },
+        )
     }
 }
 
-impl<S> fmt::Debug for BearerAuthLayer<S> {
+impl fmt::Debug for BearerAuthLayer {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         self.state.fmt(f)
     }
 }
 
-impl<S> fmt::Debug for AuthState<S> {
+impl fmt::Debug for Authenticate {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        self.state.fmt(f)
+    }
+}
+
+// Configuration only: never the store's contents.
+impl fmt::Debug for AuthState {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("BearerAuth")
             .field("max_token_len", &self.max_token_len)
@@ -208,174 +221,47 @@ impl<S> fmt::Debug for AuthState<S> {
     }
 }
 
-impl<S, Inner> Layer<Inner> for BearerAuthLayer<S> {
-    type Service = BearerAuth<S, Inner>;
+type Decision<B> = MaybeReady<Verdict<B, (), Full<Bytes>>>;
 
-    fn layer(&self, inner: Inner) -> Self::Service {
-        BearerAuth {
-            inner,
-            state: self.state.clone(),
-        }
-    }
-}
+impl<B: Send + 'static> Policy<B> for Authenticate {
+    type Body = B;
+    type Finish = ();
+    type Answer = Full<Bytes>;
 
-/// The service made by [`BearerAuthLayer`].
-pub struct BearerAuth<S, Inner> {
-    inner: Inner,
-    state: Arc<AuthState<S>>,
-}
-
-impl<S, Inner: Clone> Clone for BearerAuth<S, Inner> {
-    fn clone(&self) -> Self {
-        BearerAuth {
-            inner: self.inner.clone(),
-            state: self.state.clone(),
-        }
-    }
-}
-
-impl<S, Inner: fmt::Debug> fmt::Debug for BearerAuth<S, Inner> {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("BearerAuth")
-            .field("inner", &self.inner)
-            .field("config", &self.state)
-            .finish()
-    }
-}
-
-impl<S, Inner> BearerAuth<S, Inner> {
-    /// The wrapped service.
-    pub fn get_ref(&self) -> &Inner {
-        &self.inner
-    }
-
-    /// The wrapped service, mutably.
-    pub fn get_mut(&mut self) -> &mut Inner {
-        &mut self.inner
-    }
-
-    /// Unwraps the inner service.
-    pub fn into_inner(self) -> Inner {
-        self.inner
-    }
-}
-
-impl<S, Inner, ReqBody, ResBody> Service<Request<ReqBody>> for BearerAuth<S, Inner>
-where
-    S: KeyStore,
-    Inner: Service<Request<ReqBody>, Response = Response<ResBody>> + Clone,
-{
-    type Response = Response<ResponseBody<ResBody>>;
-    type Error = Inner::Error;
-    type Future = ResponseFuture<Inner, ReqBody>;
-
-    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
-        self.inner.poll_ready(cx)
-    }
-
-    fn call(&mut self, request: Request<ReqBody>) -> Self::Future {
+    fn decide(&self, request: Request<B>) -> Decision<B> {
         let state = &self.state;
         let token = match bearer_token_bytes(request.headers(), state.max_token_len) {
             Ok(token) => token,
-            Err(error) => return ResponseFuture::rejected(state.render(rejections::unreadable(error), &request)),
+            Err(error) => return state.refuse(rejections::unreadable(error), &request),
         };
         if let Some(format) = &state.checksum {
             if !std::str::from_utf8(token).is_ok_and(|token| format.is_well_formed(token)) {
-                return ResponseFuture::rejected(state.render(rejections::invalid_key(), &request));
+                return state.refuse(rejections::invalid_key(), &request);
             }
         }
         let hash = hash_key_bytes(token);
         // A store that answers in-process (memory, a cache hit) is judged
-        // here, with nothing boxed.
-        if let Some(found) = state.store.find_by_hash_now(&hash) {
-            let Judgement { outcome, last_use } = state.judge_found(found, &hash, request.method());
-            let Some(last_use) = last_use else {
-                return self.finish(outcome, request);
-            };
-            if let Some(recorded) = state.store.record_last_use_now(&last_use.key_id, last_use.at) {
-                log_last_use_failure(&last_use.key_id, recorded);
-                return self.finish(outcome, request);
+        // here, with nothing boxed; a pending lookup is judged when it ends.
+        match state.store.find_by_hash(&hash).into_ready() {
+            Ok(found) => state.admit(found, &hash, request),
+            Err(lookup) => {
+                let state = self.state.clone();
+                lookup.then(move |found| state.admit(found, &hash, request))
             }
-            // The store writes only asynchronously (a cache over Redis, say):
-            // the write is awaited as on the async path, which happens at
-            // most once per key per `last_use_resolution`.
-            let shared = self.state.clone();
-            let check: CheckFuture = Box::pin(async move {
-                shared.record_use(last_use).await;
-                outcome
-            });
-            return self.run(check, request);
-        }
-        let shared = self.state.clone();
-        let method = request.method().clone();
-        let check: CheckFuture = Box::pin(async move { shared.authenticate(hash, &method).await });
-        self.run(check, request)
-    }
-}
-
-impl<S: KeyStore, Inner> BearerAuth<S, Inner> {
-    // Most lookups complete at once (a cache hit): poll once here, and the
-    // inner service, made ready by `poll_ready`, is called directly instead
-    // of through a clone. A lookup still pending goes on in the response
-    // future; its caller always polls it after `call`, so nothing waits for
-    // a wake-up sent to the no-op waker.
-    fn run<ReqBody, ResBody>(
-        &mut self,
-        mut check: CheckFuture,
-        request: Request<ReqBody>,
-    ) -> ResponseFuture<Inner, ReqBody>
-    where
-        Inner: Service<Request<ReqBody>, Response = Response<ResBody>> + Clone,
-    {
-        match check.as_mut().poll(&mut Context::from_waker(Waker::noop())) {
-            Poll::Ready(outcome) => self.finish(outcome, request),
-            Poll::Pending => {
-                // The service that was made ready goes to the future; this
-                // one keeps a fresh clone (the usual pattern for calling
-                // after an await).
-                let clone = self.inner.clone();
-                let inner = std::mem::replace(&mut self.inner, clone);
-                ResponseFuture::authenticating(
-                    check,
-                    Waiting {
-                        request,
-                        inner,
-                        renderer: self.state.renderer.clone(),
-                    },
-                )
-            }
-        }
-    }
-
-    // Calls the inner service with the principal, or renders the refusal.
-    fn finish<ReqBody, ResBody>(
-        &mut self,
-        outcome: Result<Principal, Refusal>,
-        mut request: Request<ReqBody>,
-    ) -> ResponseFuture<Inner, ReqBody>
-    where
-        Inner: Service<Request<ReqBody>, Response = Response<ResBody>>,
-    {
-        match outcome {
-            Ok(principal) => {
-                request.extensions_mut().insert(principal);
-                ResponseFuture::calling(self.inner.call(request))
-            }
-            Err(refusal) => ResponseFuture::rejected(self.state.render(refusal.rejection(), &request)),
         }
     }
 }
 
 // A record's verdict, and its use to record (`None`: not due).
 struct Judgement {
-    outcome: Result<Principal, Refusal>,
+    outcome: Result<Principal, &'static Rejection>,
     last_use: Option<LastUse>,
 }
 
 impl Judgement {
-    fn refused(refusal: Refusal) -> Judgement {
+    fn refused(rejection: &'static Rejection) -> Judgement {
         Judgement {
-            outcome: Err(refusal),
+            outcome: Err(rejection),
             last_use: None,
         }
     }
@@ -387,40 +273,41 @@ struct LastUse {
     at: SystemTime,
 }
 
-/// Why a key found (or not) in the store does not admit the request. Small
-/// and `Copy`, so the boxed lookup stays small.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Refusal {
-    InvalidKey,
-    ReadOnly,
-    StoreUnavailable,
-}
-
-impl Refusal {
-    pub(crate) fn rejection(self) -> &'static Rejection {
-        match self {
-            Refusal::InvalidKey => rejections::invalid_key(),
-            Refusal::ReadOnly => rejections::read_only(),
-            Refusal::StoreUnavailable => rejections::store_unavailable(),
+impl AuthState {
+    // Lets the request through with the key's principal or refuses it,
+    // once the key's last use is written if one is due. Inlined into
+    // `decide`, so the request is moved once less on the hot path.
+    #[inline]
+    fn admit<B: Send + 'static>(
+        &self,
+        found: Result<Option<Arc<KeyRecord>>, StoreError>,
+        hash: &KeyHash,
+        mut request: Request<B>,
+    ) -> Decision<B> {
+        let Judgement { outcome, last_use } = self.judge_found(found, hash, request.method());
+        let verdict = match outcome {
+            Ok(principal) => {
+                request.extensions_mut().insert(principal);
+                Verdict::Proceed(request, ())
+            }
+            Err(rejection) => Verdict::Respond(self.renderer.render(rejection, request.headers())),
+        };
+        let Some(LastUse { key_id, at }) = last_use else {
+            return MaybeReady::ready(verdict);
+        };
+        // The request waits for the write, so it finishes with the request;
+        // that happens at most once per key per `last_use_resolution`. A
+        // failure only loses a timestamp, so the request goes on.
+        match self.store.record_last_use(&key_id, at).into_ready() {
+            Ok(recorded) => {
+                log_last_use_failure(&key_id, recorded);
+                MaybeReady::ready(verdict)
+            }
+            Err(write) => write.map(move |recorded| {
+                log_last_use_failure(&key_id, recorded);
+                verdict
+            }),
         }
-    }
-}
-
-impl<S: KeyStore> AuthState<S> {
-    async fn authenticate(&self, hash: KeyHash, method: &Method) -> Result<Principal, Refusal> {
-        let found = self.store.find_by_hash(&hash).await;
-        let Judgement { outcome, last_use } = self.judge_found(found, &hash, method);
-        if let Some(last_use) = last_use {
-            // Awaited here so the write finishes with the request.
-            self.record_use(last_use).await;
-        }
-        outcome
-    }
-
-    // A failure only loses a timestamp, so the request goes on.
-    async fn record_use(&self, LastUse { key_id, at }: LastUse) {
-        let recorded = self.store.record_last_use(&key_id, at).await;
-        log_last_use_failure(&key_id, recorded);
     }
 
     // What a lookup's answer means for a request with `method`.
@@ -432,10 +319,10 @@ impl<S: KeyStore> AuthState<S> {
     ) -> Judgement {
         match found {
             Ok(Some(record)) => self.judge(&record, hash, method),
-            Ok(None) => Judgement::refused(Refusal::InvalidKey),
+            Ok(None) => Judgement::refused(rejections::invalid_key()),
             Err(error) => {
                 tracing::warn!(%error, "API key lookup failed; refusing the request");
-                Judgement::refused(Refusal::StoreUnavailable)
+                Judgement::refused(rejections::store_unavailable())
             }
         }
     }
@@ -447,12 +334,12 @@ impl<S: KeyStore> AuthState<S> {
         // prefix, a misbehaving backend) must not let a near miss in.
         if record.hash != *hash {
             tracing::warn!(key_id = record.id(), "key store returned a record with another hash");
-            return Judgement::refused(Refusal::InvalidKey);
+            return Judgement::refused(rejections::invalid_key());
         }
         // Revocation and expiry are ordered exactly against the system clock
         // (a key revoked a microsecond ago is refused); most keys have neither.
         if (record.revoked_at.is_some() || record.expires_at.is_some()) && !record.is_valid_at(self.clock.now()) {
-            return Judgement::refused(Refusal::InvalidKey);
+            return Judgement::refused(rejections::invalid_key());
         }
         // Last use is bookkeeping at a resolution of a minute: the cheaper
         // reading will do.
@@ -463,7 +350,7 @@ impl<S: KeyStore> AuthState<S> {
             at: now,
         });
         let outcome = if self.enforce_key_kind && !record.principal.kind().allows_method(method) {
-            Err(Refusal::ReadOnly)
+            Err(rejections::read_only())
         } else {
             Ok(record.principal.clone())
         };
@@ -480,8 +367,9 @@ impl<S: KeyStore> AuthState<S> {
         }
     }
 
-    fn render<B>(&self, rejection: &Rejection, request: &Request<B>) -> Response<Full<Bytes>> {
-        self.renderer.render(rejection, request.headers())
+    // A refusal made from the request's headers alone, before any lookup.
+    fn refuse<B>(&self, rejection: &Rejection, request: &Request<B>) -> Decision<B> {
+        MaybeReady::ready(Verdict::Respond(self.renderer.render(rejection, request.headers())))
     }
 }
 
@@ -490,11 +378,6 @@ fn log_last_use_failure(key_id: &str, recorded: Result<(), StoreError>) {
         tracing::warn!(key_id, %error, "recording an API key's last use failed");
     }
 }
-
-mod future;
-
-pub use future::ResponseFuture;
-use future::{CheckFuture, Waiting};
 
 // Service-level tests are long, so they live in `bearer/tests.rs`.
 #[cfg(test)]

@@ -1,7 +1,6 @@
 //! [`KeyManagerError`]: why a key could not be created, rotated or revoked.
 
-use http::StatusCode;
-use tollgate_core::{Rejection, StoreError};
+use tollgate_core::{Code, Rejection, StoreError};
 
 /// Why a [`KeyManager`](crate::KeyManager) operation failed. Messages never
 /// contain a key's value or hash.
@@ -60,37 +59,26 @@ impl KeyManagerError {
     /// 500 `INTERNAL_ERROR` otherwise.
     pub fn to_rejection(&self) -> Rejection {
         match self {
-            KeyManagerError::NotFound => Rejection::new(StatusCode::NOT_FOUND, "NOT_FOUND", "API key not found."),
+            KeyManagerError::NotFound => Rejection::new(Code::NotFound, "API key not found."),
             KeyManagerError::KeyLimitReached { limit } => Rejection::new(
-                StatusCode::CONFLICT,
-                "KEY_LIMIT_REACHED",
+                Code::KeyLimitReached,
                 format!(
                     "This account already has the maximum of {limit} active API keys. Revoke one to create another."
                 ),
             )
             .with_field("limit", *limit),
-            KeyManagerError::InvalidKey(reason) => Rejection::new(
-                StatusCode::BAD_REQUEST,
-                "INVALID_KEY",
-                format!("Invalid API key request: {reason}."),
-            ),
-            KeyManagerError::AlreadyRevoked => {
-                Rejection::new(StatusCode::CONFLICT, "KEY_REVOKED", "This API key is already revoked.")
+            KeyManagerError::InvalidKey(reason) => {
+                Rejection::new(Code::InvalidKey, format!("Invalid API key request: {reason}."))
             }
-            KeyManagerError::Expired => {
-                Rejection::new(StatusCode::CONFLICT, "KEY_EXPIRED", "This API key has expired.")
+            KeyManagerError::AlreadyRevoked => Rejection::new(Code::KeyRevoked, "This API key is already revoked."),
+            KeyManagerError::Expired => Rejection::new(Code::KeyExpired, "This API key has expired."),
+            KeyManagerError::Duplicate => {
+                Rejection::new(Code::KeyExists, "An API key with this value is already registered.")
             }
-            KeyManagerError::Duplicate => Rejection::new(
-                StatusCode::CONFLICT,
-                "KEY_EXISTS",
-                "An API key with this value is already registered.",
-            ),
             KeyManagerError::Store(error) if error.is_unavailable() => Rejection::store_unavailable(),
-            KeyManagerError::Store(_) | KeyManagerError::Randomness(_) => Rejection::new(
-                StatusCode::INTERNAL_SERVER_ERROR,
-                "INTERNAL_ERROR",
-                "An internal error occurred.",
-            ),
+            KeyManagerError::Store(_) | KeyManagerError::Randomness(_) => {
+                Rejection::new(Code::InternalError, "An internal error occurred.")
+            }
         }
     }
 }

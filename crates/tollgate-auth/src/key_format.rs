@@ -28,8 +28,7 @@
 
 use std::borrow::Cow;
 
-use sha2::{Digest, Sha256};
-use tollgate_core::{KeyHash, KeyKind};
+use tollgate_core::KeyKind;
 
 use crate::secret::ApiKeySecret;
 
@@ -191,15 +190,6 @@ impl KeyFormat {
         // Keys are ASCII; `get` keeps a non-ASCII string from panicking.
         key.get(..shown).unwrap_or_default().to_owned()
     }
-}
-
-/// The SHA-256 of a key: the only form in which keys are stored and looked up.
-pub fn hash_key(key: &str) -> KeyHash {
-    hash_key_bytes(key.as_bytes())
-}
-
-pub(crate) fn hash_key_bytes(key: &[u8]) -> KeyHash {
-    KeyHash::from_bytes(Sha256::digest(key).into())
 }
 
 /// A new public key id, `key_` and 16 base62 characters.
@@ -394,14 +384,6 @@ mod tests {
         assert_eq!(&encode_checksum(61), b"00000z");
         assert_eq!(&encode_checksum(62), b"000010");
         assert_eq!(&encode_checksum(u32::MAX), b"4gfFC3");
-    }
-
-    #[test]
-    fn hashes_are_sha256() {
-        assert_eq!(
-            hash_key("abc").to_hex(),
-            "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"
-        );
     }
 
     #[test]

@@ -5,7 +5,8 @@ use std::sync::Arc;
 use std::time::SystemTime;
 
 use ipnet::IpNet;
-use tollgate_core::{KeyKind, KeyRecord, Scope};
+use tollgate_core::keys::KeyRecord;
+use tollgate_core::{KeyKind, Scope};
 
 use crate::error::KeyManagerError;
 use crate::secret::ApiKeySecret;

@@ -1,7 +1,7 @@
 //! Bearer API keys for Tower services, as an API platform hands them out:
 //!
 //! - [`BearerAuthLayer`] authenticates `Authorization: Bearer <key>` against
-//!   a [`KeyStore`](tollgate_core::KeyStore) and puts the key's
+//!   a [`KeyStore`](tollgate_core::keys::KeyStore) and puts the key's
 //!   [`Principal`](tollgate_core::Principal) in request extensions; it also
 //!   applies the key-kind rule (read-only keys may only `GET`/`HEAD`).
 //! - [`RequireScopeLayer`] decides, per route, whether that principal may
@@ -10,7 +10,12 @@
 //!   (`tg_live_` + 30 random base62 characters + a CRC32 checksum) and
 //!   [`hash_key`] gives the SHA-256 under which they are stored.
 //! - [`KeyManager`] creates, lists, rotates (with a grace period) and
-//!   revokes keys, at most 10 active per account by default.
+//!   revokes keys in a [`KeyRegistry`](tollgate_core::keys::KeyRegistry),
+//!   at most 10 active per account by default.
+//!
+//! The two layers' services are [`Gate`](tollgate_core::gate::Gate)s over
+//! their policies: [`BearerAuth`] over [`Authenticate`], [`RequireScope`]
+//! over [`Authorize`].
 //!
 //! Keys are never stored, logged or printed: only their hashes are kept,
 //! and [`ApiKeySecret`] redacts itself in `Debug` and `Display`.
@@ -18,20 +23,23 @@
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
-pub mod bearer;
-pub mod error;
-pub mod key_format;
-pub mod key_info;
-pub mod manager;
+mod bearer;
+mod error;
+mod key_format;
+mod key_info;
+mod manager;
 pub mod parse;
 pub mod rejections;
-pub mod scope;
-pub mod secret;
+mod scope;
+mod secret;
 
-pub use bearer::{BearerAuth, BearerAuthLayer};
+pub use bearer::{Authenticate, BearerAuth, BearerAuthLayer, DEFAULT_LAST_USE_RESOLUTION};
 pub use error::KeyManagerError;
-pub use key_format::{generate_key_id, hash_key, push_random_base62, KeyFormat, KeyFormatError};
-pub use key_info::{CreatedKey, KeyInfo, KeyStatus, NewKey};
-pub use manager::KeyManager;
-pub use scope::{RequireScope, RequireScopeLayer, ScopePredicate};
-pub use secret::ApiKeySecret;
+pub use key_format::{
+    generate_key_id, push_random_base62, try_generate_key_id, KeyFormat, KeyFormatError, CHECKSUM_LEN,
+    DISPLAY_RANDOM_LEN, KEY_ID_RANDOM_LEN, MAX_PREFIX_LEN, RANDOM_LEN,
+};
+pub use key_info::{CreatedKey, KeyInfo, KeyStatus, NewKey, MAX_LABEL_LEN, MAX_NAME_LEN};
+pub use manager::{KeyManager, DEFAULT_MAX_ACTIVE_KEYS};
+pub use scope::{Authorize, RequireScope, RequireScopeLayer, ScopePredicate};
+pub use secret::{hash_key, ApiKeySecret};

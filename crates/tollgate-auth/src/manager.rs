@@ -1,12 +1,13 @@
 //! [`KeyManager`]: the seed API's key lifecycle — generate (the value shown
-//! once), list, revoke, rotate with a grace period — over any [`KeyStore`],
-//! with the per-account limit of active keys (10 by default) enforced by
-//! the store atomically.
+//! once), list, revoke, rotate with a grace period — over any
+//! [`KeyRegistry`], with the per-account limit of active keys (10 by
+//! default) and each rotation enforced by the store atomically.
 //!
 //! ```
 //! use std::time::Duration;
 //! use tollgate_auth::{KeyManager, KeyManagerError, NewKey};
-//! use tollgate_core::{KeyKind, MemoryKeyStore};
+//! use tollgate_core::keys::MemoryKeyStore;
+//! use tollgate_core::KeyKind;
 //!
 //! # #[tokio::main(flavor = "current_thread")]
 //! # async fn main() -> Result<(), KeyManagerError> {
@@ -30,13 +31,14 @@ use std::fmt;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
-use tollgate_core::{KeyRecord, KeyStore, Principal, SharedClock};
+use tollgate_core::keys::{KeyRecord, KeyRegistry, RotateRefusal, Rotation};
+use tollgate_core::{Principal, SharedClock};
 
 use crate::error::KeyManagerError;
-use crate::key_format::{hash_key, try_generate_key_id, KeyFormat};
+use crate::key_format::{try_generate_key_id, KeyFormat};
 use crate::key_info::{CreatedKey, KeyInfo, NewKey};
 use crate::parse::DEFAULT_MAX_TOKEN_LEN;
-use crate::secret::ApiKeySecret;
+use crate::secret::{hash_key, ApiKeySecret};
 
 /// The seed API's limit of active keys per account.
 pub const DEFAULT_MAX_ACTIVE_KEYS: usize = 10;
@@ -45,27 +47,16 @@ pub const DEFAULT_MAX_ACTIVE_KEYS: usize = 10;
 const SHORT_IMPORTED_KEY: usize = 20;
 
 /// Creates, lists, rotates and revokes API keys. Clones share the store.
-pub struct KeyManager<S> {
-    store: Arc<S>,
+#[derive(Clone)]
+pub struct KeyManager {
+    store: Arc<dyn KeyRegistry>,
     format: KeyFormat,
     clock: SharedClock,
     max_active_keys: Option<usize>,
     max_key_len: usize,
 }
 
-impl<S> Clone for KeyManager<S> {
-    fn clone(&self) -> Self {
-        KeyManager {
-            store: self.store.clone(),
-            format: self.format.clone(),
-            clock: self.clock.clone(),
-            max_active_keys: self.max_active_keys,
-            max_key_len: self.max_key_len,
-        }
-    }
-}
-
-impl<S> fmt::Debug for KeyManager<S> {
+impl fmt::Debug for KeyManager {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("KeyManager")
             .field("format", &self.format)
@@ -75,15 +66,15 @@ impl<S> fmt::Debug for KeyManager<S> {
     }
 }
 
-impl<S: KeyStore> KeyManager<S> {
+impl KeyManager {
     /// A manager over `store`: default key format, system clock, at most 10
     /// active keys per account, imported keys up to 256 characters.
-    pub fn new(store: S) -> KeyManager<S> {
+    pub fn new(store: impl KeyRegistry) -> KeyManager {
         KeyManager::from_shared(Arc::new(store))
     }
 
     /// Like [`KeyManager::new`], for a store already shared.
-    pub fn from_shared(store: Arc<S>) -> KeyManager<S> {
+    pub fn from_shared(store: Arc<dyn KeyRegistry>) -> KeyManager {
         KeyManager {
             store,
             format: KeyFormat::default(),
@@ -119,7 +110,7 @@ impl<S: KeyStore> KeyManager<S> {
     }
 
     /// The store.
-    pub fn store(&self) -> &Arc<S> {
+    pub fn store(&self) -> &Arc<dyn KeyRegistry> {
         &self.store
     }
 
@@ -203,24 +194,18 @@ impl<S: KeyStore> KeyManager<S> {
     }
 
     /// Replaces a key with a new one of the same kind, label, plan, scopes,
-    /// allowlist and expiry. The new key is stored first, without counting
-    /// against the limit (the account is swapping, not adding); then the old
-    /// key is set to be revoked once `grace` has passed, so clients can
-    /// switch over while both work.
+    /// allowlist and expiry, in one atomic step of the store: the new key is
+    /// stored without counting against the limit (the account is swapping,
+    /// not adding) and the old key is set to be revoked once `grace` has
+    /// passed, so clients can switch over while both work. A key already
+    /// revoked or retiring is [`KeyManagerError::AlreadyRevoked`], an expired
+    /// one [`KeyManagerError::Expired`].
     pub async fn rotate(&self, account_id: &str, key_id: &str, grace: Duration) -> Result<CreatedKey, KeyManagerError> {
         let now = self.clock.now();
         let retire_at = now
             .checked_add(grace)
             .ok_or_else(|| KeyManagerError::InvalidKey("the grace period is too long".into()))?;
         let old = self.owned(account_id, key_id).await?;
-        // A key already retiring is not rotated again: each rotation adds a
-        // key outside the limit, so repeating it could grow an account without bound.
-        if old.revoked_at.is_some() {
-            return Err(KeyManagerError::AlreadyRevoked);
-        }
-        if !old.is_valid_at(now) {
-            return Err(KeyManagerError::Expired);
-        }
         let secret = self.format.try_generate(old.principal.kind())?;
         let record = KeyRecord {
             principal: successor(&old.principal, try_generate_key_id()?),
@@ -232,19 +217,22 @@ impl<S: KeyStore> KeyManager<S> {
             revoked_at: None,
             last_used_at: None,
         };
-        self.store.insert(record.clone(), None, now).await?;
-        if let Err(error) = self.store.revoke(key_id, retire_at).await {
-            // Undo the half-done rotation so the account does not silently
-            // gain a key whose value nobody received.
-            if let Err(undo) = self.store.revoke(record.id(), now).await {
-                tracing::warn!(key_id = record.id(), error = %undo, "revoking a half-rotated key failed");
-            }
-            return Err(error.into());
+        // A key already retiring is not rotated again: each rotation adds a
+        // key outside the limit, so repeating it could grow an account without bound.
+        match self
+            .store
+            .rotate(Rotation::new(key_id, record.clone(), retire_at, now))
+            .await?
+        {
+            Ok(_) => Ok(CreatedKey {
+                info: KeyInfo::from(&record),
+                secret,
+            }),
+            Err(RotateRefusal::Unknown) => Err(KeyManagerError::NotFound),
+            Err(RotateRefusal::Retiring) => Err(KeyManagerError::AlreadyRevoked),
+            Err(RotateRefusal::Invalid) if old.revoked_at.is_some() => Err(KeyManagerError::AlreadyRevoked),
+            Err(RotateRefusal::Invalid) => Err(KeyManagerError::Expired),
         }
-        Ok(CreatedKey {
-            info: KeyInfo::from(&record),
-            secret,
-        })
     }
 
     // The key, if it exists and belongs to the account; a key of another

@@ -3,11 +3,10 @@
 //! Unknown, revoked, expired and checksum-failing keys all get the same
 //! [`invalid_key`] rejection, so a response never tells whether a key exists.
 
-use http::header::{HeaderValue, WWW_AUTHENTICATE};
 use std::sync::LazyLock;
 
-use http::StatusCode;
-use tollgate_core::Rejection;
+use http::header::{HeaderValue, WWW_AUTHENTICATE};
+use tollgate_core::{Code, Rejection};
 
 use crate::parse::ParseError;
 
@@ -75,7 +74,7 @@ pub fn insufficient_scope(scope: Option<&str>) -> Rejection {
 }
 
 fn forbidden(message: &'static str, scope: Option<&str>) -> Rejection {
-    let rejection = Rejection::new(StatusCode::FORBIDDEN, "FORBIDDEN", message);
+    let rejection = Rejection::new(Code::Forbidden, message);
     // A scope with a quote or a backslash cannot go into a quoted-string
     // unescaped; such a scope is named in the body only.
     let challenge = scope
@@ -92,6 +91,7 @@ fn forbidden(message: &'static str, scope: Option<&str>) -> Rejection {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use http::StatusCode;
 
     fn challenge(rejection: &Rejection) -> &str {
         rejection.headers()[WWW_AUTHENTICATE].to_str().unwrap()

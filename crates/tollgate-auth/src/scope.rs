@@ -17,6 +17,9 @@
 //!
 //! [`Scope::ALL`](tollgate_core::Scope::ALL) (`*`) satisfies every scope.
 //!
+//! The service is a [`Gate`] over the [`Authorize`] policy, which decides
+//! at once: nothing is ever boxed or awaited.
+//!
 //! ```
 //! use http::{Request, Response, StatusCode};
 //! use http_body_util::Full;
@@ -50,19 +53,15 @@
 
 use std::borrow::Cow;
 use std::fmt;
-use std::future::Future;
-use std::pin::Pin;
 use std::sync::Arc;
-use std::task::{ready, Context, Poll};
 
 use bytes::Bytes;
 use http::request::Parts;
-use http::{Method, Request, Response};
-use http_body_util::{Either, Full};
-use pin_project_lite::pin_project;
-use tollgate_core::{Principal, Renderer, ResponseBody, Scope};
+use http::{Method, Request};
+use http_body_util::Full;
+use tollgate_core::gate::{Gate, Policy, Verdict};
+use tollgate_core::{MaybeReady, Principal, Renderer, Scope};
 use tower_layer::Layer;
-use tower_service::Service;
 
 use crate::rejections;
 
@@ -127,9 +126,19 @@ impl fmt::Debug for Rule {
     }
 }
 
+/// The service made by [`RequireScopeLayer`]: `S` behind [`Authorize`].
+pub type RequireScope<S> = Gate<S, Authorize>;
+
 /// Refuses requests whose [`Principal`] fails a scope rule. See the [module docs](self).
 #[derive(Clone, Debug)]
 pub struct RequireScopeLayer {
+    policy: Authorize,
+}
+
+/// The policy of [`RequireScopeLayer`]: whether the request's principal
+/// passes the scope rule.
+#[derive(Clone, Debug)]
+pub struct Authorize {
     rule: Arc<Rule>,
     renderer: Renderer,
 }
@@ -137,8 +146,10 @@ pub struct RequireScopeLayer {
 impl RequireScopeLayer {
     fn with_rule(rule: Rule) -> RequireScopeLayer {
         RequireScopeLayer {
-            rule: Arc::new(rule),
-            renderer: Renderer::default(),
+            policy: Authorize {
+                rule: Arc::new(rule),
+                renderer: Renderer::default(),
+            },
         }
     }
 
@@ -177,54 +188,25 @@ impl RequireScopeLayer {
 
     /// How refusals are rendered.
     pub fn renderer(mut self, renderer: Renderer) -> Self {
-        self.renderer = renderer;
+        self.policy.renderer = renderer;
         self
     }
 }
 
-impl<Inner> Layer<Inner> for RequireScopeLayer {
-    type Service = RequireScope<Inner>;
+impl<S> Layer<S> for RequireScopeLayer {
+    type Service = RequireScope<S>;
 
-    fn layer(&self, inner: Inner) -> Self::Service {
-        RequireScope {
-            inner,
-            layer: self.clone(),
-        }
+    fn layer(&self, inner: S) -> Self::Service {
+        Gate::new(inner, self.policy.clone())
     }
 }
 
-/// The service made by [`RequireScopeLayer`].
-#[derive(Clone, Debug)]
-pub struct RequireScope<Inner> {
-    inner: Inner,
-    layer: RequireScopeLayer,
-}
+impl<B> Policy<B> for Authorize {
+    type Body = B;
+    type Finish = ();
+    type Answer = Full<Bytes>;
 
-impl<Inner> RequireScope<Inner> {
-    /// The wrapped service.
-    pub fn get_ref(&self) -> &Inner {
-        &self.inner
-    }
-
-    /// Unwraps the inner service.
-    pub fn into_inner(self) -> Inner {
-        self.inner
-    }
-}
-
-impl<Inner, ReqBody, ResBody> Service<Request<ReqBody>> for RequireScope<Inner>
-where
-    Inner: Service<Request<ReqBody>, Response = Response<ResBody>>,
-{
-    type Response = Response<ResponseBody<ResBody>>;
-    type Error = Inner::Error;
-    type Future = ResponseFuture<Inner::Future>;
-
-    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
-        self.inner.poll_ready(cx)
-    }
-
-    fn call(&mut self, request: Request<ReqBody>) -> Self::Future {
+    fn decide(&self, request: Request<B>) -> MaybeReady<Verdict<B, (), Full<Bytes>>> {
         let (parts, body) = request.into_parts();
         let verdict = match parts.extensions.get::<Principal>() {
             None => {
@@ -232,65 +214,14 @@ where
                 Err(Cow::Borrowed(rejections::missing_key()))
             }
             Some(principal) => self
-                .layer
                 .rule
                 .check(principal, &parts)
                 .map_err(|scope| Cow::Owned(rejections::insufficient_scope(scope.map(Scope::as_str)))),
         };
-        match verdict {
-            Ok(()) => ResponseFuture {
-                kind: Kind::Inner {
-                    future: self.inner.call(Request::from_parts(parts, body)),
-                },
-            },
-            Err(rejection) => ResponseFuture {
-                kind: Kind::Rejected {
-                    response: Some(self.layer.renderer.render(&rejection, &parts.headers)),
-                },
-            },
-        }
-    }
-}
-
-pin_project! {
-    /// The response future of [`RequireScope`].
-    pub struct ResponseFuture<F> {
-        #[pin]
-        kind: Kind<F>,
-    }
-}
-
-pin_project! {
-    #[project = KindProj]
-    enum Kind<F> {
-        Inner { #[pin] future: F },
-        Rejected { response: Option<Response<Full<Bytes>>> },
-    }
-}
-
-impl<F, B, E> Future for ResponseFuture<F>
-where
-    F: Future<Output = Result<Response<B>, E>>,
-{
-    type Output = Result<Response<ResponseBody<B>>, E>;
-
-    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        match self.project().kind.project() {
-            KindProj::Inner { future } => {
-                let response = ready!(future.poll(cx))?;
-                Poll::Ready(Ok(response.map(Either::Left)))
-            }
-            KindProj::Rejected { response } => {
-                let response = response.take().expect("polled after completion");
-                Poll::Ready(Ok(response.map(Either::Right)))
-            }
-        }
-    }
-}
-
-impl<F> fmt::Debug for ResponseFuture<F> {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("ResponseFuture").finish_non_exhaustive()
+        MaybeReady::ready(match verdict {
+            Ok(()) => Verdict::Proceed(Request::from_parts(parts, body), ()),
+            Err(rejection) => Verdict::Respond(self.renderer.render(&rejection, &parts.headers)),
+        })
     }
 }
 
@@ -298,10 +229,10 @@ impl<F> fmt::Debug for ResponseFuture<F> {
 mod tests {
     use super::*;
     use http::header::WWW_AUTHENTICATE;
-    use http::StatusCode;
+    use http::{Response, StatusCode};
     use http_body_util::BodyExt;
     use tollgate_core::KeyKind;
-    use tower::{service_fn, ServiceExt};
+    use tower::{service_fn, Service, ServiceExt};
 
     fn ok_service(
     ) -> impl Service<Request<Full<Bytes>>, Response = Response<Full<Bytes>>, Error = std::convert::Infallible> + Clone

@@ -1,11 +1,20 @@
-//! [`ApiKeySecret`]: a plaintext API key that refuses to be printed.
+//! [`ApiKeySecret`]: a plaintext API key that refuses to be printed, and
+//! [`hash_key`]: the SHA-256 under which keys are stored and looked up.
 
 use std::fmt;
 
+use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
-use tollgate_core::KeyHash;
+use tollgate_core::keys::KeyHash;
 
-use crate::key_format::hash_key;
+/// The SHA-256 of a key: the only form in which keys are stored and looked up.
+pub fn hash_key(key: &str) -> KeyHash {
+    hash_key_bytes(key.as_bytes())
+}
+
+pub(crate) fn hash_key_bytes(key: &[u8]) -> KeyHash {
+    KeyHash::from_bytes(Sha256::digest(key).into())
+}
 
 /// A plaintext API key, as handed to its owner exactly once.
 ///
@@ -98,6 +107,14 @@ mod tests {
         let secret = ApiKeySecret::new("tg_live_value".into());
         assert_eq!(secret.expose_secret(), "tg_live_value");
         assert_eq!(secret.hash(), hash_key("tg_live_value"));
+    }
+
+    #[test]
+    fn hashes_are_sha256() {
+        assert_eq!(
+            hash_key("abc").to_hex(),
+            "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"
+        );
     }
 
     #[test]

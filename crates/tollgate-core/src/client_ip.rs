@@ -4,7 +4,7 @@
 //!
 //! ```
 //! use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
-//! use tollgate_core::client_ip::ClientIp;
+//! use tollgate_core::ClientIp;
 //!
 //! // An IPv4 client seen through a dual-stack socket is still an IPv4 client.
 //! let mapped = Ipv4Addr::new(192, 0, 2, 7).to_ipv6_mapped();
@@ -58,11 +58,11 @@ impl fmt::Display for ClientIp {
 #[cfg(feature = "axum")]
 mod extract {
     use super::ClientIp;
+    use crate::code::Code;
     use crate::rejection::Rejection;
     use axum::extract::{FromRequestParts, OptionalFromRequestParts};
     use axum::response::{IntoResponse, Response};
     use http::request::Parts;
-    use http::StatusCode;
 
     /// Extracts the address that `ClientIpLayer` resolved. Without one (the
     /// layer is missing, or the server gave it no peer address) the handler
@@ -73,13 +73,9 @@ mod extract {
 
         async fn from_request_parts(parts: &mut Parts, _state: &S) -> Result<Self, Self::Rejection> {
             parts.extensions.get::<ClientIp>().copied().ok_or_else(|| {
-                Rejection::new(
-                    StatusCode::INTERNAL_SERVER_ERROR,
-                    "INTERNAL_ERROR",
-                    "The client address could not be determined.",
-                )
-                .render_default(&parts.headers)
-                .into_response()
+                Rejection::new(Code::InternalError, "The client address could not be determined.")
+                    .render_default(&parts.headers)
+                    .into_response()
             })
         }
     }

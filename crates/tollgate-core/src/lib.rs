@@ -1,36 +1,41 @@
 //! The small, stable core of tollgate: who is calling ([`Principal`]), how a
-//! refusal is rendered ([`Rejection`]), time ([`Clock`]), and every storage
-//! trait with its in-memory implementation and conformance suite.
+//! refusal is rendered ([`Rejection`], from the [`Code`] catalogue), time
+//! ([`Clock`]), the [`gate`] every deciding layer is built on, and every
+//! storage concept — [`keys`], [`rate_limit`], [`idempotency`],
+//! [`allowlist`], [`replay`] — each with its types, its store trait, its
+//! memory store and (behind the `conformance` feature) its conformance suite.
 //!
-//! Store crates (Redis, SQL) depend on this crate only.
+//! Store methods return [`StoreFuture`]s: ready at once from a memory
+//! store, boxed from a network store. Store crates (Redis, SQL) depend on
+//! this crate only.
 
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
 pub mod allowlist;
-pub mod cached_key_store;
-pub mod client_ip;
-pub mod clock;
+pub mod body;
+mod client_ip;
+mod clock;
+mod code;
 #[cfg(any(test, feature = "conformance"))]
 pub mod conformance;
-pub mod either;
-pub mod error;
+mod error;
+pub mod gate;
 pub mod idempotency;
-pub mod key_store;
-pub mod memory;
-pub mod principal;
+pub mod keys;
+mod maybe_ready;
+mod principal;
 pub mod rate_limit;
-pub mod rejection;
+mod rejection;
 pub mod replay;
 
-pub use cached_key_store::CachedKeyStore;
-pub use clock::{Clock, ManualClock, SharedClock, SystemClock};
-pub use either::EitherStore;
+pub use client_ip::ClientIp;
+pub use clock::{unix_nanos, unix_secs, Clock, ManualClock, SharedClock, SystemClock};
+pub use code::Code;
 pub use error::{BoxError, StoreError};
-pub use key_store::{KeyHash, KeyRecord, KeyStore};
-pub use memory::*;
+pub use maybe_ready::{MaybeReady, StoreFuture};
 pub use principal::{Environment, KeyKind, Principal, Scope};
-pub use rejection::{ErrorFormat, GrpcCode, JsonRenderer, Rejection, RenderRejection, Renderer};
+pub use rejection::{is_grpc, ErrorFormat, GrpcCode, JsonRenderer, Rejection, RenderRejection, Renderer};
 
 /// The response body of every tollgate layer: the inner service's body, or
 /// a body the layer made itself (a rejection, a replayed response).

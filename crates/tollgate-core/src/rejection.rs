@@ -2,10 +2,10 @@
 //! the seed API's JSON, RFC 9457 problem details, or a gRPC status.
 //!
 //! ```
-//! use http::{HeaderMap, StatusCode};
-//! use tollgate_core::Rejection;
+//! use http::HeaderMap;
+//! use tollgate_core::{Code, Rejection};
 //!
-//! let rejection = Rejection::new(StatusCode::TOO_MANY_REQUESTS, "RATE_LIMITED", "Rate limit exceeded. Retry after 1 second.")
+//! let rejection = Rejection::new(Code::RateLimited, "Rate limit exceeded. Retry after 1 second.")
 //!     .with_field("retry_after", 1);
 //! let response = rejection.render_default(&HeaderMap::new());
 //! assert_eq!(response.status(), 429);
@@ -25,6 +25,8 @@ use http::{Response, StatusCode};
 use http_body_util::Full;
 use serde_json::Value;
 
+use crate::code::Code;
+
 /// A request refused by a layer: status, machine-readable code, human
 /// message, extra JSON fields and extra headers.
 #[derive(Clone, PartialEq)]
@@ -38,8 +40,20 @@ pub struct Rejection {
 }
 
 impl Rejection {
-    /// A rejection with a status, a code such as `RATE_LIMITED`, and a message.
-    pub fn new(
+    /// A rejection with a code from the [catalogue](Code) (which gives the
+    /// status) and a message.
+    pub fn new(code: Code, message: impl Into<Cow<'static, str>>) -> Rejection {
+        Rejection::custom(code.status(), code.as_str(), message)
+    }
+
+    /// A rejection with the code's default message.
+    pub fn from_code(code: Code) -> Rejection {
+        Rejection::new(code, code.default_message())
+    }
+
+    /// A rejection with an application's own status and code, outside the
+    /// [catalogue](Code) of the codes tollgate's layers send.
+    pub fn custom(
         status: StatusCode,
         code: impl Into<Cow<'static, str>>,
         message: impl Into<Cow<'static, str>>,
@@ -56,17 +70,13 @@ impl Rejection {
 
     /// 401 `UNAUTHORIZED` with `WWW-Authenticate: Bearer`.
     pub fn unauthorized(message: impl Into<Cow<'static, str>>) -> Rejection {
-        Rejection::new(StatusCode::UNAUTHORIZED, "UNAUTHORIZED", message)
+        Rejection::new(Code::Unauthorized, message)
             .with_header(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"))
     }
 
     /// 503 `SERVICE_UNAVAILABLE`: a store the layer depends on failed.
     pub fn store_unavailable() -> Rejection {
-        Rejection::new(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "SERVICE_UNAVAILABLE",
-            "The service is temporarily unavailable. Please retry.",
-        )
+        Rejection::from_code(Code::ServiceUnavailable)
     }
 
     /// Adds a field beside `code` and `message` (kept in insertion order).
@@ -388,13 +398,9 @@ mod tests {
     }
 
     fn rate_limited() -> Rejection {
-        Rejection::new(
-            StatusCode::TOO_MANY_REQUESTS,
-            "RATE_LIMITED",
-            "Rate limit exceeded. Retry after 1 second.",
-        )
-        .with_field("retry_after", 1)
-        .with_header(header::RETRY_AFTER, HeaderValue::from_static("1"))
+        Rejection::new(Code::RateLimited, "Rate limit exceeded. Retry after 1 second.")
+            .with_field("retry_after", 1)
+            .with_header(header::RETRY_AFTER, HeaderValue::from_static("1"))
     }
 
     #[test]
@@ -411,7 +417,7 @@ mod tests {
 
     #[test]
     fn messages_are_escaped_as_json() {
-        let body = Rejection::new(StatusCode::BAD_REQUEST, "BAD", "a \"quoted\"\nline").to_json();
+        let body = Rejection::custom(StatusCode::BAD_REQUEST, "BAD", "a \"quoted\"\nline").to_json();
         let parsed: Value = serde_json::from_slice(&body).unwrap();
         assert_eq!(parsed["error"]["message"], "a \"quoted\"\nline");
     }

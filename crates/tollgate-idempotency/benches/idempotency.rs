@@ -27,13 +27,15 @@ use std::hint::black_box;
 use std::pin::pin;
 use std::task::{Context, Poll, Waker};
 
+use axum_core::body::Body as AxumBody;
 use bytes::{BufMut, Bytes, BytesMut};
 use criterion::{criterion_group, criterion_main, Criterion};
 use http::{HeaderMap, HeaderValue, Method, Request, Response};
 use http_body::{Body, Frame};
 use http_body_util::Full;
-use tollgate_core::{KeyKind, MemoryIdempotencyStore, Principal};
-use tollgate_idempotency::{IdempotencyLayer, RequestBody, X_REQUEST_ID};
+use tollgate_core::idempotency::MemoryIdempotencyStore;
+use tollgate_core::{KeyKind, Principal};
+use tollgate_idempotency::{IdempotencyLayer, X_REQUEST_ID};
 use tower::{service_fn, Layer, Service};
 
 // Polls a future expected to be ready at once (everything here is in
@@ -182,7 +184,7 @@ fn bench(c: &mut Criterion) {
     });
 
     let layer = IdempotencyLayer::new(MemoryIdempotencyStore::new());
-    let mut layered = layer.layer(service_fn(send_message::<RequestBody<Full<Bytes>>>));
+    let mut layered = layer.layer(service_fn(send_message::<AxumBody>));
 
     let mut fresh = 0u64;
     group.bench_function("first_execution", |b| {
@@ -225,8 +227,8 @@ fn bench(c: &mut Criterion) {
         })
     });
 
-    let mut grpc_layered = IdempotencyLayer::new(MemoryIdempotencyStore::new())
-        .layer(service_fn(grpc_send_message::<RequestBody<Full<Bytes>>>));
+    let mut grpc_layered =
+        IdempotencyLayer::new(MemoryIdempotencyStore::new()).layer(service_fn(grpc_send_message::<AxumBody>));
     let first = now(grpc_layered.call(grpc_request(&principal, &message, replay_key.clone()))).expect("infallible");
     assert_eq!(drain(first.into_body()), 5 + "msg_1 queued 1029".len());
     let replay = now(grpc_layered.call(grpc_request(&principal, &message, replay_key.clone()))).expect("infallible");

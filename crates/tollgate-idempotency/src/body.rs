@@ -1,18 +1,42 @@
-//! Buffering request and response bodies within a limit, and
-//! [`PassThroughBody`], the body of an inner service's response as the layer
-//! hands it on.
+//! Reading bodies: a request read whole, as the rebuilt request carries it
+//! ([`request_bytes`]), a response for storing ([`buffer_response`]); and
+//! the two bodies the layer answers with, [`PassThroughBody`] (the inner
+//! service's) and [`ReplayBody`] (its own).
 
+use std::convert::Infallible;
 use std::fmt;
-use std::pin::{pin, Pin};
+use std::pin::Pin;
 use std::task::{ready, Context, Poll};
 
 use bytes::{Bytes, BytesMut};
 use http::HeaderMap;
 use http_body::{Body, Frame, SizeHint};
-use http_body_util::{BodyExt, Either, Full};
+use http_body_util::{BodyExt, Collected, Full, LengthLimitError};
 use pin_project_lite::pin_project;
+use tollgate_core::BoxError;
 
-use crate::IdempotencyBody;
+/// Why a request body could not be buffered.
+#[derive(Debug)]
+pub(crate) enum RequestBodyError {
+    /// Longer than the limit.
+    TooLarge,
+    /// It ended with trailers, which the rebuilt request could not carry.
+    Trailers,
+    /// Reading it failed (the client went away, a malformed chunk…).
+    Unreadable,
+}
+
+/// The request body as read whole by
+/// [`read_body`](tollgate_core::body::read_body): its bytes, or why the
+/// rebuilt request could not carry it.
+pub(crate) fn request_bytes(read: Result<Collected<Bytes>, BoxError>) -> Result<Bytes, RequestBodyError> {
+    match read {
+        Ok(whole) if whole.trailers().is_some() => Err(RequestBodyError::Trailers),
+        Ok(whole) => Ok(whole.to_bytes()),
+        Err(error) if error.is::<LengthLimitError>() => Err(RequestBodyError::TooLarge),
+        Err(_) => Err(RequestBodyError::Unreadable),
+    }
+}
 
 /// Data frames gathered into one `Bytes`, copying only when there are several.
 #[derive(Default)]
@@ -48,39 +72,6 @@ impl Gathered {
     }
 }
 
-/// Why a request body could not be buffered.
-#[derive(Debug)]
-pub(crate) enum RequestBodyError {
-    /// Longer than the limit.
-    TooLarge,
-    /// It ended with trailers, which the rebuilt request could not carry.
-    Trailers,
-    /// Reading it failed (the client went away, a malformed chunk…).
-    Unreadable,
-}
-
-/// Reads the whole request body, refusing it past `limit` bytes.
-pub(crate) async fn buffer_request<B>(body: B, limit: usize) -> Result<Bytes, RequestBodyError>
-where
-    B: Body<Data = Bytes>,
-{
-    let mut body = pin!(body);
-    let mut gathered = Gathered::default();
-    while let Some(frame) = body.as_mut().frame().await {
-        let frame = frame.map_err(|_| RequestBodyError::Unreadable)?;
-        match frame.into_data() {
-            Ok(data) => {
-                if gathered.len.saturating_add(data.len()) > limit {
-                    return Err(RequestBodyError::TooLarge);
-                }
-                gathered.push(data);
-            }
-            Err(_trailers) => return Err(RequestBodyError::Trailers),
-        }
-    }
-    Ok(gathered.into_bytes())
-}
-
 /// A response body read to its end: the data, and the trailers if it
 /// ended with any (a gRPC response's status is in them).
 #[derive(Debug, Clone, PartialEq)]
@@ -91,17 +82,11 @@ pub(crate) struct WholeBody {
 }
 
 impl WholeBody {
-    /// The body to answer with: `Full` when there are no trailers (it
-    /// cannot carry them), otherwise the data then the trailers.
-    pub(crate) fn into_body<B: Body>(self) -> IdempotencyBody<B> {
-        match self.trailers {
-            None => Either::Right(Full::new(self.data)),
-            Some(trailers) => Either::Left(PassThroughBody {
-                inner: Inner::Whole {
-                    data: Some(self.data).filter(|data| !data.is_empty()),
-                    trailers: Some(trailers),
-                },
-            }),
+    /// The body to answer with: the data, then the trailers.
+    pub(crate) fn into_replay(self) -> ReplayBody {
+        ReplayBody {
+            data: Full::new(self.data),
+            trailers: self.trailers,
         }
     }
 }
@@ -182,13 +167,69 @@ where
     }
 }
 
+/// The body of a response the layer makes itself, whole: a refusal, or a
+/// stored response replayed; its data, then its trailers if it has any (a
+/// gRPC status), as the inner service sent them.
+pub struct ReplayBody {
+    data: Full<Bytes>,
+    trailers: Option<HeaderMap>,
+}
+
+impl ReplayBody {
+    /// A refusal, as a renderer made it.
+    pub(crate) fn refusal(body: Full<Bytes>) -> ReplayBody {
+        ReplayBody {
+            data: body,
+            trailers: None,
+        }
+    }
+}
+
+impl Body for ReplayBody {
+    type Data = Bytes;
+    type Error = Infallible;
+
+    fn poll_frame(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, Infallible>>> {
+        // `Full` answers at once, and yields no frame for empty data.
+        if let Poll::Ready(Some(data)) = Pin::new(&mut self.data).poll_frame(cx) {
+            return Poll::Ready(Some(data));
+        }
+        Poll::Ready(self.trailers.take().map(|trailers| Ok(Frame::trailers(trailers))))
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.data.is_end_stream() && self.trailers.is_none()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        if self.trailers.is_none() {
+            return self.data.size_hint();
+        }
+        // At least the data, without an upper bound: a body announcing its
+        // exact length would be sent with `Content-Length` over HTTP/1.1,
+        // which leaves no room for the trailers.
+        let mut hint = SizeHint::new();
+        hint.set_lower(self.data.size_hint().lower());
+        hint
+    }
+}
+
+// The length only: a stored response can hold a secret (a new API key).
+impl fmt::Debug for ReplayBody {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ReplayBody")
+            .field("len", &self.data.size_hint().lower())
+            .field("trailers", &self.trailers.is_some())
+            .finish()
+    }
+}
+
 pin_project! {
     /// The body of a response the inner service produced, as the layer hands
     /// it on: untouched; or, when the layer started reading it to store it
     /// and gave up (too large, a read error), the bytes already read followed
     /// by the rest, the trailers or the error, exactly as the body would have
-    /// produced them; or, for a response that ended with trailers (gRPC), its
-    /// data then its trailers, read whole — the first answer and every replay.
+    /// produced them; or, once read whole and stored, as its replays will be.
     pub struct PassThroughBody<B: Body> {
         #[pin]
         inner: Inner<B>,
@@ -200,7 +241,7 @@ pin_project! {
     enum Inner<B: Body> {
         Untouched { #[pin] body: B },
         Resumed { resumed: Resumed<B> },
-        Whole { data: Option<Bytes>, trailers: Option<HeaderMap> },
+        Whole { whole: ReplayBody },
     }
 }
 
@@ -218,6 +259,15 @@ impl<B: Body> PassThroughBody<B> {
             inner: Inner::Untouched { body },
         }
     }
+
+    /// A response read whole, sent on as its replays will be.
+    pub(crate) fn whole(whole: WholeBody) -> PassThroughBody<B> {
+        PassThroughBody {
+            inner: Inner::Whole {
+                whole: whole.into_replay(),
+            },
+        }
+    }
 }
 
 impl<B: Body<Data = Bytes>> Body for PassThroughBody<B> {
@@ -228,10 +278,11 @@ impl<B: Body<Data = Bytes>> Body for PassThroughBody<B> {
         match self.project().inner.project() {
             InnerProj::Untouched { body } => body.poll_frame(cx),
             InnerProj::Resumed { resumed } => resumed.poll_frame(cx),
-            InnerProj::Whole { data, trailers } => Poll::Ready(match data.take() {
-                Some(data) => Some(Ok(Frame::data(data))),
-                None => trailers.take().map(|trailers| Ok(Frame::trailers(trailers))),
-            }),
+            InnerProj::Whole { whole } => match ready!(Pin::new(whole).poll_frame(cx)) {
+                Some(Ok(frame)) => Poll::Ready(Some(Ok(frame))),
+                Some(Err(never)) => match never {},
+                None => Poll::Ready(None),
+            },
         }
     }
 
@@ -244,7 +295,7 @@ impl<B: Body<Data = Bytes>> Body for PassThroughBody<B> {
                     && resumed.error.is_none()
                     && resumed.trailers.is_none()
             }
-            Inner::Whole { data, trailers } => data.is_none() && trailers.is_none(),
+            Inner::Whole { whole } => whole.is_end_stream(),
         }
     }
 
@@ -264,14 +315,7 @@ impl<B: Body<Data = Bytes>> Body for PassThroughBody<B> {
                 }
                 hint
             }
-            // At least the data, without an upper bound: a body announcing
-            // its exact length would be sent with `Content-Length` over
-            // HTTP/1.1, which leaves no room for the trailers.
-            Inner::Whole { data, .. } => {
-                let mut hint = SizeHint::new();
-                hint.set_lower(data.as_ref().map_or(0, |data| data.len() as u64));
-                hint
-            }
+            Inner::Whole { whole } => whole.size_hint(),
         }
     }
 }
@@ -309,8 +353,10 @@ impl<B: Body> fmt::Debug for PassThroughBody<B> {
 pub(crate) mod tests {
     use super::*;
     use std::collections::VecDeque;
+    use std::pin::pin;
 
     use http_body_util::Full;
+    use tollgate_core::body::read_body;
 
     /// A body of chunks with no length announced, optionally ending with
     /// trailers or an error: what a streaming handler produces.
@@ -376,28 +422,37 @@ pub(crate) mod tests {
         trailers
     }
 
+    // The request body as the layer reads it.
+    async fn read_request<B>(body: B, limit: usize) -> Result<Bytes, RequestBodyError>
+    where
+        B: Body<Data = Bytes> + Send + 'static,
+        B::Error: Into<BoxError>,
+    {
+        request_bytes(read_body(axum_core::body::Body::new(body), limit).await)
+    }
+
     #[tokio::test]
     async fn requests_within_the_limit_are_gathered() {
-        let body = buffer_request(Chunks::new(&[b"ab", b"", b"cd"]), 4).await.unwrap();
+        let body = read_request(Chunks::new(&[b"ab", b"", b"cd"]), 4).await.unwrap();
         assert_eq!(body, "abcd");
-        let body = buffer_request(Full::new(Bytes::from_static(b"{}")), 2).await.unwrap();
+        let body = read_request(Full::new(Bytes::from_static(b"{}")), 2).await.unwrap();
         assert_eq!(body, "{}");
-        let body = buffer_request(http_body_util::Empty::<Bytes>::new(), 0).await.unwrap();
+        let body = read_request(http_body_util::Empty::<Bytes>::new(), 0).await.unwrap();
         assert!(body.is_empty());
     }
 
     #[tokio::test]
     async fn requests_past_the_limit_with_trailers_or_failing_are_refused() {
         assert!(matches!(
-            buffer_request(Chunks::new(&[b"ab", b"cde"]), 4).await,
+            read_request(Chunks::new(&[b"ab", b"cde"]), 4).await,
             Err(RequestBodyError::TooLarge)
         ));
         assert!(matches!(
-            buffer_request(Chunks::new(&[b"ab"]).then_trailers(trailers()), 4).await,
+            read_request(Chunks::new(&[b"ab"]).then_trailers(trailers()), 4).await,
             Err(RequestBodyError::Trailers)
         ));
         assert!(matches!(
-            buffer_request(Chunks::new(&[b"ab"]).then_error(), 4).await,
+            read_request(Chunks::new(&[b"ab"]).then_error(), 4).await,
             Err(RequestBodyError::Unreadable)
         ));
     }
@@ -457,10 +512,8 @@ pub(crate) mod tests {
                 trailers: Some(trailers())
             }
         );
-        let body: IdempotencyBody<Chunks> = whole.into_body();
-        let Either::Left(body) = body else {
-            panic!("Full cannot carry trailers")
-        };
+        // The first answer, as the layer hands it on.
+        let body = PassThroughBody::<Chunks>::whole(whole);
         assert!(!body.is_end_stream());
         assert_eq!(body.size_hint().lower(), 2);
         assert_eq!(
@@ -482,7 +535,7 @@ pub(crate) mod tests {
         else {
             panic!("trailers alone fit")
         };
-        let (data, got, failed) = read_all(whole.into_body::<Chunks>()).await;
+        let (data, got, failed) = read_all(whole.into_replay()).await;
         assert_eq!((data.as_slice(), got, failed), (&b""[..], Some(trailers()), false));
 
         // An empty set of trailers is no trailers.
@@ -492,7 +545,11 @@ pub(crate) mod tests {
             panic!("fits")
         };
         assert_eq!(whole.trailers, None);
-        assert!(matches!(whole.into_body::<Chunks>(), Either::Right(_)));
+        assert_eq!(
+            whole.into_replay().size_hint().exact(),
+            Some(2),
+            "without trailers, Content-Length"
+        );
     }
 
     #[tokio::test]

@@ -7,7 +7,7 @@ use std::time::Duration;
 use http::header::{HeaderName, CONTENT_LENGTH};
 use http::{Method, Request, Uri};
 use http_body::Body;
-use tollgate_core::idempotency::IdempotencyKey;
+use tollgate_core::idempotency::{IdempotencyKey, IdempotencyStore};
 use tollgate_core::{Principal, Rejection, Renderer};
 
 use crate::key::{read_key, KeyError};
@@ -31,6 +31,7 @@ pub(crate) enum Requirement {
 
 #[derive(Clone)]
 pub(crate) struct Config {
+    pub(crate) store: Arc<dyn IdempotencyStore>,
     pub(crate) headers: Vec<HeaderName>,
     pub(crate) methods: Vec<Method>,
     pub(crate) only_when: Option<RequestPredicate>,
@@ -46,9 +47,11 @@ pub(crate) struct Config {
     pub(crate) renderer: Renderer,
 }
 
-impl Default for Config {
-    fn default() -> Config {
+impl Config {
+    /// The defaults, keeping keys and responses in `store`.
+    pub(crate) fn new(store: Arc<dyn IdempotencyStore>) -> Config {
         Config {
+            store,
             headers: vec![X_REQUEST_ID],
             methods: vec![Method::POST, Method::PATCH],
             only_when: None,

@@ -6,12 +6,18 @@ use std::time::Duration;
 
 use http::header::HeaderName;
 use http::{Method, Uri};
+use tollgate_core::gate::Gate;
 use tollgate_core::idempotency::IdempotencyStore;
 use tollgate_core::Renderer;
 use tower_layer::Layer;
 
 use crate::config::{Config, Requirement};
-use crate::service::Idempotency;
+use crate::policy::Deduplicate;
+
+/// The service made by [`IdempotencyLayer`]: `S` behind [`Deduplicate`].
+/// It runs each keyed request once and replays its response to retries;
+/// see the [crate documentation](crate) for the behaviour.
+pub type Idempotency<S> = Gate<S, Deduplicate>;
 
 /// Deduplicates requests by idempotency key: one execution per key, replays
 /// of its response, 409 while it runs, 422 for another request under the
@@ -26,7 +32,7 @@ use crate::service::Idempotency;
 /// ```
 /// use std::time::Duration;
 /// use http::Method;
-/// use tollgate_core::MemoryIdempotencyStore;
+/// use tollgate_core::idempotency::MemoryIdempotencyStore;
 /// use tollgate_idempotency::{IdempotencyLayer, IDEMPOTENCY_KEY, X_REQUEST_ID};
 ///
 /// let layer = IdempotencyLayer::new(MemoryIdempotencyStore::new())
@@ -36,17 +42,21 @@ use crate::service::Idempotency;
 ///     .ttl(Duration::from_secs(12 * 3600));
 /// # let _ = layer;
 /// ```
-pub struct IdempotencyLayer<St> {
-    store: Arc<St>,
+#[derive(Clone)]
+pub struct IdempotencyLayer {
     config: Config,
 }
 
-impl<St: IdempotencyStore> IdempotencyLayer<St> {
+impl IdempotencyLayer {
     /// A layer keeping keys and responses in `store`, with the defaults.
-    pub fn new(store: St) -> IdempotencyLayer<St> {
+    pub fn new(store: impl IdempotencyStore) -> IdempotencyLayer {
+        IdempotencyLayer::from_shared(Arc::new(store))
+    }
+
+    /// Like [`IdempotencyLayer::new`], for a store already shared.
+    pub fn from_shared(store: Arc<dyn IdempotencyStore>) -> IdempotencyLayer {
         IdempotencyLayer {
-            store: Arc::new(store),
-            config: Config::default(),
+            config: Config::new(store),
         }
     }
 
@@ -85,7 +95,7 @@ impl<St: IdempotencyStore> IdempotencyLayer<St> {
     /// deduplication:
     ///
     /// ```
-    /// use tollgate_core::MemoryIdempotencyStore;
+    /// use tollgate_core::idempotency::MemoryIdempotencyStore;
     /// use tollgate_idempotency::IdempotencyLayer;
     ///
     /// let layer = IdempotencyLayer::new(MemoryIdempotencyStore::new())
@@ -187,16 +197,7 @@ impl<St: IdempotencyStore> IdempotencyLayer<St> {
     }
 }
 
-impl<St> Clone for IdempotencyLayer<St> {
-    fn clone(&self) -> Self {
-        IdempotencyLayer {
-            store: self.store.clone(),
-            config: self.config.clone(),
-        }
-    }
-}
-
-impl<St> fmt::Debug for IdempotencyLayer<St> {
+impl fmt::Debug for IdempotencyLayer {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("IdempotencyLayer")
             .field("config", &self.config)
@@ -204,10 +205,10 @@ impl<St> fmt::Debug for IdempotencyLayer<St> {
     }
 }
 
-impl<S, St: IdempotencyStore> Layer<S> for IdempotencyLayer<St> {
-    type Service = Idempotency<S, St>;
+impl<S> Layer<S> for IdempotencyLayer {
+    type Service = Idempotency<S>;
 
-    fn layer(&self, inner: S) -> Idempotency<S, St> {
-        Idempotency::from_parts(inner, self.store.clone(), Arc::new(self.config.clone()))
+    fn layer(&self, inner: S) -> Idempotency<S> {
+        Gate::new(inner, Deduplicate::new(Arc::new(self.config.clone())))
     }
 }

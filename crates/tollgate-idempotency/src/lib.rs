@@ -39,6 +39,11 @@
 //!   and query, and the body. The body is buffered (up to 1 MiB by default,
 //!   413 `PAYLOAD_TOO_LARGE` beyond, checked against `Content-Length` before
 //!   reading) and handed to the inner service unchanged.
+//! - **The inner service's request body** is axum's `Body`
+//!   (`axum_core::body::Body`): the original body, untouched, for requests
+//!   the layer lets through (not boxed again when it is one already), the
+//!   buffered bytes for those it deduplicates. axum's `Router`, its `from_fn`
+//!   middleware and tonic's server all take it as it is.
 //! - **One execution.** The store's `begin` claims the key atomically, so
 //!   of many concurrent requests with one key exactly one runs. The claim
 //!   expires after the [lock timeout](IdempotencyLayer::lock_timeout)
@@ -80,17 +85,19 @@
 //! use std::sync::atomic::{AtomicUsize, Ordering};
 //! use std::sync::Arc;
 //!
+//! use axum_core::body::Body;
 //! use bytes::Bytes;
 //! use http::{Request, Response, StatusCode};
 //! use http_body_util::{BodyExt, Full};
-//! use tollgate_core::{KeyKind, MemoryIdempotencyStore, Principal};
-//! use tollgate_idempotency::{IdempotencyLayer, RequestBody};
+//! use tollgate_core::idempotency::MemoryIdempotencyStore;
+//! use tollgate_core::{KeyKind, Principal};
+//! use tollgate_idempotency::IdempotencyLayer;
 //! use tower::{service_fn, ServiceBuilder, ServiceExt};
 //!
 //! # tokio_test::block_on(async {
 //! let sent = Arc::new(AtomicUsize::new(0));
 //! let counter = sent.clone();
-//! let send_message = service_fn(move |_request: Request<RequestBody<Full<Bytes>>>| {
+//! let send_message = service_fn(move |_request: Request<Body>| {
 //!     let id = counter.fetch_add(1, Ordering::SeqCst) + 1;
 //!     async move {
 //!         let body = format!(r#"{{"id":"msg_{id}","status":"queued"}}"#);
@@ -130,30 +137,24 @@
 
 mod body;
 mod claim;
+mod complete;
 mod config;
 mod fingerprint;
-mod flow;
-mod future;
 mod key;
 mod layer;
+mod policy;
 mod rejections;
 mod replay;
-mod service;
 
-pub use body::PassThroughBody;
+pub use body::{PassThroughBody, ReplayBody};
+pub use complete::Completion;
 pub use config::{IDEMPOTENCY_KEY, X_REQUEST_ID};
-pub use future::ResponseFuture;
 pub use key::MAX_KEY_LEN;
-pub use layer::IdempotencyLayer;
+pub use layer::{Idempotency, IdempotencyLayer};
+pub use policy::Deduplicate;
 pub use replay::IDEMPOTENT_REPLAYED;
-pub use service::Idempotency;
 
-/// The request body the inner service receives: the original body
-/// (`Left`) when the layer lets the request through untouched, the
-/// buffered bytes (`Right`) when it deduplicates it.
-pub type RequestBody<B> = http_body_util::Either<B, http_body_util::Full<bytes::Bytes>>;
-
-/// The layer's response body: the inner body handed on (`Left`), or a body
-/// the layer made (`Right`): a refusal, a replay, or a first response that
-/// was read whole to be stored.
-pub type IdempotencyBody<B> = tollgate_core::ResponseBody<PassThroughBody<B>>;
+/// The layer's response body: the inner service's body as the layer hands
+/// it on (`Left`: untouched, or read whole and stored), or a body the layer
+/// made (`Right`: a refusal or a replay, trailers included).
+pub type IdempotencyBody<B> = tollgate_core::gate::GateBody<PassThroughBody<B>, ReplayBody>;

@@ -15,11 +15,12 @@ use http::{Request, Response, StatusCode};
 use http_body::{Body, Frame};
 use http_body_util::{BodyExt, Full};
 use tokio::sync::Semaphore;
-use tollgate_core::{KeyKind, ManualClock, MemoryIdempotencyStore, Principal};
-use tollgate_idempotency::{IdempotencyBody, IdempotencyLayer, RequestBody, IDEMPOTENT_REPLAYED, X_REQUEST_ID};
+use tollgate_core::idempotency::MemoryIdempotencyStore;
+use tollgate_core::{KeyKind, ManualClock, Principal};
+use tollgate_idempotency::{IdempotencyBody, IdempotencyLayer, IDEMPOTENT_REPLAYED, X_REQUEST_ID};
 use tower::{Layer, Service, ServiceExt};
 
-type InnerRequest = Request<RequestBody<Full<Bytes>>>;
+type InnerRequest = Request<axum_core::body::Body>;
 
 const KEY: &str = "5a1b2c3d-0000-4000-8000-000000000001";
 const SEND: &str = "/messaging.v1.Messaging/SendMessage";
@@ -240,7 +241,12 @@ async fn refusals_are_grpc_statuses() {
     let handler = Handler::ok().gated(gate.clone());
     let mut service = IdempotencyLayer::new(store()).layer(handler.clone());
 
-    let mut first = tokio_test::task::spawn(service.ready().await.unwrap().call(call(SEND, b"one")));
+    let mut first = tokio_test::task::spawn(
+        ServiceExt::<Request<Full<Bytes>>>::ready(&mut service)
+            .await
+            .unwrap()
+            .call(call(SEND, b"one")),
+    );
     assert!(first.poll().is_pending());
     let busy = send(&mut service, call(SEND, b"one")).await;
     assert_eq!(busy.status, StatusCode::OK, "gRPC statuses travel in HTTP 200");

@@ -16,14 +16,13 @@ use http::{Method, Request, Response, StatusCode};
 use http_body::{Body, Frame};
 use http_body_util::{BodyExt, Either, Full};
 use tokio::sync::Semaphore;
-use tollgate_core::idempotency::{
-    BeginOutcome, ClaimToken, Fingerprint, IdempotencyKey, IdempotencyStore, StoredResponse,
-};
-use tollgate_core::{ErrorFormat, KeyKind, ManualClock, MemoryIdempotencyStore, Principal, Renderer, StoreError};
-use tollgate_idempotency::{IdempotencyLayer, RequestBody, IDEMPOTENCY_KEY, IDEMPOTENT_REPLAYED, X_REQUEST_ID};
+use tollgate_core::conformance::{self, FakeStore};
+use tollgate_core::idempotency::MemoryIdempotencyStore;
+use tollgate_core::{ErrorFormat, KeyKind, ManualClock, Principal, Renderer};
+use tollgate_idempotency::{IdempotencyLayer, IDEMPOTENCY_KEY, IDEMPOTENT_REPLAYED, X_REQUEST_ID};
 use tower::{Layer, Service, ServiceExt};
 
-type InnerRequest = Request<RequestBody<Full<Bytes>>>;
+type InnerRequest = Request<axum_core::body::Body>;
 
 const KEY: &str = "5a1b2c3d-0000-4000-8000-000000000001";
 
@@ -58,7 +57,9 @@ impl Api {
 }
 
 async fn echo(request: InnerRequest, run: usize) -> Response<Full<Bytes>> {
-    let buffered = matches!(request.body(), Either::Right(_));
+    // Client bodies here never announce their length (`Sent`); the bytes
+    // the layer buffered do.
+    let buffered = request.body().size_hint().exact().is_some();
     let (parts, body) = request.into_parts();
     let body = body.collect().await.expect("a readable body").to_bytes();
     let text = format!(
@@ -82,7 +83,25 @@ fn principal(account: &str) -> Principal {
     Principal::new(account, format!("key_{account}"), KeyKind::Production)
 }
 
-fn request(method: Method, path: &str, key: Option<&str>, body: &'static str) -> Request<Full<Bytes>> {
+/// A request body as a client streams it: its length not announced.
+struct Sent(Option<Bytes>);
+
+impl Sent {
+    fn new(body: &'static str) -> Sent {
+        Sent(Some(Bytes::from_static(body.as_bytes())))
+    }
+}
+
+impl Body for Sent {
+    type Data = Bytes;
+    type Error = Infallible;
+
+    fn poll_frame(mut self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, Infallible>>> {
+        Poll::Ready(self.0.take().map(|chunk| Ok(Frame::data(chunk))))
+    }
+}
+
+fn request(method: Method, path: &str, key: Option<&str>, body: &'static str) -> Request<Sent> {
     let mut builder = Request::builder()
         .method(method)
         .uri(path)
@@ -90,10 +109,10 @@ fn request(method: Method, path: &str, key: Option<&str>, body: &'static str) ->
     if let Some(key) = key {
         builder = builder.header(X_REQUEST_ID, key);
     }
-    builder.body(Full::new(Bytes::from_static(body.as_bytes()))).unwrap()
+    builder.body(Sent::new(body)).unwrap()
 }
 
-fn post(body: &'static str) -> Request<Full<Bytes>> {
+fn post(body: &'static str) -> Request<Sent> {
     request(Method::POST, "/v1/messages", Some(KEY), body)
 }
 
@@ -134,24 +153,43 @@ where
     }
 }
 
+/// The response future of `request`, called on `service` once it is ready,
+/// not yet polled.
+async fn call<S>(service: &mut S, request: Request<Sent>) -> S::Future
+where
+    S: Service<Request<Sent>>,
+    S::Error: std::fmt::Debug,
+{
+    ServiceExt::<Request<Sent>>::ready(service).await.unwrap().call(request)
+}
+
 fn memory_store() -> (MemoryIdempotencyStore, ManualClock) {
     let clock = ManualClock::at_unix_secs(1_700_000_000);
     (MemoryIdempotencyStore::new().with_clock(clock.clone()), clock)
 }
 
-fn memory_layer() -> (
-    IdempotencyLayer<MemoryIdempotencyStore>,
-    MemoryIdempotencyStore,
-    ManualClock,
-) {
+/// What most tests start from: the counting API, and a layer over a memory
+/// store (the layer holds a clone of `store`) on a manual clock.
+struct Setup {
+    api: Api,
+    layer: IdempotencyLayer,
+    store: MemoryIdempotencyStore,
+    clock: ManualClock,
+}
+
+fn setup() -> Setup {
     let (store, clock) = memory_store();
-    (IdempotencyLayer::new(store.clone()), store, clock)
+    Setup {
+        api: Api::new(),
+        layer: IdempotencyLayer::new(store.clone()),
+        store,
+        clock,
+    }
 }
 
 #[tokio::test]
 async fn a_retry_is_replayed_byte_for_byte_and_the_handler_runs_once() {
-    let api = Api::new();
-    let (layer, store, _clock) = memory_layer();
+    let Setup { api, layer, store, .. } = setup();
     let mut service = layer.layer(api.service());
 
     let first = send(&mut service, post(r#"{"to":"+15550100"}"#)).await;
@@ -185,8 +223,7 @@ async fn a_retry_is_replayed_byte_for_byte_and_the_handler_runs_once() {
 
 #[tokio::test]
 async fn the_same_key_with_another_request_is_422() {
-    let api = Api::new();
-    let (layer, _store, _clock) = memory_layer();
+    let Setup { api, layer, .. } = setup();
     let mut service = layer.layer(api.service());
     assert_eq!(send(&mut service, post(r#"{"to":"+15550100"}"#)).await.status, 201);
 
@@ -206,8 +243,7 @@ async fn the_same_key_with_another_request_is_422() {
 
 #[tokio::test]
 async fn bad_keys_are_400_and_never_reach_the_handler() {
-    let api = Api::new();
-    let (layer, _store, _clock) = memory_layer();
+    let Setup { api, layer, .. } = setup();
     let mut service = layer.layer(api.service());
     let too_long = "k".repeat(256);
     let bad: [&[u8]; 6] = [
@@ -254,11 +290,8 @@ async fn bad_keys_are_400_and_never_reach_the_handler() {
 
 #[tokio::test]
 async fn idempotency_key_in_its_structured_string_form_names_the_same_key() {
-    let api = Api::new();
-    let (store, _clock) = memory_store();
-    let mut service = IdempotencyLayer::new(store)
-        .headers([IDEMPOTENCY_KEY, X_REQUEST_ID])
-        .layer(api.service());
+    let Setup { api, layer, .. } = setup();
+    let mut service = layer.headers([IDEMPOTENCY_KEY, X_REQUEST_ID]).layer(api.service());
     let with = |name: HeaderName, value: &'static str| {
         let mut request = request(Method::POST, "/v1/messages", None, "{}");
         request.headers_mut().insert(name, HeaderValue::from_static(value));
@@ -323,16 +356,16 @@ fn keyed<B>(body: B) -> Request<B> {
 async fn oversized_bodies_are_413_and_announced_ones_are_not_read() {
     let runs = Arc::new(AtomicUsize::new(0));
     let counter = runs.clone();
-    let handler = tower::service_fn(move |request: Request<RequestBody<Untouchable>>| {
+    let handler = tower::service_fn(move |request: InnerRequest| {
         counter.fetch_add(1, Ordering::SeqCst);
         let (_, body) = request.into_parts();
         async move {
-            assert!(matches!(body, Either::Right(_)));
+            assert!(body.size_hint().exact().is_some(), "buffered");
             Ok::<_, Infallible>(Response::new(Full::new(Bytes::new())))
         }
     });
-    let (store, _clock) = memory_store();
-    let mut service = IdempotencyLayer::new(store).max_request_body(1024).layer(handler);
+    let Setup { layer, .. } = setup();
+    let mut service = layer.max_request_body(1024).layer(handler);
     let mut announced = keyed(Untouchable);
     announced
         .headers_mut()
@@ -346,11 +379,10 @@ async fn oversized_bodies_are_413_and_announced_ones_are_not_read() {
     assert_eq!(runs.load(Ordering::SeqCst), 0);
 
     // Unannounced (chunked): refused once the limit is crossed.
-    let api = Api::new();
-    let (store, _clock) = memory_store();
+    let Setup { api, layer, .. } = setup();
     let handler = tower::service_fn({
         let runs = api.runs.clone();
-        move |request: Request<RequestBody<Chunks>>| {
+        move |request: InnerRequest| {
             let run = runs.fetch_add(1, Ordering::SeqCst) + 1;
             async move {
                 let body = request.into_body().collect().await.unwrap().to_bytes();
@@ -361,7 +393,7 @@ async fn oversized_bodies_are_413_and_announced_ones_are_not_read() {
             }
         }
     });
-    let mut service = IdempotencyLayer::new(store).max_request_body(1024).layer(handler);
+    let mut service = layer.max_request_body(1024).layer(handler);
     let reply = send(&mut service, keyed(Chunks::of(&[b'x'; 100], 11))).await;
     assert_eq!(
         (reply.status.as_u16(), reply.code().as_str()),
@@ -378,8 +410,7 @@ async fn oversized_bodies_are_413_and_announced_ones_are_not_read() {
 
 #[tokio::test]
 async fn equal_keys_of_different_accounts_or_environments_never_meet() {
-    let api = Api::new();
-    let (layer, _store, _clock) = memory_layer();
+    let Setup { api, layer, .. } = setup();
     let mut service = layer.layer(api.service());
     let from = |principal: Principal| {
         let mut request = post("{}");
@@ -409,8 +440,12 @@ async fn equal_keys_of_different_accounts_or_environments_never_meet() {
 
 #[tokio::test]
 async fn a_key_runs_again_after_its_ttl() {
-    let api = Api::new();
-    let (layer, store, clock) = memory_layer();
+    let Setup {
+        api,
+        layer,
+        store,
+        clock,
+    } = setup();
     let mut service = layer.layer(api.service());
     send(&mut service, post("{}")).await;
     clock.advance(Duration::from_secs(24 * 3600 - 1));
@@ -425,11 +460,8 @@ async fn a_key_runs_again_after_its_ttl() {
 
 #[tokio::test]
 async fn a_configured_ttl_is_honoured() {
-    let api = Api::new();
-    let (store, clock) = memory_store();
-    let mut service = IdempotencyLayer::new(store)
-        .ttl(Duration::from_secs(60))
-        .layer(api.service());
+    let Setup { api, layer, clock, .. } = setup();
+    let mut service = layer.ttl(Duration::from_secs(60)).layer(api.service());
     send(&mut service, post("{}")).await;
     clock.advance(Duration::from_secs(59));
     assert!(send(&mut service, post("{}")).await.replayed());
@@ -439,13 +471,12 @@ async fn a_configured_ttl_is_honoured() {
 
 #[tokio::test]
 async fn a_claim_left_by_a_crashed_instance_is_409_until_its_lock_expires() {
-    let api = Api::new();
-    let (layer, _store, clock) = memory_layer();
+    let Setup { api, layer, clock, .. } = setup();
     // Another instance (sharing the store) claimed the key and died mid-request:
     // its future is leaked, so nothing ever releases the claim.
     let gate = Arc::new(Semaphore::new(0));
     let mut crashed = layer.clone().layer(gated(&Api::new(), gate));
-    let mut lost = Box::pin(crashed.ready().await.unwrap().call(post("{}")));
+    let mut lost = Box::pin(call(&mut crashed, post("{}")).await);
     assert!(futures_poll_once(lost.as_mut()).is_pending());
     std::mem::forget(lost);
 
@@ -488,14 +519,13 @@ fn gated(
 
 #[tokio::test]
 async fn a_key_in_flight_is_409_then_replayed_once_done() {
-    let api = Api::new();
+    let Setup { api, layer, .. } = setup();
     let gate = Arc::new(Semaphore::new(0));
-    let (layer, _store, _clock) = memory_layer();
     let mut service = layer
         .retry_after(Duration::from_secs(3))
         .layer(gated(&api, gate.clone()));
 
-    let mut first = tokio_test::task::spawn(service.ready().await.unwrap().call(post("{}")));
+    let mut first = tokio_test::task::spawn(call(&mut service, post("{}")).await);
     assert!(first.poll().is_pending());
     assert_eq!(api.runs(), 1);
 
@@ -530,9 +560,10 @@ async fn an_inner_error_releases_the_key_for_a_retry() {
             Ok(echo(request, run).await)
         }
     });
-    let (layer, store, _clock) = memory_layer();
+    let Setup { layer, store, .. } = setup();
     let mut service = layer.layer(flaky);
-    let error = service.ready().await.unwrap().call(post("{}")).await.unwrap_err();
+    let response = call(&mut service, post("{}")).await;
+    let error = response.await.unwrap_err();
     assert_eq!(error, "database connection lost");
     assert!(store.is_empty(), "the claim was released before the error was returned");
     let retry = send(&mut service, post("{}")).await;
@@ -544,12 +575,11 @@ async fn an_inner_error_releases_the_key_for_a_retry() {
 
 #[tokio::test]
 async fn a_dropped_response_future_releases_the_key_for_a_retry() {
-    let api = Api::new();
+    let Setup { api, layer, store, .. } = setup();
     let gate = Arc::new(Semaphore::new(0));
-    let (layer, store, _clock) = memory_layer();
     let mut service = layer.layer(gated(&api, gate.clone()));
 
-    let mut abandoned = tokio_test::task::spawn(service.ready().await.unwrap().call(post("{}")));
+    let mut abandoned = tokio_test::task::spawn(call(&mut service, post("{}")).await);
     assert!(abandoned.poll().is_pending());
     assert_eq!(store.len(), 1, "claimed");
     drop(abandoned); // the client went away
@@ -564,9 +594,8 @@ async fn a_dropped_response_future_releases_the_key_for_a_retry() {
 
 #[test]
 fn a_dropped_response_future_releases_the_key_without_a_runtime_too() {
-    let api = Api::new();
+    let Setup { api, layer, store, .. } = setup();
     let gate = Arc::new(Semaphore::new(0));
-    let (layer, store, _clock) = memory_layer();
     let mut service = layer.layer(gated(&api, gate.clone()));
     let mut abandoned = tokio_test::task::spawn(service.call(post("{}")));
     assert!(abandoned.poll().is_pending());
@@ -575,59 +604,32 @@ fn a_dropped_response_future_releases_the_key_without_a_runtime_too() {
     assert!(store.is_empty());
 }
 
-/// A store whose abort stays pending for one poll, as a networked store's
-/// would: a drop must hand the abort to the runtime.
-#[derive(Clone)]
-struct SlowAbortStore(MemoryIdempotencyStore, Arc<tokio::sync::Notify>);
-
-impl IdempotencyStore for SlowAbortStore {
-    fn begin(
-        &self,
-        key: &IdempotencyKey,
-        fingerprint: Fingerprint,
-        lock_ttl: Duration,
-    ) -> impl Future<Output = Result<BeginOutcome, StoreError>> + Send {
-        self.0.begin(key, fingerprint, lock_ttl)
-    }
-
-    fn complete(
-        &self,
-        key: &IdempotencyKey,
-        token: ClaimToken,
-        response: StoredResponse,
-        ttl: Duration,
-    ) -> impl Future<Output = Result<bool, StoreError>> + Send {
-        self.0.complete(key, token, response, ttl)
-    }
-
-    fn abort(&self, key: &IdempotencyKey, token: ClaimToken) -> impl Future<Output = Result<bool, StoreError>> + Send {
-        let (store, aborted) = (self.0.clone(), self.1.clone());
-        let key = key.clone();
-        async move {
-            tokio::task::yield_now().await;
-            let result = store.abort(&key, token).await;
-            aborted.notify_one();
-            result
-        }
-    }
-}
-
+// The abort of a store that answers over the network (here: held at a
+// gate) cannot finish inside `drop`: the runtime must finish it.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_pending_abort_on_drop_is_finished_by_the_runtime() {
     let api = Api::new();
     let gate = Arc::new(Semaphore::new(0));
-    let (store, _clock) = memory_store();
-    let aborted = Arc::new(tokio::sync::Notify::new());
-    let mut service =
-        IdempotencyLayer::new(SlowAbortStore(store.clone(), aborted.clone())).layer(gated(&api, gate.clone()));
-    let mut abandoned = tokio_test::task::spawn(service.ready().await.unwrap().call(post("{}")));
+    let (memory, _clock) = memory_store();
+    let store = FakeStore::new(memory.clone());
+    let mut service = IdempotencyLayer::new(store.clone()).layer(gated(&api, gate.clone()));
+    let mut abandoned = tokio_test::task::spawn(call(&mut service, post("{}")).await);
     assert!(abandoned.poll().is_pending());
+    let held = conformance::Gate::closed();
+    store.gate(Some(held.clone()));
     drop(abandoned);
-    // A safety net against a hang, not a synchronisation: the store signals.
-    tokio::time::timeout(Duration::from_secs(10), aborted.notified())
-        .await
-        .expect("the abort ran on the runtime");
-    assert!(store.is_empty(), "the runtime finished the abort");
+    // A safety net against a hang, not a synchronisation: the abort waits
+    // at the gate only once a runtime task polls it.
+    tokio::time::timeout(Duration::from_secs(10), async {
+        while held.waiting() == 0 {
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+    })
+    .await
+    .expect("the abort ran on the runtime");
+    held.open();
+    assert_eq!(store.calls("abort"), 1);
+    assert!(memory.is_empty(), "the runtime finished the abort");
 }
 
 #[tokio::test]
@@ -643,7 +645,7 @@ async fn server_errors_are_stored_unless_configured_otherwise() {
         })
     };
     let runs = Arc::new(AtomicUsize::new(0));
-    let (layer, _store, _clock) = memory_layer();
+    let Setup { layer, .. } = setup();
     let mut service = layer.layer(failing(runs.clone()));
     send(&mut service, post("{}")).await;
     let replay = send(&mut service, post("{}")).await;
@@ -654,7 +656,7 @@ async fn server_errors_are_stored_unless_configured_otherwise() {
     assert_eq!(runs.load(Ordering::SeqCst), 1);
 
     let runs = Arc::new(AtomicUsize::new(0));
-    let (layer, store, _clock) = memory_layer();
+    let Setup { layer, store, .. } = setup();
     let mut service = layer.store_server_errors(false).layer(failing(runs.clone()));
     assert_eq!(send(&mut service, post("{}")).await.text(), "boom 1");
     assert!(store.is_empty());
@@ -678,12 +680,13 @@ async fn responses_too_large_to_store_pass_through_whole_and_release_the_key() {
             Ok::<_, Infallible>(Response::new(body))
         }
     });
-    let (layer, store, _clock) = memory_layer();
+    let Setup { layer, store, .. } = setup();
     let mut service = layer.max_response_body(1024).layer(big);
     for (path, byte) in [("/announced", b'a'), ("/streamed", b's')] {
         for run in 0..2 {
             let request = request(Method::POST, path, Some(KEY), "{}");
-            let response = service.ready().await.unwrap().call(request).await.unwrap();
+            let response = call(&mut service, request).await;
+            let response = response.await.unwrap();
             assert!(!response.headers().contains_key(IDEMPOTENT_REPLAYED), "{path} {run}");
             let body = response.into_body().collect().await.unwrap().to_bytes();
             assert_eq!(body.len(), 2048, "{path}: the client gets the whole body");
@@ -696,8 +699,7 @@ async fn responses_too_large_to_store_pass_through_whole_and_release_the_key() {
 
 #[tokio::test]
 async fn other_methods_pass_through_untouched() {
-    let api = Api::new();
-    let (layer, store, _clock) = memory_layer();
+    let Setup { api, layer, store, .. } = setup();
     let mut service = layer.layer(api.service());
     for method in [Method::GET, Method::PUT, Method::DELETE] {
         for _ in 0..2 {
@@ -710,9 +712,8 @@ async fn other_methods_pass_through_untouched() {
     assert_eq!(api.runs(), 6);
     assert!(store.is_empty());
 
-    let api = Api::new();
-    let (store, _clock) = memory_store();
-    let mut service = IdempotencyLayer::new(store).methods([Method::PUT]).layer(api.service());
+    let Setup { api, layer, .. } = setup();
+    let mut service = layer.methods([Method::PUT]).layer(api.service());
     send(&mut service, request(Method::PUT, "/v1/messages", Some(KEY), "x")).await;
     assert!(send(&mut service, request(Method::PUT, "/v1/messages", Some(KEY), "x"))
         .await
@@ -723,8 +724,7 @@ async fn other_methods_pass_through_untouched() {
 
 #[tokio::test]
 async fn keyless_requests_pass_through_unless_a_key_is_required() {
-    let api = Api::new();
-    let (layer, _store, _clock) = memory_layer();
+    let Setup { api, layer, .. } = setup();
     let mut service = layer.layer(api.service());
     for _ in 0..2 {
         let reply = send(&mut service, request(Method::POST, "/v1/messages", None, "{}")).await;
@@ -732,8 +732,8 @@ async fn keyless_requests_pass_through_unless_a_key_is_required() {
     }
     assert_eq!(api.runs(), 2);
 
-    let (store, _clock) = memory_store();
-    let mut service = IdempotencyLayer::new(store)
+    let Setup { layer, .. } = setup();
+    let mut service = layer
         .require_key_when(|method, uri| method == Method::POST && uri.path() == "/v1/messages")
         .layer(api.service());
     let missing = send(&mut service, request(Method::POST, "/v1/messages", None, "{}")).await;
@@ -747,8 +747,8 @@ async fn keyless_requests_pass_through_unless_a_key_is_required() {
     let read = send(&mut service, request(Method::GET, "/v1/messages", None, "")).await;
     assert_eq!(read.status, 201, "GET is not deduplicated, so never requires a key");
 
-    let (store, _clock) = memory_store();
-    let mut service = IdempotencyLayer::new(store).require_key().layer(api.service());
+    let Setup { layer, .. } = setup();
+    let mut service = layer.require_key().layer(api.service());
     let missing = send(&mut service, request(Method::PATCH, "/anything", None, "{}")).await;
     assert_eq!(
         (missing.status.as_u16(), missing.code().as_str()),
@@ -761,58 +761,34 @@ async fn requests_without_a_principal_pass_through_unless_a_fallback_scope_is_se
     let anonymous = || {
         Request::post("/webhooks/inbound")
             .header(X_REQUEST_ID, KEY)
-            .body(Full::new(Bytes::from_static(b"{}")))
+            .body(Sent::new("{}"))
             .unwrap()
     };
-    let api = Api::new();
-    let (layer, store, _clock) = memory_layer();
+    let Setup { api, layer, store, .. } = setup();
     let mut service = layer.layer(api.service());
     assert!(send(&mut service, anonymous()).await.text().contains("buffered=false"));
     assert!(!send(&mut service, anonymous()).await.replayed());
     assert_eq!(api.runs(), 2);
     assert!(store.is_empty());
 
-    let (store, _clock) = memory_store();
-    let mut service = IdempotencyLayer::new(store)
-        .fallback_scope("public")
-        .layer(api.service());
+    let Setup { layer, .. } = setup();
+    let mut service = layer.fallback_scope("public").layer(api.service());
     send(&mut service, anonymous()).await;
     assert!(send(&mut service, anonymous()).await.replayed());
     assert_eq!(api.runs(), 3);
 }
 
 /// A store that is down.
-struct DownStore;
-
-impl IdempotencyStore for DownStore {
-    fn begin(
-        &self,
-        _: &IdempotencyKey,
-        _: Fingerprint,
-        _: Duration,
-    ) -> impl Future<Output = Result<BeginOutcome, StoreError>> + Send {
-        std::future::ready(Err(StoreError::Timeout))
-    }
-
-    fn complete(
-        &self,
-        _: &IdempotencyKey,
-        _: ClaimToken,
-        _: StoredResponse,
-        _: Duration,
-    ) -> impl Future<Output = Result<bool, StoreError>> + Send {
-        std::future::ready(Err(StoreError::Timeout))
-    }
-
-    fn abort(&self, _: &IdempotencyKey, _: ClaimToken) -> impl Future<Output = Result<bool, StoreError>> + Send {
-        std::future::ready(Err(StoreError::Timeout))
-    }
+fn down_store() -> FakeStore<MemoryIdempotencyStore> {
+    let store = FakeStore::new(MemoryIdempotencyStore::new());
+    store.fail_all();
+    store
 }
 
 #[tokio::test]
 async fn a_store_outage_fails_closed_by_default_and_open_on_request() {
     let api = Api::new();
-    let mut closed = IdempotencyLayer::new(DownStore).layer(api.service());
+    let mut closed = IdempotencyLayer::new(down_store()).layer(api.service());
     let reply = send(&mut closed, post("{}")).await;
     assert_eq!(
         (reply.status.as_u16(), reply.code().as_str()),
@@ -820,7 +796,7 @@ async fn a_store_outage_fails_closed_by_default_and_open_on_request() {
     );
     assert_eq!(api.runs(), 0);
 
-    let mut open = IdempotencyLayer::new(DownStore).fail_open(true).layer(api.service());
+    let mut open = IdempotencyLayer::new(down_store()).fail_open(true).layer(api.service());
     for run in 1..=2 {
         let reply = send(&mut open, post("{}")).await;
         assert_eq!(reply.status, 201);
@@ -833,10 +809,25 @@ async fn a_store_outage_fails_closed_by_default_and_open_on_request() {
 }
 
 #[tokio::test]
-async fn refusals_use_the_configured_renderer() {
+async fn a_store_that_answers_later_is_awaited_for_every_step() {
     let api = Api::new();
-    let (store, _clock) = memory_store();
-    let mut service = IdempotencyLayer::new(store)
+    let (memory, _clock) = memory_store();
+    let store = FakeStore::new(memory.clone()).asynchronous();
+    let mut service = IdempotencyLayer::new(store.clone()).layer(api.service());
+    let first = send(&mut service, post("{}")).await;
+    assert_eq!((first.status, first.replayed()), (StatusCode::CREATED, false));
+    let retry = send(&mut service, post("{}")).await;
+    assert!(retry.replayed());
+    assert_eq!(retry.body, first.body);
+    assert_eq!((store.calls("begin"), store.calls("complete")), (2, 1));
+    assert_eq!(api.runs(), 1);
+    assert_eq!(memory.len(), 1);
+}
+
+#[tokio::test]
+async fn refusals_use_the_configured_renderer() {
+    let Setup { api, layer, .. } = setup();
+    let mut service = layer
         .renderer(Renderer::json(ErrorFormat::ProblemJson))
         .layer(api.service());
     let mut request = post("{}");
@@ -868,7 +859,7 @@ async fn a_hundred_concurrent_requests_with_one_key_run_the_handler_once() {
             Ok::<_, Infallible>(echo(request, run).await)
         }
     });
-    let (layer, _store, _clock) = memory_layer();
+    let Setup { layer, .. } = setup();
     let service = layer.layer(slow);
     let start = Arc::new(tokio::sync::Barrier::new(REQUESTS));
     let tasks: Vec<_> = (0..REQUESTS)

@@ -16,8 +16,8 @@ use criterion::{criterion_group, criterion_main, Criterion};
 use http::{HeaderMap, HeaderValue, Request, Response};
 use http_body_util::Full;
 use ipnet::{IpNet, Ipv4Net};
-use tollgate_core::allowlist::{AllowlistStore, IpSet};
-use tollgate_core::{KeyKind, MemoryAllowlistStore, Principal};
+use tollgate_core::allowlist::{AllowlistStore, IpSet, MemoryAllowlistStore};
+use tollgate_core::{KeyKind, Principal};
 use tollgate_ip::{ClientIpLayer, IpAllowlistLayer};
 use tower::{service_fn, Layer, Service};
 

@@ -31,8 +31,8 @@
 //! use bytes::Bytes;
 //! use http::{Request, Response, StatusCode};
 //! use http_body_util::{BodyExt, Full};
-//! use tollgate_core::allowlist::{AllowlistStore, IpSet};
-//! use tollgate_core::{KeyKind, MemoryAllowlistStore, Principal};
+//! use tollgate_core::allowlist::{AllowlistStore, IpSet, MemoryAllowlistStore};
+//! use tollgate_core::{KeyKind, Principal};
 //! use tollgate_ip::{ClientIpLayer, IpAllowlistLayer};
 //! use tower::{service_fn, ServiceBuilder, ServiceExt};
 //!
@@ -71,40 +71,32 @@
 //! ```
 
 use std::fmt;
-use std::future::Future;
 use std::net::IpAddr;
-use std::pin::Pin;
 use std::sync::Arc;
-use std::task::{ready, Context, Poll};
 
 use bytes::Bytes;
-use http::{Request, Response, StatusCode};
-use http_body_util::{Either, Full};
-use pin_project_lite::pin_project;
+use http::{HeaderMap, Request};
+use http_body_util::Full;
 use tollgate_core::allowlist::{networks_contain, AllowlistStore, Allowlists, IpSet};
-use tollgate_core::client_ip::ClientIp;
-use tollgate_core::{MemoryAllowlistStore, Principal, Rejection, Renderer, ResponseBody, StoreError};
+use tollgate_core::gate::{Gate, Policy, Verdict};
+use tollgate_core::{ClientIp, Code, MaybeReady, Principal, Rejection, Renderer, StoreError};
 use tower_layer::Layer;
-use tower_service::Service;
 
 /// 403 `IP_NOT_ALLOWED`: the refusal of every allowlist level, worded so
 /// that it does not reveal which list refused.
 pub fn ip_not_allowed() -> Rejection {
-    Rejection::new(
-        StatusCode::FORBIDDEN,
-        "IP_NOT_ALLOWED",
-        "Requests from this IP address are not allowed.",
-    )
+    Rejection::from_code(Code::IpNotAllowed)
 }
+
+/// The service of [`IpAllowlistLayer`]: `S` behind the [`RestrictIp`] policy.
+pub type IpAllowlist<S> = Gate<S, RestrictIp>;
 
 /// Allows a request only from addresses in every applicable allowlist; see
 /// the [module docs](self).
-///
-/// `A` is the [`AllowlistStore`] type; without [`store`](Self::store) none
-/// is consulted (the default type parameter is only a placeholder then).
-pub struct IpAllowlistLayer<A = MemoryAllowlistStore> {
+#[derive(Clone)]
+pub struct IpAllowlistLayer {
     global: Option<Arc<IpSet>>,
-    store: Option<Arc<A>>,
+    store: Option<Arc<dyn AllowlistStore>>,
     principal_lists: bool,
     renderer: Renderer,
 }
@@ -120,6 +112,45 @@ impl IpAllowlistLayer {
             renderer: Renderer::default(),
         }
     }
+
+    /// The list every request must match, whoever makes it.
+    pub fn global(mut self, list: impl Into<Arc<IpSet>>) -> IpAllowlistLayer {
+        self.global = Some(list.into());
+        self
+    }
+
+    /// Looks up the account's and the key's lists in `store` for requests
+    /// that carry a [`Principal`].
+    pub fn store(self, store: impl AllowlistStore) -> IpAllowlistLayer {
+        self.shared_store(Arc::new(store))
+    }
+
+    /// [`store`](Self::store) with a store that is shared already, such as
+    /// one chosen at start-up.
+    pub fn shared_store(mut self, store: Arc<dyn AllowlistStore>) -> IpAllowlistLayer {
+        self.store = Some(store);
+        self
+    }
+
+    /// Whether [`Principal::ip_allowlist`] applies (default `true`).
+    pub fn principal_allowlist(mut self, enabled: bool) -> IpAllowlistLayer {
+        self.principal_lists = enabled;
+        self
+    }
+
+    /// How refusals are rendered (default: the seed's JSON, gRPC for gRPC).
+    pub fn renderer(mut self, renderer: Renderer) -> IpAllowlistLayer {
+        self.renderer = renderer;
+        self
+    }
+
+    fn describe(&self, name: &str, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct(name)
+            .field("global", &self.global)
+            .field("store", &self.store.is_some())
+            .field("principal_allowlist", &self.principal_lists)
+            .finish_non_exhaustive()
+    }
 }
 
 impl Default for IpAllowlistLayer {
@@ -128,294 +159,114 @@ impl Default for IpAllowlistLayer {
     }
 }
 
-impl<A> IpAllowlistLayer<A> {
-    /// The list every request must match, whoever makes it.
-    pub fn global(mut self, list: impl Into<Arc<IpSet>>) -> IpAllowlistLayer<A> {
-        self.global = Some(list.into());
-        self
-    }
-
-    /// Looks up the account's and the key's lists in `store` for requests
-    /// that carry a [`Principal`].
-    pub fn store<B: AllowlistStore>(self, store: B) -> IpAllowlistLayer<B> {
-        IpAllowlistLayer {
-            global: self.global,
-            store: Some(Arc::new(store)),
-            principal_lists: self.principal_lists,
-            renderer: self.renderer,
-        }
-    }
-
-    /// Whether [`Principal::ip_allowlist`] applies (default `true`).
-    pub fn principal_allowlist(mut self, enabled: bool) -> IpAllowlistLayer<A> {
-        self.principal_lists = enabled;
-        self
-    }
-
-    /// How refusals are rendered (default: the seed's JSON, gRPC for gRPC).
-    pub fn renderer(mut self, renderer: Renderer) -> IpAllowlistLayer<A> {
-        self.renderer = renderer;
-        self
-    }
-}
-
-impl<A> Clone for IpAllowlistLayer<A> {
-    fn clone(&self) -> IpAllowlistLayer<A> {
-        IpAllowlistLayer {
-            global: self.global.clone(),
-            store: self.store.clone(),
-            principal_lists: self.principal_lists,
-            renderer: self.renderer.clone(),
-        }
-    }
-}
-
-impl<A> fmt::Debug for IpAllowlistLayer<A> {
+impl fmt::Debug for IpAllowlistLayer {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("IpAllowlistLayer")
-            .field("global", &self.global)
-            .field("store", &self.store.is_some())
-            .field("principal_allowlist", &self.principal_lists)
-            .finish_non_exhaustive()
+        self.describe("IpAllowlistLayer", f)
     }
 }
 
-impl<S, A> Layer<S> for IpAllowlistLayer<A> {
-    type Service = IpAllowlist<S, A>;
+impl<S> Layer<S> for IpAllowlistLayer {
+    type Service = IpAllowlist<S>;
 
-    fn layer(&self, inner: S) -> IpAllowlist<S, A> {
-        IpAllowlist {
+    fn layer(&self, inner: S) -> IpAllowlist<S> {
+        Gate::new(
             inner,
-            config: Arc::new(self.clone()),
-        }
+            RestrictIp {
+                config: Arc::new(self.clone()),
+            },
+        )
     }
 }
 
-/// The service of [`IpAllowlistLayer`].
-pub struct IpAllowlist<S, A = MemoryAllowlistStore> {
-    inner: S,
-    config: Arc<IpAllowlistLayer<A>>,
+/// The policy of [`IpAllowlist`]: lets a request through only if its
+/// [`ClientIp`] is in the global list, the principal's own list and the
+/// account's and key's stored lists, each where there is one; fails closed.
+/// Built by [`IpAllowlistLayer`].
+#[derive(Clone)]
+pub struct RestrictIp {
+    config: Arc<IpAllowlistLayer>,
 }
 
-impl<S: Clone, A> Clone for IpAllowlist<S, A> {
-    fn clone(&self) -> IpAllowlist<S, A> {
-        IpAllowlist {
-            inner: self.inner.clone(),
-            config: Arc::clone(&self.config),
-        }
-    }
-}
-
-impl<S: fmt::Debug, A> fmt::Debug for IpAllowlist<S, A> {
+impl fmt::Debug for RestrictIp {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("IpAllowlist")
-            .field("inner", &self.inner)
-            .field("config", &self.config)
-            .finish()
+        self.config.describe("RestrictIp", f)
     }
 }
 
-impl<S, A> IpAllowlist<S, A> {
-    /// The wrapped service.
-    pub fn get_ref(&self) -> &S {
-        &self.inner
-    }
+type Decision<B> = Verdict<B, (), Full<Bytes>>;
 
-    /// Unwraps the inner service.
-    pub fn into_inner(self) -> S {
-        self.inner
-    }
-}
+impl<B: Send + 'static> Policy<B> for RestrictIp {
+    type Body = B;
+    type Finish = ();
+    type Answer = Full<Bytes>;
 
-// What can be decided without the store.
-enum Verdict<A> {
-    Allow,
-    Deny,
-    AskStore {
-        ip: IpAddr,
-        principal: Principal,
-        store: Arc<A>,
-    },
-}
-
-impl<A> IpAllowlistLayer<A> {
-    fn verdict<B>(&self, request: &Request<B>) -> Verdict<A> {
+    fn decide(&self, request: Request<B>) -> MaybeReady<Decision<B>> {
+        let config = &self.config;
         let Some(ClientIp(ip)) = request.extensions().get::<ClientIp>().copied() else {
             tracing::warn!("no client IP in the request (is ClientIpLayer in front?); refusing it");
-            return Verdict::Deny;
+            return MaybeReady::ready(refuse(&config.renderer, &ip_not_allowed(), request.headers()));
         };
-        if let Some(global) = &self.global {
+        if let Some(global) = &config.global {
             if !global.contains(ip) {
                 tracing::debug!(client_ip = %ip, "not in the global IP allowlist");
-                return Verdict::Deny;
+                return MaybeReady::ready(refuse(&config.renderer, &ip_not_allowed(), request.headers()));
             }
         }
         let Some(principal) = request.extensions().get::<Principal>() else {
-            return Verdict::Allow;
+            return MaybeReady::ready(Verdict::Proceed(request, ()));
         };
-        if self.principal_lists {
+        if config.principal_lists {
             if let Some(networks) = principal.ip_allowlist() {
                 if !networks_contain(networks, ip) {
                     tracing::debug!(client_ip = %ip, key_id = principal.key_id(), "not in the key's IP allowlist");
-                    return Verdict::Deny;
+                    return MaybeReady::ready(refuse(&config.renderer, &ip_not_allowed(), request.headers()));
                 }
             }
         }
-        if let Some(store) = &self.store {
-            return Verdict::AskStore {
-                ip,
-                principal: principal.clone(),
-                store: Arc::clone(store),
-            };
+        let Some(store) = &config.store else {
+            return MaybeReady::ready(Verdict::Proceed(request, ()));
+        };
+        // A memory store has answered already: decide now. Otherwise the
+        // lookup goes on with the request until the store answers.
+        match store
+            .allowlists(principal.account_id(), principal.key_id())
+            .into_ready()
+        {
+            Ok(lists) => MaybeReady::ready(judge(lists, ip, request, &config.renderer)),
+            Err(pending) => {
+                let renderer = config.renderer.clone();
+                pending.map(move |lists| judge(lists, ip, request, &renderer))
+            }
         }
-        Verdict::Allow
     }
 }
 
-// The store's answer, judged: the refusal to send, if any.
-fn refusal(lists: Result<Allowlists, StoreError>, ip: IpAddr, principal: &Principal) -> Option<Rejection> {
+// The stored lists, judged: the request goes on if `ip` is in each of them.
+fn judge<B>(
+    lists: Result<Allowlists, StoreError>,
+    ip: IpAddr,
+    request: Request<B>,
+    renderer: &Renderer,
+) -> Decision<B> {
+    let key_id = request.extensions().get::<Principal>().map(Principal::key_id);
     let lists = match lists {
         Ok(lists) => lists,
         Err(error) => {
-            tracing::warn!(%error, key_id = principal.key_id(), "IP allowlist store failed; refusing the request");
-            return Some(Rejection::store_unavailable());
+            tracing::warn!(%error, key_id, "IP allowlist store failed; refusing the request");
+            return refuse(renderer, &Rejection::store_unavailable(), request.headers());
         }
     };
     for (level, list) in [("account", &lists.account), ("key", &lists.key)] {
         if list.as_ref().is_some_and(|list| !list.contains(ip)) {
-            tracing::debug!(client_ip = %ip, key_id = principal.key_id(), level, "not in an IP allowlist");
-            return Some(ip_not_allowed());
+            tracing::debug!(client_ip = %ip, key_id, level, "not in an IP allowlist");
+            return refuse(renderer, &ip_not_allowed(), request.headers());
         }
     }
-    None
+    Verdict::Proceed(request, ())
 }
 
-type LookupFuture = Pin<Box<dyn Future<Output = Result<Allowlists, StoreError>> + Send>>;
-
-impl<S, A, ReqB, ResB> Service<Request<ReqB>> for IpAllowlist<S, A>
-where
-    S: Service<Request<ReqB>, Response = Response<ResB>> + Clone,
-    A: AllowlistStore,
-{
-    type Response = Response<ResponseBody<ResB>>;
-    type Error = S::Error;
-    type Future = ResponseFuture<S, ReqB>;
-
-    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), S::Error>> {
-        self.inner.poll_ready(cx)
-    }
-
-    fn call(&mut self, request: Request<ReqB>) -> ResponseFuture<S, ReqB> {
-        let state = match self.config.verdict(&request) {
-            Verdict::Allow => State::Inner {
-                future: self.inner.call(request),
-            },
-            Verdict::Deny => State::Refused {
-                response: Some(self.config.renderer.render(&ip_not_allowed(), request.headers())),
-            },
-            Verdict::AskStore { ip, principal, store } => {
-                let asked = principal.clone();
-                let lookup: LookupFuture =
-                    Box::pin(async move { store.allowlists(asked.account_id(), asked.key_id()).await });
-                // The service that was polled ready goes with the request;
-                // a fresh clone stays for the next call.
-                let fresh = self.inner.clone();
-                State::Lookup {
-                    lookup,
-                    waiting: Some(Waiting {
-                        inner: std::mem::replace(&mut self.inner, fresh),
-                        request,
-                        ip,
-                        principal,
-                        renderer: self.config.renderer.clone(),
-                    }),
-                }
-            }
-        };
-        ResponseFuture { state }
-    }
-}
-
-struct Waiting<S, ReqB> {
-    inner: S,
-    request: Request<ReqB>,
-    ip: IpAddr,
-    principal: Principal,
-    renderer: Renderer,
-}
-
-pin_project! {
-    /// The response future of [`IpAllowlist`].
-    pub struct ResponseFuture<S, ReqB>
-    where
-        S: Service<Request<ReqB>>,
-    {
-        #[pin]
-        state: State<S, ReqB>,
-    }
-}
-
-pin_project! {
-    #[project = StateProj]
-    enum State<S, ReqB>
-    where
-        S: Service<Request<ReqB>>,
-    {
-        Lookup {
-            lookup: LookupFuture,
-            waiting: Option<Waiting<S, ReqB>>,
-        },
-        Inner {
-            #[pin]
-            future: S::Future,
-        },
-        Refused {
-            response: Option<Response<Full<Bytes>>>,
-        },
-    }
-}
-
-impl<S, ReqB, ResB> Future for ResponseFuture<S, ReqB>
-where
-    S: Service<Request<ReqB>, Response = Response<ResB>>,
-{
-    type Output = Result<Response<ResponseBody<ResB>>, S::Error>;
-
-    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        let mut state = self.project().state;
-        loop {
-            match state.as_mut().project() {
-                StateProj::Lookup { lookup, waiting } => {
-                    let lists = ready!(lookup.as_mut().poll(cx));
-                    let Waiting {
-                        mut inner,
-                        request,
-                        ip,
-                        principal,
-                        renderer,
-                    } = waiting.take().expect("polled after completion");
-                    match refusal(lists, ip, &principal) {
-                        None => state.set(State::Inner {
-                            future: inner.call(request),
-                        }),
-                        Some(rejection) => {
-                            let response = renderer.render(&rejection, request.headers());
-                            return Poll::Ready(Ok(response.map(Either::Right)));
-                        }
-                    }
-                }
-                StateProj::Inner { future } => {
-                    return future
-                        .poll(cx)
-                        .map(|result| result.map(|response| response.map(Either::Left)));
-                }
-                StateProj::Refused { response } => {
-                    let response = response.take().expect("polled after completion");
-                    return Poll::Ready(Ok(response.map(Either::Right)));
-                }
-            }
-        }
-    }
+fn refuse<B>(renderer: &Renderer, rejection: &Rejection, request_headers: &HeaderMap) -> Decision<B> {
+    Verdict::Respond(renderer.render(rejection, request_headers))
 }
 
 #[cfg(test)]
@@ -425,11 +276,13 @@ mod tests {
     use std::sync::atomic::{AtomicUsize, Ordering};
 
     use http::header::CONTENT_TYPE;
-    use http::HeaderValue;
+    use http::{HeaderValue, Response, StatusCode};
     use http_body_util::BodyExt;
     use ipnet::IpNet;
-    use tollgate_core::KeyKind;
-    use tower::{service_fn, ServiceExt};
+    use tollgate_core::allowlist::MemoryAllowlistStore;
+    use tollgate_core::conformance::FakeStore;
+    use tollgate_core::{KeyKind, ResponseBody};
+    use tower::{service_fn, Service, ServiceExt};
 
     const REFUSED: &str =
         r#"{"error":{"code":"IP_NOT_ALLOWED","message":"Requests from this IP address are not allowed."}}"#;
@@ -549,13 +402,26 @@ mod tests {
         );
     }
 
-    #[tokio::test]
-    async fn account_and_key_lists_intersect_and_a_key_list_never_widens() {
-        let store = MemoryAllowlistStore::new();
+    /// Limits `acct_1` to 203.0.113.0/24 in `store`.
+    async fn limit_account(store: &impl AllowlistStore) {
         store
             .set_account_allowlist("acct_1", set(&["203.0.113.0/24"]))
             .await
             .unwrap();
+    }
+
+    /// Sends `request` and checks the answer; `why` says why that answer.
+    async fn expect<S>(service: &S, request: Request<()>, expected: (StatusCode, String), why: &str)
+    where
+        S: Service<Request<()>, Response = Response<ResponseBody<Full<Bytes>>>, Error = Infallible> + Clone,
+    {
+        assert_eq!(send(service, request).await, expected, "{why}");
+    }
+
+    #[tokio::test]
+    async fn account_and_key_lists_intersect_and_a_key_list_never_widens() {
+        let store = MemoryAllowlistStore::new();
+        limit_account(&store).await;
         // The key's own list is wider than its account's.
         store.set_key_allowlist("key_1", set(&["0.0.0.0/0"])).await.unwrap();
         let handler = Handler::default();
@@ -564,22 +430,14 @@ mod tests {
             .store(store.clone())
             .layer(handler.service());
         let from = |client: &str| request(Some(client), Some(principal()));
-        assert_eq!(send(&service, from("203.0.113.7")).await, allowed());
-        assert_eq!(
-            send(&service, from("198.51.100.7")).await,
-            refused(),
-            "outside the account's list"
-        );
-        assert_eq!(
-            send(&service, from("10.0.0.1")).await,
-            refused(),
-            "outside the global list"
-        );
+        expect(&service, from("203.0.113.7"), allowed(), "in every list").await;
+        expect(&service, from("198.51.100.7"), refused(), "outside the account's list").await;
+        expect(&service, from("10.0.0.1"), refused(), "outside the global list").await;
 
         // A narrower key list narrows.
         store.set_key_allowlist("key_1", set(&["203.0.113.7"])).await.unwrap();
-        assert_eq!(send(&service, from("203.0.113.7")).await, allowed());
-        assert_eq!(send(&service, from("203.0.113.8")).await, refused());
+        expect(&service, from("203.0.113.7"), allowed(), "in the key's list").await;
+        expect(&service, from("203.0.113.8"), refused(), "outside the key's list").await;
 
         // Without an account list the key's list alone applies (inside the global one).
         store.clear_account_allowlist("acct_1").await.unwrap();
@@ -587,30 +445,32 @@ mod tests {
             .set_key_allowlist("key_1", set(&["198.51.100.0/24", "10.0.0.0/8"]))
             .await
             .unwrap();
-        assert_eq!(send(&service, from("198.51.100.7")).await, allowed());
-        assert_eq!(send(&service, from("203.0.113.7")).await, refused());
-        assert_eq!(
-            send(&service, from("10.0.0.1")).await,
+        expect(&service, from("198.51.100.7"), allowed(), "in the key's list").await;
+        expect(&service, from("203.0.113.7"), refused(), "outside the key's list").await;
+        expect(
+            &service,
+            from("10.0.0.1"),
             refused(),
-            "the key list cannot widen the global list"
-        );
+            "the key list cannot widen the global list",
+        )
+        .await;
 
         // An empty stored list allows nothing; clearing it lifts the restriction.
         store.set_key_allowlist("key_1", IpSet::empty()).await.unwrap();
-        assert_eq!(send(&service, from("198.51.100.7")).await, refused());
+        expect(&service, from("198.51.100.7"), refused(), "an empty list").await;
         store.clear_key_allowlist("key_1").await.unwrap();
-        assert_eq!(send(&service, from("192.0.2.1")).await, allowed());
+        expect(&service, from("192.0.2.1"), allowed(), "no list").await;
 
         // Other keys of other accounts are not affected by these lists.
-        store
-            .set_account_allowlist("acct_1", set(&["203.0.113.0/24"]))
-            .await
-            .unwrap();
+        limit_account(&store).await;
         let stranger = Principal::new("acct_2", "key_2", KeyKind::Production);
-        assert_eq!(
-            send(&service, request(Some("192.0.2.1"), Some(stranger))).await,
-            allowed()
-        );
+        expect(
+            &service,
+            request(Some("192.0.2.1"), Some(stranger)),
+            allowed(),
+            "another account",
+        )
+        .await;
         assert_eq!(handler.calls(), 5);
     }
 
@@ -626,62 +486,46 @@ mod tests {
         let handler = Handler::default();
         let service = IpAllowlistLayer::new().store(store).layer(handler.service());
         let from = |client: &str| request(Some(client), Some(principal.clone()));
-        assert_eq!(send(&service, from("203.0.113.2")).await, allowed(), "in both");
-        assert_eq!(send(&service, from("::ffff:203.0.113.2")).await, allowed(), "mapped");
-        assert_eq!(
-            send(&service, from("203.0.113.200")).await,
+        expect(&service, from("203.0.113.2"), allowed(), "in both").await;
+        expect(&service, from("::ffff:203.0.113.2"), allowed(), "mapped").await;
+        expect(&service, from("203.0.113.200"), refused(), "only in the stored list").await;
+        expect(
+            &service,
+            from("198.51.100.1"),
             refused(),
-            "only in the stored list"
-        );
-        assert_eq!(
-            send(&service, from("198.51.100.1")).await,
-            refused(),
-            "only in the principal's list"
-        );
+            "only in the principal's list",
+        )
+        .await;
 
         let ignoring = IpAllowlistLayer::new()
             .principal_allowlist(false)
             .layer(handler.service());
-        assert_eq!(send(&ignoring, from("192.0.2.1")).await, allowed());
+        expect(&ignoring, from("192.0.2.1"), allowed(), "the principal's list ignored").await;
         let principal_only = IpAllowlistLayer::new().layer(handler.service());
-        assert_eq!(send(&principal_only, from("198.51.100.1")).await, allowed());
-        assert_eq!(send(&principal_only, from("192.0.2.1")).await, refused());
-    }
-
-    #[derive(Clone, Copy)]
-    struct FailingStore;
-
-    fn timeout<T>() -> std::future::Ready<Result<T, StoreError>> {
-        std::future::ready(Err(StoreError::Timeout))
-    }
-
-    impl AllowlistStore for FailingStore {
-        fn account_allowlist(&self, _: &str) -> impl Future<Output = Result<Option<Arc<IpSet>>, StoreError>> + Send {
-            timeout()
-        }
-        fn set_account_allowlist(&self, _: &str, _: IpSet) -> impl Future<Output = Result<(), StoreError>> + Send {
-            timeout()
-        }
-        fn clear_account_allowlist(&self, _: &str) -> impl Future<Output = Result<bool, StoreError>> + Send {
-            timeout()
-        }
-        fn key_allowlist(&self, _: &str) -> impl Future<Output = Result<Option<Arc<IpSet>>, StoreError>> + Send {
-            timeout()
-        }
-        fn set_key_allowlist(&self, _: &str, _: IpSet) -> impl Future<Output = Result<(), StoreError>> + Send {
-            timeout()
-        }
-        fn clear_key_allowlist(&self, _: &str) -> impl Future<Output = Result<bool, StoreError>> + Send {
-            timeout()
-        }
+        expect(
+            &principal_only,
+            from("198.51.100.1"),
+            allowed(),
+            "in the principal's list",
+        )
+        .await;
+        expect(
+            &principal_only,
+            from("192.0.2.1"),
+            refused(),
+            "outside the principal's list",
+        )
+        .await;
     }
 
     #[tokio::test]
     async fn a_store_fault_fails_closed_with_503() {
         let handler = Handler::default();
+        let failing = FakeStore::new(MemoryAllowlistStore::new());
+        failing.fail_all();
         let service = IpAllowlistLayer::new()
             .global(set(&["203.0.113.0/24"]))
-            .store(FailingStore)
+            .store(failing.clone())
             .layer(handler.service());
         assert_eq!(
             send(&service, request(Some("203.0.113.7"), Some(principal()))).await,
@@ -695,6 +539,7 @@ mod tests {
         // Without a principal the store is not consulted at all.
         assert_eq!(send(&service, request(Some("203.0.113.7"), None)).await, allowed());
         assert_eq!(handler.calls(), 1);
+        assert_eq!(failing.calls("allowlists"), 1);
     }
 
     #[tokio::test]
@@ -710,59 +555,17 @@ mod tests {
         assert_eq!(response.headers()["grpc-status"], "7");
     }
 
-    // A store whose lookups answer only on the second poll, like a remote one.
-    #[derive(Clone, Default)]
-    struct SlowStore(MemoryAllowlistStore);
-
-    struct YieldOnce(bool);
-
-    impl Future for YieldOnce {
-        type Output = ();
-        fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
-            if self.0 {
-                return Poll::Ready(());
-            }
-            self.0 = true;
-            cx.waker().wake_by_ref();
-            Poll::Pending
-        }
-    }
-
-    impl AllowlistStore for SlowStore {
-        fn account_allowlist(&self, id: &str) -> impl Future<Output = Result<Option<Arc<IpSet>>, StoreError>> + Send {
-            self.0.account_allowlist(id)
-        }
-        fn set_account_allowlist(&self, id: &str, list: IpSet) -> impl Future<Output = Result<(), StoreError>> + Send {
-            self.0.set_account_allowlist(id, list)
-        }
-        fn clear_account_allowlist(&self, id: &str) -> impl Future<Output = Result<bool, StoreError>> + Send {
-            self.0.clear_account_allowlist(id)
-        }
-        fn key_allowlist(&self, id: &str) -> impl Future<Output = Result<Option<Arc<IpSet>>, StoreError>> + Send {
-            self.0.key_allowlist(id)
-        }
-        fn set_key_allowlist(&self, id: &str, list: IpSet) -> impl Future<Output = Result<(), StoreError>> + Send {
-            self.0.set_key_allowlist(id, list)
-        }
-        fn clear_key_allowlist(&self, id: &str) -> impl Future<Output = Result<bool, StoreError>> + Send {
-            self.0.clear_key_allowlist(id)
-        }
-        fn allowlists(&self, account: &str, key: &str) -> impl Future<Output = Result<Allowlists, StoreError>> + Send {
-            let lookup = self.0.allowlists(account, key);
-            async move {
-                YieldOnce(false).await;
-                lookup.await
-            }
-        }
+    // A store whose lookups answer only on the second poll, like a remote
+    // one, with `acct_1` limited to 203.0.113.0/24.
+    async fn slow_store() -> FakeStore<MemoryAllowlistStore> {
+        let store = FakeStore::new(MemoryAllowlistStore::new()).asynchronous();
+        limit_account(&store).await;
+        store
     }
 
     #[tokio::test]
     async fn the_handler_runs_only_after_the_store_answers() {
-        let store = SlowStore::default();
-        store
-            .set_account_allowlist("acct_1", set(&["203.0.113.0/24"]))
-            .await
-            .unwrap();
+        let store = slow_store().await;
         let handler = Handler::default();
         let mut service = IpAllowlistLayer::new().store(store).layer(handler.service());
 
@@ -785,11 +588,7 @@ mod tests {
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
     async fn concurrent_requests_on_clones_are_judged_independently() {
-        let store = SlowStore::default();
-        store
-            .set_account_allowlist("acct_1", set(&["203.0.113.0/24"]))
-            .await
-            .unwrap();
+        let store = slow_store().await;
         let handler = Handler::default();
         let service = IpAllowlistLayer::new().store(store).layer(handler.service());
         let tasks: Vec<_> = (0..400u32)

@@ -77,7 +77,7 @@
 //! use http::{Request, Response};
 //! use http_body_util::Full;
 //! use bytes::Bytes;
-//! use tollgate_core::client_ip::ClientIp;
+//! use tollgate_core::ClientIp;
 //! use tollgate_ip::ClientIpLayer;
 //! use tower::{service_fn, ServiceBuilder, ServiceExt};
 //!
@@ -109,7 +109,7 @@ use std::task::{Context, Poll};
 use http::{Extensions, HeaderMap, Request};
 use ipnet::IpNet;
 use tollgate_core::allowlist::IpSet;
-use tollgate_core::client_ip::ClientIp;
+use tollgate_core::ClientIp;
 use tower_layer::Layer;
 use tower_service::Service;
 

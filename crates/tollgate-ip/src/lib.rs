@@ -18,11 +18,9 @@
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
-pub mod allowlist;
-pub mod client_ip;
+mod allowlist;
+mod client_ip;
 mod forwarded;
 
-pub use allowlist::{ip_not_allowed, IpAllowlist, IpAllowlistLayer};
+pub use allowlist::{ip_not_allowed, IpAllowlist, IpAllowlistLayer, RestrictIp};
 pub use client_ip::{ClientIpLayer, ForwardedHeader, ResolveClientIp};
-pub use tollgate_core::allowlist::IpSet;
-pub use tollgate_core::client_ip::ClientIp;

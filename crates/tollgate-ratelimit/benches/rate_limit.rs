@@ -1,7 +1,8 @@
 //! One rate-limit check with 10,000 live keys: tollgate's memory store
 //! against governor's keyed limiter (`DefaultKeyedRateLimiter`), on one
-//! thread and on two; one request through `RateLimitLayer` against the bare
-//! service; and the memory a tracked key takes at 1,000,000 keys.
+//! thread and on two; one request through `RateLimitLayer` (with and
+//! without the legacy `X-RateLimit-*` headers) against the bare service;
+//! and the memory a tracked key takes at 1,000,000 keys.
 //!
 //! cargo bench -p tollgate-ratelimit --bench rate_limit -- --warm-up-time 1 --measurement-time 3
 
@@ -17,8 +18,8 @@ use criterion::{black_box, criterion_group, BenchmarkId, Criterion};
 use governor::{Quota, RateLimiter};
 use http::{Request, Response};
 use http_body_util::Full;
-use tollgate_core::rate_limit::{Limits, Plan, RateLimitStore};
-use tollgate_core::{KeyKind, MemoryRateLimitStore, Principal};
+use tollgate_core::rate_limit::{Limits, MemoryRateLimitStore, Plan, RateLimitStore};
+use tollgate_core::{KeyKind, Principal};
 use tollgate_ratelimit::{Plans, RateLimitLayer};
 use tower::{Layer, Service};
 
@@ -139,7 +140,11 @@ fn layer(c: &mut Criterion) {
     });
     let plans = Plans::empty().with(Plan::new("bench", RATE).with_burst(BURST));
     let mut limited = RateLimitLayer::new(MemoryRateLimitStore::new())
+        .plans(plans.clone())
+        .layer(handler);
+    let mut legacy = RateLimitLayer::new(MemoryRateLimitStore::new())
         .plans(plans)
+        .legacy_headers(true)
         .layer(handler);
     let mut bare = handler;
 
@@ -156,6 +161,13 @@ fn layer(c: &mut Criterion) {
             i += 1;
             poll_now(std::future::poll_fn(|cx| limited.poll_ready(cx))).unwrap();
             black_box(poll_now(limited.call(request(i))).unwrap())
+        })
+    });
+    group.bench_function("rate_limit_layer_legacy_headers", |b| {
+        b.iter(|| {
+            i += 1;
+            poll_now(std::future::poll_fn(|cx| legacy.poll_ready(cx))).unwrap();
+            black_box(poll_now(legacy.call(request(i))).unwrap())
         })
     });
     group.finish();

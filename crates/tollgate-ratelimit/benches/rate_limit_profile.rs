@@ -24,8 +24,8 @@ use std::time::Instant;
 use bytes::Bytes;
 use http::{Request, Response};
 use http_body_util::Full;
-use tollgate_core::rate_limit::{Limits, Plan, RateLimitStore};
-use tollgate_core::{KeyKind, MemoryRateLimitStore, Principal};
+use tollgate_core::rate_limit::{Limits, MemoryRateLimitStore, Plan, RateLimitStore};
+use tollgate_core::{KeyKind, Principal};
 use tollgate_ratelimit::{Plans, RateLimitLayer};
 use tower::{Layer, Service};
 

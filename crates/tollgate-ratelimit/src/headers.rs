@@ -17,9 +17,6 @@
 //! Responses made without one — 401 for a request without a key, 503 when
 //! the store fails — carry none.
 
-use std::collections::BTreeSet;
-use std::sync::{Mutex, PoisonError};
-
 use http::header::{HeaderMap, HeaderName, HeaderValue};
 use tollgate_core::rate_limit::{ceil_secs, Decision, LimitKind, Plan, Verdict};
 
@@ -39,15 +36,11 @@ pub const X_RATELIMIT_RESET: HeaderName = HeaderName::from_static("x-ratelimit-r
 
 const DAY_SECS: u64 = 86_400;
 
-/// The `RateLimit-Policy` value for a plan.
+/// The `RateLimit-Policy` value for a plan, built once per plan of a
+/// [`Plans`](crate::Plans) table and cloned into each response (a reference
+/// count, not a copy).
 pub(crate) fn policy(plan: &Plan) -> HeaderValue {
     header_value(policy_text(plan).as_bytes())
-}
-
-/// The `RateLimit-Policy` value for a plan that lives as long as a layer
-/// (a [`Plans`](crate::Plans) table's): static, see [`interned`].
-pub(crate) fn static_policy(plan: &Plan) -> HeaderValue {
-    interned(policy_text(plan).as_str())
 }
 
 fn policy_text(plan: &Plan) -> Text<96> {
@@ -62,26 +55,6 @@ fn policy_text(plan: &Plan) -> Text<96> {
         value.push_u64(DAY_SECS);
     }
     value
-}
-
-/// `text` as a `'static` header value. A table plan's policy is copied into
-/// every response: a static value is copied as a pointer, where a shared
-/// one would bump a reference count that every core's requests contend for.
-/// Each distinct policy is stored once for the life of the process (a few
-/// dozen bytes per plan configuration ever built).
-fn interned(text: &str) -> HeaderValue {
-    static POLICIES: Mutex<BTreeSet<&'static str>> = Mutex::new(BTreeSet::new());
-    let mut policies = POLICIES.lock().unwrap_or_else(PoisonError::into_inner);
-    let text = match policies.get(text) {
-        Some(known) => *known,
-        None => {
-            let leaked: &'static str = Box::leak(text.into());
-            policies.insert(leaked);
-            leaked
-        }
-    };
-    // Quotes, letters, digits and punctuation: `from_static` accepts them.
-    HeaderValue::from_static(text)
 }
 
 // Digits, quotes, letters and punctuation only: always a valid header value.
@@ -223,16 +196,14 @@ mod tests {
 
     #[test]
     fn policies_follow_the_plan() {
-        for policy in [policy, static_policy] {
-            assert_eq!(
-                policy(&Plan::free()),
-                r#""per-second";q=10;w=1, "daily";q=1000;w=86400"#
-            );
-            assert_eq!(policy(&Plan::enterprise(500)), r#""per-second";q=500;w=1"#);
-        }
+        assert_eq!(
+            policy(&Plan::free()),
+            r#""per-second";q=10;w=1, "daily";q=1000;w=86400"#
+        );
+        assert_eq!(policy(&Plan::enterprise(500)), r#""per-second";q=500;w=1"#);
         let huge = Plan::new("huge", u32::MAX).with_daily_quota(Some(u64::MAX));
         assert_eq!(
-            static_policy(&huge),
+            policy(&huge),
             r#""per-second";q=4294967295;w=1, "daily";q=18446744073709551615;w=86400"#
         );
     }

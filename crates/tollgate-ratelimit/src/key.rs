@@ -4,8 +4,7 @@ use std::fmt::{self, Write};
 use std::sync::Arc;
 
 use http::request::Parts;
-use tollgate_core::client_ip::ClientIp;
-use tollgate_core::Principal;
+use tollgate_core::{ClientIp, Principal};
 
 use crate::head::Head;
 use crate::text::Text;

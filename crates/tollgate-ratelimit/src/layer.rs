@@ -1,110 +1,25 @@
-//! [`RateLimitLayer`]: the configuration, and the policies it chooses between.
+//! [`RateLimitLayer`]: the rate limit's configuration and its builders; the
+//! decision itself is the [`Throttle`] policy.
 
 use std::fmt;
-use std::future::Future;
-use std::pin::Pin;
 use std::sync::Arc;
 
 use http::request::Parts;
-use tollgate_core::rate_limit::{Decision, Limits, Plan, RateLimitStore};
-use tollgate_core::{MemoryRateLimitStore, Renderer, StoreError};
+use tollgate_core::gate::Gate;
+use tollgate_core::rate_limit::{MemoryRateLimitStore, Plan, RateLimitStore};
+use tollgate_core::Renderer;
 use tower_layer::Layer;
 
-use crate::head::Head;
 use crate::key::KeyExtractor;
 use crate::plans::{PlanSource, Plans};
-use crate::service::RateLimit;
+use crate::policy::{Config, FailurePolicy, MissingKey, Throttle};
 
-/// What to do with a request the key extractor finds no key for (no
-/// [`Principal`](tollgate_core::Principal) when keying by API key).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub enum MissingKey {
-    /// Answer 401 `UNAUTHORIZED` (the default): a stack whose
-    /// authentication layer is missing or misplaced must not be unlimited.
-    #[default]
-    Reject,
-    /// Let the request through unlimited, for routes that are partly public.
-    PassThrough,
-}
-
-/// What to do when the store fails ([`StoreError::is_unavailable`]).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub enum FailurePolicy {
-    /// Answer 503 ([`Rejection::store_unavailable`](tollgate_core::Rejection::store_unavailable)),
-    /// the default: quotas hold even when the store is down.
-    #[default]
-    Closed,
-    /// Let the request through, unlimited, with a warning in the logs.
-    Open,
-}
-
-pub(crate) type CheckFuture = Pin<Box<dyn Future<Output = Result<Decision, StoreError>> + Send>>;
-
-/// A store's answer: at once, or a future to wait on.
-pub(crate) enum Answer {
-    Now(Result<Decision, StoreError>),
-    Later(CheckFuture),
-}
-
-// A store with its `impl Future` erased, so the layer is not generic over it.
-trait DynStore: Send + Sync + 'static {
-    fn check(&self, key: &str, limits: &Limits, cost: u32) -> Answer;
-}
-
-// Any store behind an `Arc`, so a pending check's boxed future can own it.
-struct Erased<St>(Arc<St>);
-
-impl<St: RateLimitStore> DynStore for Erased<St> {
-    fn check(&self, key: &str, limits: &Limits, cost: u32) -> Answer {
-        // A store that decides in-process (the memory store, or a wrapper
-        // around one) answers here: nothing is copied or boxed.
-        if let Some(answer) = self.0.check_now(key, limits, cost) {
-            return Answer::Now(answer);
-        }
-        let store = self.0.clone();
-        let key = key.to_owned();
-        let limits = *limits;
-        Answer::Later(Box::pin(async move { store.check(&key, &limits, cost).await }))
-    }
-}
-
-fn erase<St: RateLimitStore>(store: St) -> Arc<dyn DynStore> {
-    Arc::new(Erased(Arc::new(store)))
-}
-
-type CostFn = dyn Fn(&Parts, &Plan) -> u32 + Send + Sync;
-
-#[derive(Clone)]
-pub(crate) struct Config {
-    store: Arc<dyn DynStore>,
-    pub(crate) key: KeyExtractor,
-    pub(crate) plans: PlanSource,
-    pub(crate) cost: Option<Arc<CostFn>>,
-    pub(crate) missing_key: MissingKey,
-    pub(crate) failure_policy: FailurePolicy,
-    pub(crate) legacy_headers: bool,
-    pub(crate) renderer: Renderer,
-}
-
-impl Config {
-    pub(crate) fn check(&self, key: &str, limits: &Limits, cost: u32) -> Answer {
-        self.store.check(key, limits, cost)
-    }
-
-    pub(crate) fn cost(&self, head: &impl Head, plan: &Plan) -> u32 {
-        match (&self.cost, head.parts()) {
-            (Some(cost_of), Some(parts)) => cost_of(parts, plan),
-            // Without a closure (the layer splits the request for one).
-            _ => plan.cost,
-        }
-    }
-
-    /// Whether a closure reads the request's `Parts`, so the request must be
-    /// split for it.
-    pub(crate) fn reads_parts(&self) -> bool {
-        self.key.reads_parts() || self.plans.reads_parts() || self.cost.is_some()
-    }
-}
+/// Rate limits requests before they reach `S`; built by [`RateLimitLayer`].
+///
+/// Clones share the layer's store, so they never split a quota. Readiness
+/// is the inner service's: limits are enforced by refusing with 429, never
+/// by back-pressure.
+pub type RateLimit<S> = Gate<S, Throttle>;
 
 /// Limits each key per plan: a per-second rate with a burst, and a daily
 /// quota. See the [crate docs](crate) for the whole picture.
@@ -121,9 +36,15 @@ impl RateLimitLayer {
     /// A layer keeping its state in `store`; share the store (or use one
     /// Redis) across instances so they share quotas.
     pub fn new(store: impl RateLimitStore) -> RateLimitLayer {
+        RateLimitLayer::from_shared(Arc::new(store))
+    }
+
+    /// A layer keeping its state in a store that is shared already, such as
+    /// one chosen at start-up.
+    pub fn from_shared(store: Arc<dyn RateLimitStore>) -> RateLimitLayer {
         RateLimitLayer {
             config: Config {
-                store: erase(store),
+                store,
                 key: KeyExtractor::default(),
                 plans: PlanSource::Table(Plans::default()),
                 cost: None,
@@ -200,25 +121,12 @@ impl<S> Layer<S> for RateLimitLayer {
     type Service = RateLimit<S>;
 
     fn layer(&self, inner: S) -> RateLimit<S> {
-        RateLimit::new(inner, Arc::new(self.config.clone()))
+        Gate::new(inner, Throttle::new(self.config.clone()))
     }
 }
 
 impl fmt::Debug for RateLimitLayer {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        self.config.fmt(f)
-    }
-}
-
-impl fmt::Debug for Config {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("RateLimitLayer")
-            .field("key", &self.key)
-            .field("plans", &self.plans)
-            .field("custom_cost", &self.cost.is_some())
-            .field("missing_key", &self.missing_key)
-            .field("failure_policy", &self.failure_policy)
-            .field("legacy_headers", &self.legacy_headers)
-            .finish_non_exhaustive()
+        self.config.describe("RateLimitLayer", f)
     }
 }

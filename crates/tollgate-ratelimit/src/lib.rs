@@ -14,7 +14,7 @@
 //! Both are checked and consumed in one atomic store call
 //! ([`RateLimitStore`](tollgate_core::rate_limit::RateLimitStore)), and a
 //! refused request consumes neither. State lives in a
-//! [`MemoryRateLimitStore`](tollgate_core::MemoryRateLimitStore) for one
+//! [`MemoryRateLimitStore`](tollgate_core::rate_limit::MemoryRateLimitStore) for one
 //! instance, or in Redis for a fleet.
 //!
 //! A refused request gets the seed's 429 —
@@ -41,7 +41,8 @@
 //! use bytes::Bytes;
 //! use http::{Request, Response, StatusCode};
 //! use http_body_util::{BodyExt, Full};
-//! use tollgate_core::{KeyKind, ManualClock, MemoryRateLimitStore, Principal};
+//! use tollgate_core::rate_limit::MemoryRateLimitStore;
+//! use tollgate_core::{KeyKind, ManualClock, Principal};
 //! use tollgate_ratelimit::RateLimitLayer;
 //! use tower::{service_fn, ServiceBuilder, ServiceExt};
 //!
@@ -99,13 +100,12 @@ pub mod headers;
 mod key;
 mod layer;
 mod plans;
+mod policy;
 pub mod rejections;
-mod service;
 mod static_values;
 mod text;
 
 pub use key::KeyExtractor;
-pub use layer::{FailurePolicy, MissingKey, RateLimitLayer};
+pub use layer::{RateLimit, RateLimitLayer};
 pub use plans::Plans;
-pub use service::{RateLimit, ResponseFuture};
-pub use tollgate_core::rate_limit::Plan;
+pub use policy::{AddHeaders, FailurePolicy, MissingKey, Throttle};

@@ -65,7 +65,7 @@ impl Plans {
 
     /// Adds `plan`, replacing one of the same name.
     pub fn with(mut self, plan: Plan) -> Plans {
-        let resolved = Arc::new(ResolvedPlan::lasting(plan));
+        let resolved = Arc::new(ResolvedPlan::new(plan));
         self.by_name.insert(resolved.plan.name.clone(), resolved);
         self.listed = if self.by_name.len() <= SCANNED_PLANS {
             self.by_name.values().cloned().collect()
@@ -78,7 +78,7 @@ impl Plans {
     /// The plan for callers whose plan is not listed; `None` answers them
     /// with 500, as a configuration error.
     pub fn with_fallback(mut self, plan: Option<Plan>) -> Plans {
-        self.fallback = plan.map(|plan| Arc::new(ResolvedPlan::lasting(plan)));
+        self.fallback = plan.map(|plan| Arc::new(ResolvedPlan::new(plan)));
         self
     }
 
@@ -171,20 +171,11 @@ pub(crate) struct ResolvedPlan {
 }
 
 impl ResolvedPlan {
-    /// For one request (a plan from a closure).
+    /// Once per plan of a table, or per request for a plan from a closure.
     pub(crate) fn new(plan: Plan) -> ResolvedPlan {
         ResolvedPlan {
             limits: plan.limits(),
             policy: headers::policy(&plan),
-            plan,
-        }
-    }
-
-    /// For a table that serves many requests: the policy is static.
-    fn lasting(plan: Plan) -> ResolvedPlan {
-        ResolvedPlan {
-            limits: plan.limits(),
-            policy: headers::static_policy(&plan),
             plan,
         }
     }

@@ -1,9 +1,8 @@
 //! The refusals this layer answers with, in the seed API's words.
 
 use http::header::{HeaderValue, RETRY_AFTER};
-use http::StatusCode;
 use tollgate_core::rate_limit::{ceil_secs, Decision, LimitKind, Plan, Verdict};
-use tollgate_core::Rejection;
+use tollgate_core::{Code, Rejection};
 
 /// The 429 for a refused decision; `None` if it was allowed.
 ///
@@ -49,31 +48,24 @@ pub fn rate_limited(plan: &Plan, decision: &Decision) -> Option<Rejection> {
 }
 
 fn too_many(message: String) -> Rejection {
-    Rejection::new(StatusCode::TOO_MANY_REQUESTS, "RATE_LIMITED", message)
+    Rejection::new(Code::RateLimited, message)
 }
 
 /// The 500 for a request no plan applies to: a configuration error.
 pub(crate) fn no_plan() -> Rejection {
-    Rejection::new(
-        StatusCode::INTERNAL_SERVER_ERROR,
-        "INTERNAL_ERROR",
-        "No rate-limit plan applies to this request.",
-    )
+    Rejection::new(Code::InternalError, "No rate-limit plan applies to this request.")
 }
 
 /// The 500 for a store answer that is not a backend fault (corrupt state).
 pub(crate) fn store_error() -> Rejection {
-    Rejection::new(
-        StatusCode::INTERNAL_SERVER_ERROR,
-        "INTERNAL_ERROR",
-        "The rate-limit state could not be read.",
-    )
+    Rejection::new(Code::InternalError, "The rate-limit state could not be read.")
 }
 
 #[cfg(test)]
 mod tests {
     use std::time::Duration;
 
+    use http::StatusCode;
     use tollgate_core::rate_limit::{KeyState, Limits};
 
     use super::*;

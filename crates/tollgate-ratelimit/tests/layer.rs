@@ -2,7 +2,6 @@
 //! `call`, with a manual clock.
 
 use std::convert::Infallible;
-use std::future::Future;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
@@ -11,8 +10,9 @@ use bytes::Bytes;
 use http::header::{CONTENT_TYPE, RETRY_AFTER};
 use http::{HeaderMap, Request, Response, StatusCode};
 use http_body_util::{BodyExt, Full};
-use tollgate_core::rate_limit::{Decision, Limits, Plan, RateLimitStore};
-use tollgate_core::{ErrorFormat, KeyKind, ManualClock, MemoryRateLimitStore, Principal, Renderer, StoreError};
+use tollgate_core::conformance::FakeStore;
+use tollgate_core::rate_limit::{MemoryRateLimitStore, Plan};
+use tollgate_core::{ErrorFormat, KeyKind, ManualClock, Principal, Renderer};
 use tollgate_ratelimit::{FailurePolicy, KeyExtractor, MissingKey, Plans, RateLimitLayer};
 use tower::{Layer, Service, ServiceExt};
 
@@ -323,24 +323,17 @@ async fn unknown_plans_fall_back_and_no_plan_is_a_500() {
 }
 
 // A store whose backend is down.
-struct DownStore;
-
-impl RateLimitStore for DownStore {
-    fn check(
-        &self,
-        _key: &str,
-        _limits: &Limits,
-        _cost: u32,
-    ) -> impl Future<Output = Result<Decision, StoreError>> + Send {
-        std::future::ready(Err(StoreError::Timeout))
-    }
+fn down_store() -> FakeStore<MemoryRateLimitStore> {
+    let store = FakeStore::new(MemoryRateLimitStore::new());
+    store.fail_all();
+    store
 }
 
 #[tokio::test]
 async fn a_failed_store_fails_closed_by_default_or_open() {
     let handler = Handler::default();
     let free = caller("acct_1", "key_1", "free");
-    let mut closed = RateLimitLayer::new(DownStore).layer(handler.service());
+    let mut closed = RateLimitLayer::new(down_store()).layer(handler.service());
     let reply = send(&mut closed, request_as(Some(&free))).await;
     assert_eq!(reply.status, StatusCode::SERVICE_UNAVAILABLE);
     assert_eq!(
@@ -349,7 +342,7 @@ async fn a_failed_store_fails_closed_by_default_or_open() {
     );
     assert_eq!(handler.calls(), 0);
 
-    let mut open = RateLimitLayer::new(DownStore)
+    let mut open = RateLimitLayer::new(down_store())
         .failure_policy(FailurePolicy::Open)
         .layer(handler.service());
     let reply = send(&mut open, request_as(Some(&free))).await;

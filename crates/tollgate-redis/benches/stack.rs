@@ -21,8 +21,9 @@ use http::{Request, Response, StatusCode};
 use http_body_util::Full;
 use tollgate_auth::{BearerAuthLayer, KeyManager, NewKey};
 use tollgate_core::conformance::unique_name;
-use tollgate_core::rate_limit::{Plan, RateLimitStore};
-use tollgate_core::{KeyKind, KeyStore, MemoryKeyStore, MemoryRateLimitStore};
+use tollgate_core::keys::{KeyRegistry, MemoryKeyStore};
+use tollgate_core::rate_limit::{MemoryRateLimitStore, Plan, RateLimitStore};
+use tollgate_core::KeyKind;
 use tollgate_ratelimit::{Plans, RateLimitLayer};
 use tollgate_redis::{RedisConfig, RedisStores};
 use tower::{service_fn, Service, ServiceBuilder, ServiceExt};
@@ -43,7 +44,7 @@ async fn handler(_request: Req) -> Result<Response<Full<Bytes>>, Infallible> {
 }
 
 // The stack, on any stores, and the bearer tokens of KEYS keys in them.
-async fn stack<K: KeyStore + Clone, R: RateLimitStore>(
+async fn stack<K: KeyRegistry + Clone, R: RateLimitStore>(
     keys: K,
     limits: R,
 ) -> (

@@ -22,11 +22,10 @@
 //! without asking Redis for the version.
 
 use std::collections::HashMap;
-use std::future::Future;
 use std::sync::{Arc, Mutex, PoisonError};
 
 use tollgate_core::allowlist::{AllowlistStore, Allowlists, IpSet};
-use tollgate_core::StoreError;
+use tollgate_core::{MaybeReady, StoreError, StoreFuture};
 
 use crate::backend::{backend_error, Backend};
 
@@ -182,56 +181,45 @@ fn new_version() -> Result<String, StoreError> {
 }
 
 impl AllowlistStore for RedisAllowlistStore {
-    fn account_allowlist(
-        &self,
-        account_id: &str,
-    ) -> impl Future<Output = Result<Option<Arc<IpSet>>, StoreError>> + Send {
-        let key = self.account_key(account_id);
-        async move { self.backend.run(self.read_one(&key)).await }
+    fn account_allowlist(&self, account_id: &str) -> StoreFuture<Option<Arc<IpSet>>> {
+        let (store, key) = (self.clone(), self.account_key(account_id));
+        MaybeReady::boxed(async move { store.backend.run(store.read_one(&key)).await })
     }
 
-    fn set_account_allowlist(
-        &self,
-        account_id: &str,
-        list: IpSet,
-    ) -> impl Future<Output = Result<(), StoreError>> + Send {
-        let key = self.account_key(account_id);
-        async move { self.backend.run(self.write(&key, &list)).await }
+    fn set_account_allowlist(&self, account_id: &str, list: IpSet) -> StoreFuture<()> {
+        let (store, key) = (self.clone(), self.account_key(account_id));
+        MaybeReady::boxed(async move { store.backend.run(store.write(&key, &list)).await })
     }
 
-    fn clear_account_allowlist(&self, account_id: &str) -> impl Future<Output = Result<bool, StoreError>> + Send {
-        let key = self.account_key(account_id);
-        async move { self.backend.run(self.clear(&key)).await }
+    fn clear_account_allowlist(&self, account_id: &str) -> StoreFuture<bool> {
+        let (store, key) = (self.clone(), self.account_key(account_id));
+        MaybeReady::boxed(async move { store.backend.run(store.clear(&key)).await })
     }
 
-    fn key_allowlist(&self, key_id: &str) -> impl Future<Output = Result<Option<Arc<IpSet>>, StoreError>> + Send {
-        let key = self.key_key(key_id);
-        async move { self.backend.run(self.read_one(&key)).await }
+    fn key_allowlist(&self, key_id: &str) -> StoreFuture<Option<Arc<IpSet>>> {
+        let (store, key) = (self.clone(), self.key_key(key_id));
+        MaybeReady::boxed(async move { store.backend.run(store.read_one(&key)).await })
     }
 
-    fn set_key_allowlist(&self, key_id: &str, list: IpSet) -> impl Future<Output = Result<(), StoreError>> + Send {
-        let key = self.key_key(key_id);
-        async move { self.backend.run(self.write(&key, &list)).await }
+    fn set_key_allowlist(&self, key_id: &str, list: IpSet) -> StoreFuture<()> {
+        let (store, key) = (self.clone(), self.key_key(key_id));
+        MaybeReady::boxed(async move { store.backend.run(store.write(&key, &list)).await })
     }
 
-    fn clear_key_allowlist(&self, key_id: &str) -> impl Future<Output = Result<bool, StoreError>> + Send {
-        let key = self.key_key(key_id);
-        async move { self.backend.run(self.clear(&key)).await }
+    fn clear_key_allowlist(&self, key_id: &str) -> StoreFuture<bool> {
+        let (store, key) = (self.clone(), self.key_key(key_id));
+        MaybeReady::boxed(async move { store.backend.run(store.clear(&key)).await })
     }
 
-    fn allowlists(
-        &self,
-        account_id: &str,
-        key_id: &str,
-    ) -> impl Future<Output = Result<Allowlists, StoreError>> + Send {
-        let account_key = self.account_key(account_id);
-        let key_key = self.key_key(key_id);
-        async move {
-            let mut sets = self.backend.run(self.read(&[&account_key, &key_key])).await?;
+    // Both lists in one pipelined round trip (two while a list changed).
+    fn allowlists(&self, account_id: &str, key_id: &str) -> StoreFuture<Allowlists> {
+        let (store, account_key, key_key) = (self.clone(), self.account_key(account_id), self.key_key(key_id));
+        MaybeReady::boxed(async move {
+            let mut sets = store.backend.run(store.read(&[&account_key, &key_key])).await?;
             let key = sets.pop().flatten();
             let account = sets.pop().flatten();
             Ok(Allowlists { account, key })
-        }
+        })
     }
 }
 

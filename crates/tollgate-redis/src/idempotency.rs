@@ -22,7 +22,6 @@
 //!
 //! Every operation touches one key, so all of this works on Redis Cluster.
 
-use std::future::Future;
 use std::sync::LazyLock;
 use std::time::Duration;
 
@@ -30,7 +29,7 @@ use redis::Script;
 use tollgate_core::idempotency::{
     BeginOutcome, ClaimToken, Fingerprint, IdempotencyKey, IdempotencyStore, StoredResponse,
 };
-use tollgate_core::StoreError;
+use tollgate_core::{MaybeReady, StoreError, StoreFuture};
 
 use crate::backend::{backend_error, ttl_millis, Backend};
 use crate::response_codec;
@@ -56,32 +55,32 @@ impl RedisIdempotencyStore {
     fn entry_key(&self, key: &IdempotencyKey) -> String {
         self.backend.key("idem", &key.storage_key(), "")
     }
+}
 
-    async fn begin_once(
-        &self,
-        key: String,
-        fingerprint: Fingerprint,
-        lock_ttl: Duration,
-    ) -> Result<BeginOutcome, StoreError> {
-        let token = new_token()?;
-        let mut claim = Vec::with_capacity(49);
-        claim.push(PENDING);
-        claim.extend_from_slice(&token.as_u128().to_be_bytes());
-        claim.extend_from_slice(fingerprint.as_bytes());
-        let previous: Option<Vec<u8>> = redis::cmd("SET")
-            .arg(&key)
-            .arg(claim)
-            .arg("NX")
-            .arg("GET")
-            .arg("PX")
-            .arg(ttl_millis(lock_ttl))
-            .query_async(&mut self.backend.connection())
-            .await
-            .map_err(backend_error)?;
-        match previous {
-            None => Ok(BeginOutcome::Claimed(token)),
-            Some(entry) => outcome_of(&entry, &fingerprint),
-        }
+async fn begin_once(
+    backend: &Backend,
+    key: &str,
+    fingerprint: Fingerprint,
+    lock_ttl: Duration,
+) -> Result<BeginOutcome, StoreError> {
+    let token = new_token()?;
+    let mut claim = Vec::with_capacity(49);
+    claim.push(PENDING);
+    claim.extend_from_slice(&token.as_u128().to_be_bytes());
+    claim.extend_from_slice(fingerprint.as_bytes());
+    let previous: Option<Vec<u8>> = redis::cmd("SET")
+        .arg(key)
+        .arg(claim)
+        .arg("NX")
+        .arg("GET")
+        .arg("PX")
+        .arg(ttl_millis(lock_ttl))
+        .query_async(&mut backend.connection())
+        .await
+        .map_err(backend_error)?;
+    match previous {
+        None => Ok(BeginOutcome::Claimed(token)),
+        Some(entry) => outcome_of(&entry, &fingerprint),
     }
 }
 
@@ -112,14 +111,9 @@ fn new_token() -> Result<ClaimToken, StoreError> {
 }
 
 impl IdempotencyStore for RedisIdempotencyStore {
-    fn begin(
-        &self,
-        key: &IdempotencyKey,
-        fingerprint: Fingerprint,
-        lock_ttl: Duration,
-    ) -> impl Future<Output = Result<BeginOutcome, StoreError>> + Send {
-        let key = self.entry_key(key);
-        async move { self.backend.run(self.begin_once(key, fingerprint, lock_ttl)).await }
+    fn begin(&self, key: &IdempotencyKey, fingerprint: Fingerprint, lock_ttl: Duration) -> StoreFuture<BeginOutcome> {
+        let (backend, key) = (self.backend.clone(), self.entry_key(key));
+        MaybeReady::boxed(async move { backend.run(begin_once(&backend, &key, fingerprint, lock_ttl)).await })
     }
 
     fn complete(
@@ -128,42 +122,42 @@ impl IdempotencyStore for RedisIdempotencyStore {
         token: ClaimToken,
         response: StoredResponse,
         ttl: Duration,
-    ) -> impl Future<Output = Result<bool, StoreError>> + Send {
-        let key = self.entry_key(key);
-        async move {
+    ) -> StoreFuture<bool> {
+        let (backend, key) = (self.backend.clone(), self.entry_key(key));
+        MaybeReady::boxed(async move {
             let mut encoded = Vec::new();
             response_codec::encode_into(&response, &mut encoded);
-            self.backend
+            backend
                 .run(async {
                     let stored: i64 = COMPLETE
                         .key(&key)
                         .arg(&token.as_u128().to_be_bytes()[..])
                         .arg(encoded)
                         .arg(ttl_millis(ttl))
-                        .invoke_async(&mut self.backend.connection())
+                        .invoke_async(&mut backend.connection())
                         .await
                         .map_err(backend_error)?;
                     Ok(stored == 1)
                 })
                 .await
-        }
+        })
     }
 
-    fn abort(&self, key: &IdempotencyKey, token: ClaimToken) -> impl Future<Output = Result<bool, StoreError>> + Send {
-        let key = self.entry_key(key);
-        async move {
-            self.backend
+    fn abort(&self, key: &IdempotencyKey, token: ClaimToken) -> StoreFuture<bool> {
+        let (backend, key) = (self.backend.clone(), self.entry_key(key));
+        MaybeReady::boxed(async move {
+            backend
                 .run(async {
                     let deleted: i64 = ABORT
                         .key(&key)
                         .arg(&token.as_u128().to_be_bytes()[..])
-                        .invoke_async(&mut self.backend.connection())
+                        .invoke_async(&mut backend.connection())
                         .await
                         .map_err(backend_error)?;
                     Ok(deleted == 1)
                 })
                 .await
-        }
+        })
     }
 }
 

@@ -12,8 +12,8 @@ use std::time::SystemTime;
 
 use ipnet::IpNet;
 use serde::{Deserialize, Serialize};
-use tollgate_core::clock::unix_nanos;
-use tollgate_core::{Environment, KeyHash, KeyKind, KeyRecord, Principal, Scope, StoreError};
+use tollgate_core::keys::{KeyHash, KeyRecord};
+use tollgate_core::{unix_nanos, Environment, KeyKind, Principal, Scope, StoreError};
 
 use crate::timestamp;
 

@@ -8,9 +8,10 @@
 //! | `<prefix>keyid:{<key id>}` | string | the key's hash, hex |
 //! | `<prefix>account:{<account id>}:keys` | hash | key id → `<hash hex> <expires_at or -> <revoked 0/1>` |
 //!
-//! Each key is its own hash tag, so every script touches one cluster slot:
-//! the record scripts touch only the record, the limit script only the
-//! account index. Authentication (`find_by_hash`) is one `HGETALL`.
+//! Each key is its own hash tag, so every script but rotation's (below)
+//! touches one cluster slot: the record scripts touch only the record, the
+//! limit script only the account index. Authentication (`find_by_hash`) is
+//! one `HGETALL`.
 //!
 //! # Insertion
 //!
@@ -27,14 +28,25 @@
 //! Revocation writes the record first (the one authentication reads) and
 //! then the account index. There is no cache: the next `find_by_hash` on any
 //! instance sees it.
+//!
+//! # Rotation
+//!
+//! Rotation reads the old record (for its account and expiry, which never
+//! change), then runs one script that checks the old key is still valid and
+//! not retiring, writes the successor as an insertion would (index entry,
+//! id, record, with the same conflict checks) and schedules the old key's
+//! revocation, all in one atomic step: of concurrent rotations of one key,
+//! exactly one succeeds. That script touches the keys of the old key, the
+//! successor and their accounts together, so unlike every other operation
+//! it needs them on one server: it does not run on Redis Cluster.
 
 use std::collections::HashMap;
-use std::future::Future;
 use std::sync::{Arc, LazyLock};
 use std::time::SystemTime;
 
 use redis::Script;
-use tollgate_core::{KeyHash, KeyRecord, KeyStore, StoreError};
+use tollgate_core::keys::{KeyHash, KeyRecord, KeyRegistry, KeyStore, RotateRefusal, Rotation};
+use tollgate_core::{MaybeReady, StoreError, StoreFuture};
 
 use crate::backend::{backend_error, Backend};
 use crate::{key_codec, timestamp};
@@ -44,6 +56,10 @@ static CREATE: LazyLock<Script> = LazyLock::new(|| Script::new(include_str!("scr
 static REVOKE: LazyLock<Script> = LazyLock::new(|| Script::new(include_str!("scripts/key_revoke.lua")));
 static MARK_REVOKED: LazyLock<Script> = LazyLock::new(|| Script::new(include_str!("scripts/key_mark_revoked.lua")));
 static TOUCH: LazyLock<Script> = LazyLock::new(|| Script::new(include_str!("scripts/key_touch.lua")));
+static ROTATE: LazyLock<Script> = LazyLock::new(|| Script::new(include_str!("scripts/key_rotate.lua")));
+
+/// The rotation script's answer: a status, and the old record's fields once rotated.
+type RotateReply = (i64, HashMap<String, String>);
 
 /// API keys in Redis. Cheap to clone; clones share the connection.
 /// Made by [`crate::RedisStores::key_store`].
@@ -210,6 +226,51 @@ impl RedisKeyStore {
         Ok(records)
     }
 
+    async fn rotate_steps(&self, rotation: Rotation) -> Result<Result<Arc<KeyRecord>, RotateRefusal>, StoreError> {
+        let (key_id, successor) = (rotation.key_id.as_str(), rotation.successor);
+        let (retire_at, now) = (rotation.retire_at, rotation.now);
+        let Some(hash) = self.hash_of(key_id).await? else {
+            return Ok(Err(RotateRefusal::Unknown));
+        };
+        // The account and the expiry never change: read here, they name the
+        // account index and decide expiry inside the script.
+        let Some(old) = self.load(&hash).await? else {
+            return Ok(Err(RotateRefusal::Unknown));
+        };
+        let mut rotate = ROTATE.key(self.record_key(&hash));
+        rotate
+            .key(self.account_key(old.account_id()))
+            .key(self.id_key(successor.id()))
+            .key(self.record_key(&successor.hash))
+            .key(self.account_key(successor.account_id()))
+            .arg(key_id)
+            .arg(old.expires_at.map_or_else(|| "-".to_owned(), timestamp::encode))
+            .arg(timestamp::encode(now))
+            .arg(timestamp::encode(retire_at))
+            .arg(successor.id())
+            .arg(successor.hash.to_hex())
+            .arg(key_codec::account_entry(&successor));
+        for (field, value) in key_codec::encode(&successor) {
+            rotate.arg(field).arg(value);
+        }
+        let (status, fields): RotateReply = rotate
+            .invoke_async(&mut self.backend.connection())
+            .await
+            .map_err(backend_error)?;
+        match status {
+            1 => match key_codec::decode(&hash, &fields)? {
+                Some(retiring) => Ok(Ok(retiring)),
+                None => Err(StoreError::Corrupt("rotated key record".into())),
+            },
+            0 => Ok(Err(RotateRefusal::Unknown)),
+            -1 => Ok(Err(RotateRefusal::Retiring)),
+            -2 => Ok(Err(RotateRefusal::Invalid)),
+            -3 => Err(StoreError::Conflict(format!("key id {} exists", successor.id()))),
+            -4 => Err(StoreError::Conflict("a key with this hash exists".into())),
+            other => Err(StoreError::Corrupt(format!("key rotation status {other}"))),
+        }
+    }
+
     async fn touch_steps(&self, key_id: &str, at: SystemTime) -> Result<(), StoreError> {
         let Some(hash) = self.hash_of(key_id).await? else {
             return Ok(());
@@ -225,48 +286,169 @@ impl RedisKeyStore {
 }
 
 impl KeyStore for RedisKeyStore {
-    fn find_by_hash(&self, hash: &KeyHash) -> impl Future<Output = Result<Option<Arc<KeyRecord>>, StoreError>> + Send {
-        let hash = *hash;
-        async move { self.backend.run(self.load(&hash)).await }
+    fn find_by_hash(&self, hash: &KeyHash) -> StoreFuture<Option<Arc<KeyRecord>>> {
+        let (store, hash) = (self.clone(), *hash);
+        MaybeReady::boxed(async move { store.backend.run(store.load(&hash)).await })
     }
 
-    fn find_by_id(&self, key_id: &str) -> impl Future<Output = Result<Option<Arc<KeyRecord>>, StoreError>> + Send {
-        let key_id = key_id.to_owned();
-        async move {
-            self.backend
+    fn record_last_use(&self, key_id: &str, at: SystemTime) -> StoreFuture<()> {
+        let (store, key_id) = (self.clone(), key_id.to_owned());
+        MaybeReady::boxed(async move { store.backend.run(store.touch_steps(&key_id, at)).await })
+    }
+}
+
+impl KeyRegistry for RedisKeyStore {
+    fn find_by_id(&self, key_id: &str) -> StoreFuture<Option<Arc<KeyRecord>>> {
+        let (store, key_id) = (self.clone(), key_id.to_owned());
+        MaybeReady::boxed(async move {
+            store
+                .backend
                 .run(async {
-                    match self.hash_of(&key_id).await? {
-                        Some(hash) => self.load(&hash).await,
+                    match store.hash_of(&key_id).await? {
+                        Some(hash) => store.load(&hash).await,
                         None => Ok(None),
                     }
                 })
                 .await
+        })
+    }
+
+    fn insert(&self, record: KeyRecord, max_active: Option<usize>, now: SystemTime) -> StoreFuture<()> {
+        let store = self.clone();
+        MaybeReady::boxed(async move { store.backend.run(store.insert_steps(record, max_active, now)).await })
+    }
+
+    fn list_by_account(&self, account_id: &str) -> StoreFuture<Vec<Arc<KeyRecord>>> {
+        let (store, account_id) = (self.clone(), account_id.to_owned());
+        MaybeReady::boxed(async move { store.backend.run(store.list_steps(&account_id)).await })
+    }
+
+    fn revoke(&self, key_id: &str, at: SystemTime) -> StoreFuture<Option<Arc<KeyRecord>>> {
+        let (store, key_id) = (self.clone(), key_id.to_owned());
+        MaybeReady::boxed(async move { store.backend.run(store.revoke_steps(&key_id, at)).await })
+    }
+
+    fn rotate(&self, rotation: Rotation) -> StoreFuture<Result<Arc<KeyRecord>, RotateRefusal>> {
+        let store = self.clone();
+        MaybeReady::boxed(async move { store.backend.run(store.rotate_steps(rotation)).await })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use tollgate_core::{KeyKind, Principal};
+
+    use super::*;
+    use crate::testing::TestRedis;
+
+    fn record(id: &str, hash: u8, created_at: SystemTime) -> KeyRecord {
+        KeyRecord {
+            principal: Principal::new("acct", id, KeyKind::Production),
+            hash: KeyHash::from_bytes([hash; 32]),
+            label: "Production Server".into(),
+            display_prefix: "tg_live_ab".into(),
+            created_at,
+            expires_at: None,
+            revoked_at: None,
+            last_used_at: None,
         }
     }
 
-    async fn insert(&self, record: KeyRecord, max_active: Option<usize>, now: SystemTime) -> Result<(), StoreError> {
-        self.backend.run(self.insert_steps(record, max_active, now)).await
+    fn t0() -> SystemTime {
+        SystemTime::UNIX_EPOCH + Duration::from_secs(1_700_000_000)
     }
 
-    fn list_by_account(
-        &self,
-        account_id: &str,
-    ) -> impl Future<Output = Result<Vec<Arc<KeyRecord>>, StoreError>> + Send {
-        let account_id = account_id.to_owned();
-        async move { self.backend.run(self.list_steps(&account_id)).await }
+    #[tokio::test]
+    async fn a_rotation_to_a_conflicting_successor_changes_nothing() {
+        let Some(redis) = TestRedis::connect("rotation_conflicts").await else {
+            return;
+        };
+        let keys = redis.key_store();
+        let retire_at = t0() + Duration::from_secs(3600);
+        keys.insert(record("key_old", 1, t0()), None, t0()).await.unwrap();
+        keys.insert(record("key_other", 2, t0()), None, t0()).await.unwrap();
+        let same_id = keys
+            .rotate(Rotation {
+                key_id: "key_old".to_owned(),
+                successor: record("key_other", 3, t0()),
+                retire_at,
+                now: t0(),
+            })
+            .await;
+        assert!(matches!(same_id, Err(StoreError::Conflict(_))), "{same_id:?}");
+        let same_hash = keys
+            .rotate(Rotation {
+                key_id: "key_old".to_owned(),
+                successor: record("key_new", 2, t0()),
+                retire_at,
+                now: t0(),
+            })
+            .await;
+        assert!(matches!(same_hash, Err(StoreError::Conflict(_))), "{same_hash:?}");
+
+        let old = keys.find_by_id("key_old").await.unwrap().expect("kept");
+        assert_eq!(old.revoked_at, None, "not retiring");
+        assert!(keys.find_by_id("key_new").await.unwrap().is_none());
+        assert!(keys
+            .find_by_hash(&KeyHash::from_bytes([3; 32]))
+            .await
+            .unwrap()
+            .is_none());
+        assert_eq!(keys.list_by_account("acct").await.unwrap().len(), 2);
+
+        let retiring = keys
+            .rotate(Rotation {
+                key_id: "key_old".to_owned(),
+                successor: record("key_new", 4, t0()),
+                retire_at,
+                now: t0(),
+            })
+            .await
+            .unwrap()
+            .expect("rotates once the successor is free");
+        assert_eq!(retiring.revoked_at, Some(retire_at));
+        assert_eq!(keys.list_by_account("acct").await.unwrap().len(), 3);
     }
 
-    fn revoke(
-        &self,
-        key_id: &str,
-        at: SystemTime,
-    ) -> impl Future<Output = Result<Option<Arc<KeyRecord>>, StoreError>> + Send {
-        let key_id = key_id.to_owned();
-        async move { self.backend.run(self.revoke_steps(&key_id, at)).await }
-    }
+    #[tokio::test]
+    async fn an_expired_key_does_not_rotate_and_a_retiring_one_leaves_room_under_the_limit() {
+        let Some(redis) = TestRedis::connect("rotation_expiry_and_limit").await else {
+            return;
+        };
+        let keys = redis.key_store();
+        let retire_at = t0() + Duration::from_secs(3600);
+        let mut expired = record("key_expired", 1, t0());
+        expired.expires_at = Some(t0());
+        keys.insert(expired, None, t0()).await.unwrap();
+        let refused = keys
+            .rotate(Rotation {
+                key_id: "key_expired".to_owned(),
+                successor: record("key_2", 2, t0()),
+                retire_at,
+                now: t0(),
+            })
+            .await;
+        assert_eq!(refused.unwrap().unwrap_err(), RotateRefusal::Invalid);
+        assert!(keys.find_by_id("key_2").await.unwrap().is_none());
 
-    fn record_last_use(&self, key_id: &str, at: SystemTime) -> impl Future<Output = Result<(), StoreError>> + Send {
-        let key_id = key_id.to_owned();
-        async move { self.backend.run(self.touch_steps(&key_id, at)).await }
+        keys.insert(record("key_a", 3, t0()), Some(2), t0()).await.unwrap();
+        keys.rotate(Rotation {
+            key_id: "key_a".to_owned(),
+            successor: record("key_b", 4, t0()),
+            retire_at,
+            now: t0(),
+        })
+        .await
+        .unwrap()
+        .expect("rotates");
+        // key_a (retiring) no longer counts: key_b and key_c fill the limit of 2.
+        keys.insert(record("key_c", 5, t0()), Some(2), t0()).await.unwrap();
+        let full = keys.insert(record("key_d", 6, t0()), Some(2), t0()).await;
+        assert!(
+            matches!(full, Err(StoreError::KeyLimitReached { limit: 2 })),
+            "{full:?}"
+        );
     }
 }

@@ -15,16 +15,17 @@
 //! Every key is `<prefix><area>:{<id>}<suffix>` (prefix `tollgate:` by
 //! default). The braces are a hash tag: keys with the same tag land on one
 //! cluster slot, and every Lua script touches the keys of a single tag, so the
-//! stores work on Redis Cluster. Ids are escaped so that braces inside them
-//! cannot end a tag early.
+//! stores work on Redis Cluster — all but key rotation, one atomic script
+//! over the old key's and its successor's keys (see [`RedisKeyStore`]). Ids are
+//! escaped so that braces inside them cannot end a tag early.
 //!
 //! | store | keys (tag in braces) | written with |
 //! |---|---|---|
-//! | [keys](key_store) | `key:{<hash>}` (the record), `keyid:{<id>}` (id → hash), `account:{<account>}:keys` (the account's index) | scripts on one key each; insertion is three atomic steps |
-//! | [rate limits](rate_limit) | `rl:{<key>}` | one script per check, TTL until idle |
-//! | [`idempotency`] | `idem:{<scope>:<key>}` | `SET NX GET PX`, scripts checking the claim token |
-//! | [allowlists](allowlist) | `allow:account:{<account>}`, `allow:key:{<key id>}` | one `HSET` per list |
-//! | [`replay`] | `replay:{<message id>}` | `SET NX PX` |
+//! | [keys](RedisKeyStore) | `key:{<hash>}` (the record), `keyid:{<id>}` (id → hash), `account:{<account>}:keys` (the account's index) | scripts on one key each; insertion is three atomic steps; rotation one script over both keys' slots (not on Cluster) |
+//! | [rate limits](RedisRateLimitStore) | `rl:{<key>}` | one script per check, TTL until idle |
+//! | [idempotency](RedisIdempotencyStore) | `idem:{<scope>:<key>}` | `SET NX GET PX`, scripts checking the claim token |
+//! | [allowlists](RedisAllowlistStore) | `allow:account:{<account>}`, `allow:key:{<key id>}` | one `HSET` per list |
+//! | [replay](RedisReplayStore) | `replay:{<message id>}` | `SET NX PX` |
 //!
 //! Needs Redis 7.0 or later (idempotency's `SET NX GET`).
 //!
@@ -41,7 +42,8 @@
 //!
 //! ```
 //! use std::time::SystemTime;
-//! use tollgate_core::{KeyHash, KeyKind, KeyRecord, KeyStore, Principal};
+//! use tollgate_core::keys::{KeyHash, KeyRecord, KeyRegistry, KeyStore};
+//! use tollgate_core::{KeyKind, Principal};
 //! use tollgate_redis::{RedisConfig, RedisStores};
 //!
 //! # #[tokio::main(flavor = "current_thread")]
@@ -78,14 +80,14 @@
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
-pub mod allowlist;
+mod allowlist;
 mod backend;
 mod config;
-pub mod idempotency;
+mod idempotency;
 mod key_codec;
-pub mod key_store;
-pub mod rate_limit;
-pub mod replay;
+mod key_store;
+mod rate_limit;
+mod replay;
 mod response_codec;
 mod stores;
 #[cfg(any(test, feature = "testing"))]

@@ -30,12 +30,11 @@
 //! a disagreement is reported as [`StoreError::Corrupt`] rather than guessed
 //! at (the property test in this module checks they always agree).
 
-use std::future::Future;
 use std::sync::LazyLock;
 
 use redis::Script;
 use tollgate_core::rate_limit::{Decision, KeyState, Limits, RateLimitStore};
-use tollgate_core::StoreError;
+use tollgate_core::{MaybeReady, StoreError, StoreFuture};
 
 use crate::backend::{backend_error, Backend};
 
@@ -131,16 +130,15 @@ impl RedisRateLimitStore {
     pub fn state_key(&self, key: &str) -> String {
         self.backend.key("rl", key, "")
     }
+}
 
-    async fn check_once(&self, key: &str, limits: Limits, cost: u32) -> Result<Decision, StoreError> {
-        let state_key = self.state_key(key);
-        let reply: ScriptReply = ScriptArgs::new(&limits, cost)
-            .invocation(&state_key)
-            .invoke_async(&mut self.backend.connection())
-            .await
-            .map_err(backend_error)?;
-        decide(&reply, &limits, cost)
-    }
+async fn check_once(backend: &Backend, state_key: &str, limits: Limits, cost: u32) -> Result<Decision, StoreError> {
+    let reply: ScriptReply = ScriptArgs::new(&limits, cost)
+        .invocation(state_key)
+        .invoke_async(&mut backend.connection())
+        .await
+        .map_err(backend_error)?;
+    decide(&reply, &limits, cost)
 }
 
 // Replays the script's verdict through the reference to get every figure.
@@ -163,15 +161,10 @@ fn decide(reply: &ScriptReply, limits: &Limits, cost: u32) -> Result<Decision, S
 }
 
 impl RateLimitStore for RedisRateLimitStore {
-    fn check(
-        &self,
-        key: &str,
-        limits: &Limits,
-        cost: u32,
-    ) -> impl Future<Output = Result<Decision, StoreError>> + Send {
-        let key = key.to_owned();
-        let limits = *limits;
-        async move { self.backend.run(self.check_once(&key, limits, cost)).await }
+    fn check(&self, key: &str, limits: &Limits, cost: u32) -> StoreFuture<Decision> {
+        // The state key is named here, so the future owns all it needs.
+        let (backend, state_key, limits) = (self.backend.clone(), self.state_key(key), *limits);
+        MaybeReady::boxed(async move { backend.run(check_once(&backend, &state_key, limits, cost)).await })
     }
 }
 

@@ -5,11 +5,10 @@
 //! check and the record are one command, so of any number of concurrent
 //! sightings exactly one is first, and the key expires with the window.
 
-use std::future::Future;
 use std::time::Duration;
 
 use tollgate_core::replay::ReplayStore;
-use tollgate_core::StoreError;
+use tollgate_core::{MaybeReady, StoreFuture};
 
 use crate::backend::{backend_error, ttl_millis, Backend};
 
@@ -31,10 +30,10 @@ impl RedisReplayStore {
 }
 
 impl ReplayStore for RedisReplayStore {
-    fn check_and_remember(&self, id: &str, ttl: Duration) -> impl Future<Output = Result<bool, StoreError>> + Send {
-        let key = self.id_key(id);
-        async move {
-            self.backend
+    fn check_and_remember(&self, id: &str, ttl: Duration) -> StoreFuture<bool> {
+        let (backend, key) = (self.backend.clone(), self.id_key(id));
+        MaybeReady::boxed(async move {
+            backend
                 .run(async {
                     let set: Option<String> = redis::cmd("SET")
                         .arg(&key)
@@ -42,28 +41,28 @@ impl ReplayStore for RedisReplayStore {
                         .arg("NX")
                         .arg("PX")
                         .arg(ttl_millis(ttl))
-                        .query_async(&mut self.backend.connection())
+                        .query_async(&mut backend.connection())
                         .await
                         .map_err(backend_error)?;
                     Ok(set.is_some())
                 })
                 .await
-        }
+        })
     }
 
-    fn forget(&self, id: &str) -> impl Future<Output = Result<(), StoreError>> + Send {
-        let key = self.id_key(id);
-        async move {
-            self.backend
+    fn forget(&self, id: &str) -> StoreFuture<()> {
+        let (backend, key) = (self.backend.clone(), self.id_key(id));
+        MaybeReady::boxed(async move {
+            backend
                 .run(async {
                     redis::cmd("DEL")
                         .arg(&key)
-                        .query_async::<i64>(&mut self.backend.connection())
+                        .query_async::<i64>(&mut backend.connection())
                         .await
                         .map(drop)
                         .map_err(backend_error)
                 })
                 .await
-        }
+        })
     }
 }

@@ -7,7 +7,7 @@
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use tollgate_core::clock::unix_nanos;
+use tollgate_core::unix_nanos;
 
 /// `time` as a 20-digit decimal of nanoseconds (times before 1970 count as 0).
 pub(crate) fn encode(time: SystemTime) -> String {

@@ -8,9 +8,10 @@ use tokio::io::AsyncReadExt;
 use tokio::net::TcpListener;
 use tollgate_core::allowlist::AllowlistStore;
 use tollgate_core::idempotency::{Fingerprint, IdempotencyKey, IdempotencyStore};
+use tollgate_core::keys::{KeyHash, KeyRecord, KeyRegistry, KeyStore, Rotation};
 use tollgate_core::rate_limit::{Limits, RateLimitStore};
 use tollgate_core::replay::ReplayStore;
-use tollgate_core::{KeyHash, KeyStore, StoreError};
+use tollgate_core::{KeyKind, Principal, StoreError};
 use tollgate_redis::{RedisConfig, RedisStores};
 
 const OPERATION_TIMEOUT: Duration = Duration::from_millis(100);
@@ -46,6 +47,19 @@ fn config(port: u16) -> RedisConfig {
         .connection_timeout(Duration::from_millis(300))
 }
 
+fn successor() -> KeyRecord {
+    KeyRecord {
+        principal: Principal::new("acct_1", "key_2", KeyKind::Production),
+        hash: KeyHash::from_bytes([2; 32]),
+        label: "Production Server".into(),
+        display_prefix: "tg_live_ab".into(),
+        created_at: std::time::SystemTime::now(),
+        expires_at: None,
+        revoked_at: None,
+        last_used_at: None,
+    }
+}
+
 // One operation of every store, each expected to fail as unavailable.
 async fn every_store_fails(stores: &RedisStores, expect: fn(&StoreError) -> bool) {
     let key = IdempotencyKey::new("scope", "key");
@@ -63,6 +77,19 @@ async fn every_store_fails(stores: &RedisStores, expect: fn(&StoreError) -> bool
             stores
                 .key_store()
                 .revoke("key_1", std::time::SystemTime::now())
+                .await
+                .map(drop),
+        ),
+        (
+            "key rotate",
+            stores
+                .key_store()
+                .rotate(Rotation::new(
+                    "key_1",
+                    successor(),
+                    std::time::SystemTime::now(),
+                    std::time::SystemTime::now(),
+                ))
                 .await
                 .map(drop),
         ),
@@ -118,9 +145,9 @@ async fn a_server_that_is_down_fails_every_operation_fast() {
     let stores = RedisStores::connect_lazy(config(port)).expect("lazy stores need no server");
     let started = Instant::now();
     every_store_fails(&stores, StoreError::is_unavailable).await;
-    // Seven operations, each bounded by the operation timeout.
+    // Eight operations, each bounded by the operation timeout.
     assert!(
-        started.elapsed() < OPERATION_TIMEOUT * 7 + Duration::from_millis(500),
+        started.elapsed() < OPERATION_TIMEOUT * 8 + Duration::from_millis(500),
         "{:?}",
         started.elapsed()
     );
@@ -133,7 +160,7 @@ async fn a_server_that_never_answers_times_out_without_hanging() {
     let started = Instant::now();
     every_store_fails(&stores, |error| matches!(error, StoreError::Timeout)).await;
     assert!(
-        started.elapsed() < OPERATION_TIMEOUT * 7 + Duration::from_millis(500),
+        started.elapsed() < OPERATION_TIMEOUT * 8 + Duration::from_millis(500),
         "{:?}",
         started.elapsed()
     );

@@ -8,9 +8,10 @@ use bytes::Bytes;
 use tollgate_core::allowlist::{AllowlistStore, IpSet};
 use tollgate_core::conformance::unique_name;
 use tollgate_core::idempotency::{BeginOutcome, Fingerprint, IdempotencyKey, IdempotencyStore, StoredResponse};
+use tollgate_core::keys::{KeyHash, KeyRecord, KeyRegistry, KeyStore};
 use tollgate_core::rate_limit::{Limits, RateLimitStore};
 use tollgate_core::replay::ReplayStore;
-use tollgate_core::{KeyHash, KeyKind, KeyRecord, KeyStore, Principal};
+use tollgate_core::{KeyKind, Principal};
 use tollgate_redis::testing::TestRedis;
 
 fn key_record(account: &str, id: &str, hash: u8) -> KeyRecord {

@@ -8,11 +8,13 @@
 //! (413 `PAYLOAD_TOO_LARGE` past the limit, 1 MiB by default), verifies the
 //! signature under each secret in constant time, and with a
 //! [`ReplayStore`] refuses a message seen before (`REPLAYED`). The inner
-//! service receives a `Request<Full<Bytes>>` holding the unchanged bytes
-//! (trailers are dropped) and a [`VerifiedWebhook`] in its extensions.
+//! service receives a `Request<axum_core::body::Body>` (axum's `Body`)
+//! holding the unchanged bytes (trailers are dropped) and a
+//! [`VerifiedWebhook`](crate::VerifiedWebhook) in its extensions.
 //!
 //! ```
 //! use std::convert::Infallible;
+//! use axum_core::body::Body;
 //! use bytes::Bytes;
 //! use http::{Request, Response, StatusCode};
 //! use http_body_util::{BodyExt, Full};
@@ -22,7 +24,7 @@
 //! # tokio_test::block_on(async {
 //! let secret = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
 //! let verifier = Verifier::new(Scheme::standard_webhooks(), secret).unwrap();
-//! let echo = tower::service_fn(|request: Request<Full<Bytes>>| async move {
+//! let echo = tower::service_fn(|request: Request<Body>| async move {
 //!     Ok::<_, Infallible>(Response::new(request.into_body()))
 //! });
 //! let service = WebhookSignatureLayer::new(verifier).layer(echo);
@@ -53,44 +55,26 @@
 //! # });
 //! ```
 
-use std::fmt;
-use std::future::Future;
-use std::pin::Pin;
 use std::sync::Arc;
-use std::task::{Context, Poll};
-use std::time::Duration;
 
-use bytes::Bytes;
-use http::{header, HeaderMap, Request, Response};
-use http_body::Body;
-use http_body_util::Full;
+use tollgate_core::gate::Gate;
 use tollgate_core::replay::ReplayStore;
-use tollgate_core::{BoxError, Renderer, ResponseBody, SharedClock, StoreError};
+use tollgate_core::{Renderer, SharedClock};
 use tower_layer::Layer;
-use tower_service::Service;
 
-use crate::future::ResponseFuture;
-use crate::rejections;
-use crate::verify::{VerifiedWebhook, Verifier};
+use crate::policy::{Config, VerifySignature};
+use crate::verify::Verifier;
 
 /// The body size the layer buffers by default: 1 MiB.
 pub const DEFAULT_MAX_BODY_SIZE: usize = 1024 * 1024;
+
+/// The service made by [`WebhookSignatureLayer`]: `S` behind [`VerifySignature`].
+pub type WebhookSignature<S> = Gate<S, VerifySignature>;
 
 /// Verifies webhook signatures; see the [module docs](self).
 #[derive(Clone, Debug)]
 pub struct WebhookSignatureLayer {
     config: Config,
-}
-
-#[derive(Clone)]
-pub(crate) struct Config {
-    pub(crate) verifier: Verifier,
-    pub(crate) clock: SharedClock,
-    pub(crate) renderer: Renderer,
-    pub(crate) max_body_size: usize,
-    pub(crate) replay: Option<Arc<dyn DynReplayStore>>,
-    pub(crate) fail_open: bool,
-    pub(crate) forget_on_server_error: bool,
 }
 
 impl WebhookSignatureLayer {
@@ -131,8 +115,13 @@ impl WebhookSignatureLayer {
     /// Refuses messages already accepted (401 `REPLAYED`). Ids are kept
     /// until the message's timestamp leaves the tolerance window (for
     /// schemes without a timestamp: for the tolerance from now).
-    pub fn replay_store(mut self, store: impl ReplayStore) -> WebhookSignatureLayer {
-        self.config.replay = Some(Arc::new(Arc::new(store)));
+    pub fn replay_store(self, store: impl ReplayStore) -> WebhookSignatureLayer {
+        self.shared_replay_store(Arc::new(store))
+    }
+
+    /// Like [`replay_store`](Self::replay_store), for a store already shared.
+    pub fn shared_replay_store(mut self, store: Arc<dyn ReplayStore>) -> WebhookSignatureLayer {
+        self.config.replay = Some(store);
         self
     }
 
@@ -156,149 +145,30 @@ impl<S> Layer<S> for WebhookSignatureLayer {
     type Service = WebhookSignature<S>;
 
     fn layer(&self, inner: S) -> WebhookSignature<S> {
-        WebhookSignature {
-            inner,
-            config: Arc::new(self.config.clone()),
-        }
-    }
-}
-
-/// The service made by [`WebhookSignatureLayer`].
-#[derive(Clone, Debug)]
-pub struct WebhookSignature<S> {
-    inner: S,
-    config: Arc<Config>,
-}
-
-impl<S> WebhookSignature<S> {
-    /// Wraps `inner` with the layer's defaults and `verifier`.
-    pub fn new(inner: S, verifier: Verifier) -> WebhookSignature<S> {
-        WebhookSignatureLayer::new(verifier).layer(inner)
-    }
-
-    /// The inner service.
-    pub fn get_ref(&self) -> &S {
-        &self.inner
-    }
-}
-
-impl<S, B, ResBody> Service<Request<B>> for WebhookSignature<S>
-where
-    S: Service<Request<Full<Bytes>>, Response = Response<ResBody>> + Clone,
-    B: Body,
-    B::Error: Into<BoxError>,
-{
-    type Response = Response<ResponseBody<ResBody>>;
-    type Error = S::Error;
-    type Future = ResponseFuture<S, B>;
-
-    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
-        self.inner.poll_ready(cx)
-    }
-
-    fn call(&mut self, request: Request<B>) -> Self::Future {
-        let config = &self.config;
-        let (parts, body) = request.into_parts();
-        if content_length(&parts.headers).is_some_and(|length| length > config.max_body_size as u64) {
-            let rejection = rejections::payload_too_large(config.max_body_size);
-            tracing::debug!(
-                limit = config.max_body_size,
-                "webhook refused: Content-Length over the limit"
-            );
-            return ResponseFuture::rejected(config.renderer.render(&rejection, &parts.headers));
-        }
-        // Headers and timestamp are judged before reading a byte of body.
-        let presented = config.verifier.parse(&parts.headers).and_then(|presented| {
-            config.verifier.check_timestamp(&presented, config.clock.now())?;
-            Ok(presented)
-        });
-        let presented = match presented {
-            Ok(presented) => presented,
-            Err(error) => {
-                tracing::debug!(%error, "webhook refused");
-                return ResponseFuture::rejected(config.renderer.render(&error.to_rejection(), &parts.headers));
-            }
-        };
-        // The service polled ready goes into the future; a clone stays.
-        let clone = self.inner.clone();
-        let inner = std::mem::replace(&mut self.inner, clone);
-        ResponseFuture::collecting(body, parts, presented, inner, self.config.clone())
-    }
-}
-
-fn content_length(headers: &HeaderMap) -> Option<u64> {
-    headers
-        .get(header::CONTENT_LENGTH)
-        .and_then(|value| value.to_str().ok())
-        .and_then(|value| value.parse().ok())
-}
-
-impl Config {
-    /// How long the replay store remembers `verified`: until its timestamp
-    /// leaves the tolerance window, or for the tolerance without one.
-    pub(crate) fn replay_ttl(&self, verified: &VerifiedWebhook) -> Duration {
-        let tolerance = self.verifier.tolerance_window();
-        match verified.timestamp() {
-            Some(timestamp) => {
-                let now = tollgate_core::clock::unix_secs(self.clock.now());
-                let expires = timestamp.saturating_add(tolerance.as_secs());
-                // One more second: the window's last second is inclusive.
-                Duration::from_secs(expires.saturating_sub(now).saturating_add(1))
-            }
-            // Stores cannot expire an entry in zero time (Redis refuses `PX 0`).
-            None => tolerance.max(Duration::from_secs(1)),
-        }
-    }
-}
-
-impl fmt::Debug for Config {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Config")
-            .field("verifier", &self.verifier)
-            .field("max_body_size", &self.max_body_size)
-            .field("replay_store", &self.replay.is_some())
-            .field("fail_open", &self.fail_open)
-            .field("forget_on_server_error", &self.forget_on_server_error)
-            .finish_non_exhaustive()
-    }
-}
-
-pub(crate) type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send>>;
-
-/// A [`ReplayStore`] behind a pointer, with owned futures the response
-/// future can hold.
-pub(crate) trait DynReplayStore: Send + Sync {
-    fn check_and_remember(&self, id: String, ttl: Duration) -> BoxFuture<Result<bool, StoreError>>;
-    fn forget(&self, id: String) -> BoxFuture<Result<(), StoreError>>;
-}
-
-impl<T: ReplayStore> DynReplayStore for Arc<T> {
-    fn check_and_remember(&self, id: String, ttl: Duration) -> BoxFuture<Result<bool, StoreError>> {
-        let store = self.clone();
-        Box::pin(async move { ReplayStore::check_and_remember(&*store, &id, ttl).await })
-    }
-
-    fn forget(&self, id: String) -> BoxFuture<Result<(), StoreError>> {
-        let store = self.clone();
-        Box::pin(async move { ReplayStore::forget(&*store, &id).await })
+        Gate::new(inner, VerifySignature::new(self.config.clone()))
     }
 }
 
 #[cfg(test)]
 mod tests {
     use std::convert::Infallible;
+    use std::pin::Pin;
     use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-    use std::task::Waker;
+    use std::task::{Context, Poll, Waker};
+    use std::time::Duration;
 
+    use axum_core::body::Body as AxumBody;
     use bytes::Bytes;
-    use http::{HeaderValue, StatusCode};
-    use http_body::Frame;
-    use http_body_util::BodyExt;
-    use tollgate_core::{ManualClock, MemoryReplayStore};
-    use tower::ServiceExt;
+    use http::{header, HeaderMap, HeaderValue, Request, Response, StatusCode};
+    use http_body::{Body, Frame};
+    use http_body_util::{BodyExt, Full};
+    use tollgate_core::conformance::FakeStore;
+    use tollgate_core::replay::MemoryReplayStore;
+    use tollgate_core::{BoxError, ManualClock};
+    use tower::{Service, ServiceExt};
 
     use super::*;
-    use crate::{Scheme, Signer, DEFAULT_TOLERANCE};
+    use crate::{Scheme, Signer, VerifiedWebhook, DEFAULT_TOLERANCE};
 
     const NOW: u64 = 1_700_000_000;
     const SECRET: &str = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
@@ -308,8 +178,8 @@ mod tests {
     #[derive(Clone, Default)]
     struct Echo(Arc<AtomicUsize>);
 
-    impl Service<Request<Full<Bytes>>> for Echo {
-        type Response = Response<Full<Bytes>>;
+    impl Service<Request<AxumBody>> for Echo {
+        type Response = Response<AxumBody>;
         type Error = Infallible;
         type Future = std::future::Ready<Result<Self::Response, Infallible>>;
 
@@ -317,7 +187,7 @@ mod tests {
             Poll::Ready(Ok(()))
         }
 
-        fn call(&mut self, request: Request<Full<Bytes>>) -> Self::Future {
+        fn call(&mut self, request: Request<AxumBody>) -> Self::Future {
             self.0.fetch_add(1, Ordering::SeqCst);
             let status = request
                 .headers()
@@ -403,7 +273,7 @@ mod tests {
 
     async fn send<B>(service: &WebhookSignature<Echo>, request: Request<B>) -> (StatusCode, HeaderMap, Bytes)
     where
-        B: Body,
+        B: Body<Data = Bytes> + Send + 'static,
         B::Error: Into<BoxError>,
     {
         let response = service.clone().oneshot(request).await.unwrap();
@@ -602,6 +472,16 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn a_body_in_one_chunk_reaches_the_handler_without_a_copy() {
+        let h = harness(Scheme::github(), |layer, _| layer);
+        let chunk = Bytes::from_static(b"{\"event\":\"message.read\"}");
+        let headers = signed(Scheme::github(), SECRET, &chunk, 0, "");
+        let (status, _, echoed) = send(&h.service, request(&headers, Full::new(chunk.clone()))).await;
+        assert_eq!(status, StatusCode::OK);
+        assert_eq!(echoed.as_ptr(), chunk.as_ptr(), "the same memory");
+    }
+
+    #[tokio::test]
     async fn unreadable_bodies_get_400() {
         let h = harness(Scheme::github(), |layer, _| layer);
         let headers = signed(Scheme::github(), SECRET, b"{}", 0, "");
@@ -688,26 +568,17 @@ mod tests {
         }
     }
 
-    struct FailingStore;
-
-    impl ReplayStore for FailingStore {
-        fn check_and_remember(
-            &self,
-            _id: &str,
-            _ttl: Duration,
-        ) -> impl Future<Output = Result<bool, StoreError>> + Send {
-            std::future::ready(Err(StoreError::Timeout))
-        }
-
-        fn forget(&self, _id: &str) -> impl Future<Output = Result<(), StoreError>> + Send {
-            std::future::ready(Err(StoreError::Timeout))
-        }
+    /// A replay store that is down.
+    fn failing_store() -> FakeStore<MemoryReplayStore> {
+        let store = FakeStore::new(MemoryReplayStore::new());
+        store.fail_all();
+        store
     }
 
     #[tokio::test]
     async fn a_failing_replay_store_fails_closed_unless_told_otherwise() {
         let headers = signed(Scheme::github(), SECRET, b"{}", 0, "");
-        let closed = harness(Scheme::github(), |layer, _| layer.replay_store(FailingStore));
+        let closed = harness(Scheme::github(), |layer, _| layer.replay_store(failing_store()));
         let (status, _, body) = send(&closed.service, request(&headers, full(b"{}"))).await;
         assert_eq!(
             (status, code(&body).as_str()),
@@ -716,7 +587,7 @@ mod tests {
         assert_eq!(closed.calls.load(Ordering::SeqCst), 0);
 
         let open = harness(Scheme::github(), |layer, _| {
-            layer.replay_store(FailingStore).fail_open(true)
+            layer.replay_store(failing_store()).fail_open(true)
         });
         assert_eq!(
             send(&open.service, request(&headers, full(b"{}"))).await.0,
@@ -763,14 +634,14 @@ mod tests {
     #[test]
     fn poll_ready_is_the_inner_services() {
         struct NotReady;
-        impl Service<Request<Full<Bytes>>> for NotReady {
+        impl Service<Request<AxumBody>> for NotReady {
             type Response = Response<Full<Bytes>>;
             type Error = Infallible;
             type Future = std::future::Ready<Result<Self::Response, Infallible>>;
             fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
                 Poll::Pending
             }
-            fn call(&mut self, _request: Request<Full<Bytes>>) -> Self::Future {
+            fn call(&mut self, _request: Request<AxumBody>) -> Self::Future {
                 unreachable!("never ready")
             }
         }

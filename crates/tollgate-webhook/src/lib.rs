@@ -31,11 +31,12 @@
 //!
 //! ```
 //! use std::convert::Infallible;
+//! use axum_core::body::Body;
 //! use bytes::Bytes;
 //! use http::{Request, Response, StatusCode};
 //! use http_body_util::Full;
 //! use tower::{Layer, ServiceExt};
-//! use tollgate_core::MemoryReplayStore;
+//! use tollgate_core::replay::MemoryReplayStore;
 //! use tollgate_webhook::{Scheme, Signer, Verifier, WebhookSignatureLayer};
 //!
 //! # tokio_test::block_on(async {
@@ -43,7 +44,7 @@
 //! let secret = "seed-webhook-secret";
 //! let layer = WebhookSignatureLayer::new(Verifier::new(Scheme::hex(), secret).unwrap())
 //!     .replay_store(MemoryReplayStore::new());
-//! let handler = tower::service_fn(|_request: Request<Full<Bytes>>| async {
+//! let handler = tower::service_fn(|_request: Request<Body>| async {
 //!     Ok::<_, Infallible>(Response::new(Full::new(Bytes::from_static(b"ok"))))
 //! });
 //! let service = layer.layer(handler);
@@ -64,23 +65,23 @@
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
-mod future;
-pub mod layer;
+mod error;
+mod layer;
 mod mac;
+mod policy;
 pub mod rejections;
 mod scheme;
 mod secret;
-pub mod sign;
+mod sign;
 pub mod url_guard;
-pub mod verify;
+mod verify;
 
-pub use future::ResponseFuture;
 pub use layer::{WebhookSignature, WebhookSignatureLayer, DEFAULT_MAX_BODY_SIZE};
+pub use policy::{ForgetOnFailure, VerifySignature};
 pub use scheme::{
     Scheme, STRIPE_SIGNATURE, WEBHOOK_ID, WEBHOOK_SIGNATURE, WEBHOOK_TIMESTAMP, X_HUB_SIGNATURE_256,
     X_WEBHOOK_SIGNATURE,
 };
 pub use secret::{SecretError, WebhookSecret, SECRET_PREFIX};
 pub use sign::{SignError, Signer};
-pub use url_guard::{UrlRejected, ValidatedUrl, WebhookUrlGuard};
 pub use verify::{VerifiedWebhook, Verifier, VerifyError, DEFAULT_TOLERANCE};

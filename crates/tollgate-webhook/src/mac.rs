@@ -5,8 +5,7 @@ use std::fmt;
 use hmac::{Hmac, Mac};
 use sha2::Sha256;
 
-use crate::scheme::Scheme;
-use crate::secret::{SecretError, WebhookSecret};
+use crate::secret::SecretError;
 
 /// An HMAC-SHA256 tag.
 pub(crate) type Tag = [u8; 32];
@@ -23,22 +22,17 @@ const CHUNK: usize = 32 * 1024;
 pub(crate) struct Keys(Vec<HmacSha256>);
 
 impl Keys {
-    pub(crate) fn new<I>(scheme: &Scheme, secrets: I) -> Result<Keys, SecretError>
-    where
-        I: IntoIterator,
-        I::Item: Into<WebhookSecret>,
-    {
-        let keys = secrets
-            .into_iter()
-            .map(|secret| {
-                let key = scheme.key(&secret.into())?;
-                // HMAC takes keys of any length, so this cannot fail.
-                HmacSha256::new_from_slice(&key).map_err(|_| SecretError::Empty)
-            })
-            .collect::<Result<Vec<_>, _>>()?;
+    /// One state per HMAC key (each derived from a secret by its
+    /// [`Scheme`](crate::Scheme)), in order; at least one.
+    pub(crate) fn new(keys: Vec<Vec<u8>>) -> Result<Keys, SecretError> {
         if keys.is_empty() {
             return Err(SecretError::NoSecret);
         }
+        let keys = keys
+            .iter()
+            // HMAC takes keys of any length, so this cannot fail.
+            .map(|key| HmacSha256::new_from_slice(key).map_err(|_| SecretError::Empty))
+            .collect::<Result<Vec<_>, _>>()?;
         Ok(Keys(keys))
     }
 
@@ -73,7 +67,7 @@ mod tests {
     #[test]
     fn tags_match_a_plain_hmac_for_every_key_and_any_split() {
         let body = vec![7u8; 3 * CHUNK + 5];
-        let keys = Keys::new(&Scheme::github(), ["one", "two"]).unwrap();
+        let keys = Keys::new(vec![b"one".to_vec(), b"two".to_vec()]).unwrap();
         let tags = keys.tags(&[b"prefix.", &body]);
         for (tag, secret) in tags.iter().zip(["one", "two"]) {
             let mut mac = HmacSha256::new_from_slice(secret.as_bytes()).unwrap();
@@ -88,9 +82,8 @@ mod tests {
 
     #[test]
     fn at_least_one_secret_is_required_and_debug_is_redacted() {
-        let none: [&str; 0] = [];
-        assert_eq!(Keys::new(&Scheme::github(), none).unwrap_err(), SecretError::NoSecret);
-        let keys = Keys::new(&Scheme::github(), ["hunter2"]).unwrap();
+        assert_eq!(Keys::new(Vec::new()).unwrap_err(), SecretError::NoSecret);
+        let keys = Keys::new(vec![b"hunter2".to_vec()]).unwrap();
         assert_eq!(format!("{keys:?}"), "Keys(<1 redacted>)");
     }
 }

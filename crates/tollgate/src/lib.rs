@@ -31,3 +31,28 @@ pub use tollgate_webhook as webhook;
 #[doc = include_str!("../../../README.md")]
 #[cfg(doctest)]
 pub struct ReadmeDoctests;
+
+#[cfg(test)]
+mod tests {
+    use tollgate_core::Code;
+
+    #[test]
+    fn the_readme_lists_every_code_with_its_status() {
+        let readme = include_str!("../../../README.md");
+        let section = readme
+            .split("## Error codes")
+            .nth(1)
+            .expect("README.md has an error code section");
+        let section = section.split("\n## ").next().unwrap_or(section);
+        for code in Code::ALL {
+            let row = format!("| `{}` | {} |", code.as_str(), code.status().as_u16());
+            assert!(section.contains(&row), "README.md's error code table lacks {row}");
+        }
+        let rows = section.lines().filter(|line| line.starts_with("| `")).count();
+        assert_eq!(
+            rows,
+            Code::ALL.len(),
+            "README.md lists a code the catalogue does not have"
+        );
+    }
+}

@@ -15,14 +15,7 @@ const USAGE: &str = "usage: grpc-messaging [--listen ADDR]";
 
 #[tokio::main]
 async fn main() {
-    tracing_subscriber::fmt()
-        .with_env_filter(std::env::var("RUST_LOG").unwrap_or_else(|_| "info".into()))
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stdout()))
-        .init();
-    if let Err(message) = run().await {
-        eprintln!("grpc-messaging: {message}");
-        std::process::exit(1);
-    }
+    messaging_api::run_main("grpc-messaging", run()).await;
 }
 
 fn listen_address(mut args: impl Iterator<Item = String>) -> Result<SocketAddr, String> {

@@ -12,7 +12,7 @@ use http::request::Parts;
 use http::Method;
 use tokio::net::TcpListener;
 use tollgate_auth::{BearerAuthLayer, RequireScopeLayer};
-use tollgate_core::{MemoryIdempotencyStore, MemoryKeyStore, Principal};
+use tollgate_core::Principal;
 use tollgate_idempotency::IdempotencyLayer;
 use tollgate_ratelimit::{Plans, RateLimitLayer};
 use tonic::transport::server::{Router, TcpIncoming};
@@ -34,10 +34,8 @@ pub const GET_MESSAGE: &str = "/messaging.v1.Messaging/GetMessage";
 pub const READ_RPCS: &[&str] = &[GET_MESSAGE];
 
 /// The tollgate layers, outermost first, as [`layers`] builds them.
-pub type Layers = Stack<
-    IdempotencyLayer<MemoryIdempotencyStore>,
-    Stack<RateLimitLayer, Stack<RequireScopeLayer, Stack<BearerAuthLayer<MemoryKeyStore>, Identity>>>,
->;
+pub type Layers =
+    Stack<IdempotencyLayer, Stack<RateLimitLayer, Stack<RequireScopeLayer, Stack<BearerAuthLayer, Identity>>>>;
 
 /// The tonic router: the service behind [`Layers`].
 pub type GrpcRouter = Router<Stack<Layers, Identity>>;

@@ -4,7 +4,10 @@
 use std::sync::Arc;
 
 use tollgate_auth::KeyManager;
-use tollgate_core::{MemoryIdempotencyStore, MemoryKeyStore, MemoryRateLimitStore, SharedClock};
+use tollgate_core::idempotency::MemoryIdempotencyStore;
+use tollgate_core::keys::MemoryKeyStore;
+use tollgate_core::rate_limit::MemoryRateLimitStore;
+use tollgate_core::SharedClock;
 
 use crate::messages::MessageStore;
 
@@ -15,7 +18,7 @@ pub struct AppState(Arc<Inner>);
 struct Inner {
     clock: SharedClock,
     key_store: MemoryKeyStore,
-    keys: KeyManager<MemoryKeyStore>,
+    keys: KeyManager,
     rate_limits: MemoryRateLimitStore,
     idempotency: MemoryIdempotencyStore,
     messages: MessageStore,
@@ -42,7 +45,7 @@ impl AppState {
     }
 
     /// Creates, lists, rotates and revokes API keys.
-    pub fn keys(&self) -> &KeyManager<MemoryKeyStore> {
+    pub fn keys(&self) -> &KeyManager {
         &self.0.keys
     }
 

@@ -14,8 +14,7 @@ use http::header::{HeaderMap, HeaderName, HeaderValue, RETRY_AFTER};
 use http::Response;
 use http_body_util::Full;
 use prost::Message as _;
-use tollgate_core::rejection::{is_grpc, JsonRenderer, RenderRejection};
-use tollgate_core::{Rejection, Renderer};
+use tollgate_core::{is_grpc, JsonRenderer, Rejection, RenderRejection, Renderer};
 
 /// The binary metadata that holds an encoded [`rpc::Status`].
 pub const GRPC_STATUS_DETAILS_BIN: HeaderName = HeaderName::from_static("grpc-status-details-bin");
@@ -151,6 +150,7 @@ pub fn retry_delay(details: &[u8]) -> Option<Duration> {
 mod tests {
     use super::*;
     use http::StatusCode;
+    use tollgate_core::Code;
 
     fn grpc_request() -> HeaderMap {
         let mut headers = HeaderMap::new();
@@ -160,7 +160,7 @@ mod tests {
 
     #[test]
     fn grpc_refusals_with_a_wait_carry_retry_info() {
-        let rejection = Rejection::new(StatusCode::TOO_MANY_REQUESTS, "RATE_LIMITED", "Rate limit exceeded.")
+        let rejection = Rejection::new(Code::RateLimited, "Rate limit exceeded.")
             .with_header(RETRY_AFTER, HeaderValue::from_static("3"));
         let response = RetryInfoRenderer::default().render(&rejection, &grpc_request());
         assert_eq!(response.headers()["grpc-status"], "8");
@@ -202,8 +202,8 @@ mod tests {
         assert_eq!(response.headers()["grpc-status"], "16");
         assert!(!response.headers().contains_key(GRPC_STATUS_DETAILS_BIN));
 
-        let limited = Rejection::new(StatusCode::TOO_MANY_REQUESTS, "RATE_LIMITED", "Slow down.")
-            .with_header(RETRY_AFTER, HeaderValue::from_static("1"));
+        let limited =
+            Rejection::new(Code::RateLimited, "Slow down.").with_header(RETRY_AFTER, HeaderValue::from_static("1"));
         let response = RetryInfoRenderer::default().render(&limited, &HeaderMap::new());
         assert_eq!(response.status(), StatusCode::TOO_MANY_REQUESTS);
         assert!(!response.headers().contains_key(GRPC_STATUS_DETAILS_BIN));

@@ -2,7 +2,7 @@
 //! key for `acct_demo` so a new user can call the API at once.
 
 use tollgate_auth::{KeyManagerError, NewKey};
-use tollgate_core::allowlist::{AllowlistStore, IpSet};
+use tollgate_core::allowlist::IpSet;
 use tollgate_core::KeyKind;
 use tollgate_webhook::WebhookSecret;
 

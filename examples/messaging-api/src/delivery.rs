@@ -23,7 +23,7 @@ use hyper_util::client::legacy::connect::dns::{GaiResolver, Name};
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
-use tollgate_core::clock::unix_secs;
+use tollgate_core::unix_secs;
 use tollgate_core::SharedClock;
 use tollgate_webhook::{Scheme, Signer, WebhookSecret};
 

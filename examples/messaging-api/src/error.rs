@@ -3,9 +3,10 @@
 use axum::extract::rejection::JsonRejection;
 use axum::extract::{FromRequest, Request};
 use axum::response::{IntoResponse, Response};
-use http::{HeaderMap, StatusCode};
+use http::HeaderMap;
 use serde::de::DeserializeOwned;
-use tollgate_core::Rejection;
+use tollgate_auth::KeyManagerError;
+use tollgate_core::{Code, Rejection};
 
 /// A failed API call (boxed: a `Rejection` is large and errors are rare).
 #[derive(Debug)]
@@ -14,25 +15,17 @@ pub struct ApiError(pub Box<Rejection>);
 impl ApiError {
     /// 400 `INVALID_REQUEST`.
     pub fn invalid(message: impl Into<String>) -> ApiError {
-        ApiError::from(Rejection::new(
-            StatusCode::BAD_REQUEST,
-            "INVALID_REQUEST",
-            message.into(),
-        ))
+        ApiError::from(Rejection::new(Code::InvalidRequest, message.into()))
     }
 
     /// 404 `NOT_FOUND`.
     pub fn not_found(what: &str) -> ApiError {
-        ApiError::from(Rejection::new(
-            StatusCode::NOT_FOUND,
-            "NOT_FOUND",
-            format!("{what} not found."),
-        ))
+        ApiError::from(Rejection::new(Code::NotFound, format!("{what} not found.")))
     }
 
     /// 403 `FORBIDDEN`.
     pub fn forbidden(message: impl Into<String>) -> ApiError {
-        ApiError::from(Rejection::new(StatusCode::FORBIDDEN, "FORBIDDEN", message.into()))
+        ApiError::from(Rejection::new(Code::Forbidden, message.into()))
     }
 
     /// 503 for a failing store.
@@ -45,6 +38,14 @@ impl ApiError {
 impl From<Rejection> for ApiError {
     fn from(rejection: Rejection) -> ApiError {
         ApiError(Box::new(rejection))
+    }
+}
+
+/// A key-management failure as the API answers it
+/// ([`KeyManagerError::to_rejection`]).
+impl From<KeyManagerError> for ApiError {
+    fn from(error: KeyManagerError) -> ApiError {
+        ApiError::from(error.to_rejection())
     }
 }
 
@@ -78,8 +79,7 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for ApiJson<T> {
 /// 415 `UNSUPPORTED_MEDIA_TYPE`.
 pub fn unsupported_media_type() -> ApiError {
     ApiError::from(Rejection::new(
-        StatusCode::UNSUPPORTED_MEDIA_TYPE,
-        "UNSUPPORTED_MEDIA_TYPE",
+        Code::UnsupportedMediaType,
         "Requests with a body must have Content-Type: application/json.",
     ))
 }

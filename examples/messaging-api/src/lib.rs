@@ -35,6 +35,21 @@ use tower::ServiceBuilder;
 pub use config::Config;
 pub use state::AppState;
 
+/// What the `main` of each of the API's servers (this one, and the gRPC
+/// example's) does around its `run`: logs to stdout filtered by `RUST_LOG`
+/// (default `info`; colours only on a terminal), then on an error prints
+/// `name: message` to stderr and exits with status 1.
+pub async fn run_main(name: &str, run: impl std::future::Future<Output = Result<(), String>>) {
+    tracing_subscriber::fmt()
+        .with_env_filter(std::env::var("RUST_LOG").unwrap_or_else(|_| "info".into()))
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stdout()))
+        .init();
+    if let Err(message) = run.await {
+        eprintln!("{name}: {message}");
+        std::process::exit(1);
+    }
+}
+
 /// The whole API: routes, every layer, JSON errors for unknown routes.
 pub fn router(state: AppState) -> Router {
     let production_only = RequireScopeLayer::custom(|principal, _| principal.kind() == KeyKind::Production);
@@ -63,21 +78,21 @@ pub fn router(state: AppState) -> Router {
         .layer(axum::middleware::from_fn(middleware::log_request))
         .layer(ClientIpLayer::new().trusted_proxies(config.trusted_proxies.iter().copied()))
         .layer(IpAllowlistLayer::new().global(global_allowlist(config)))
-        .layer(BearerAuthLayer::new(state.stores().keys.clone()).clock(state.clock().clone()))
+        .layer(BearerAuthLayer::from_shared(state.stores().keys.clone()).clock(state.clock().clone()))
         .layer(axum::middleware::from_fn(middleware::note_key_id))
-        .layer(IpAllowlistLayer::new().store(state.stores().allowlists.clone()))
+        .layer(IpAllowlistLayer::new().shared_store(state.stores().allowlists.clone()))
         .layer(axum::middleware::from_fn_with_state(
             state.usage().clone(),
             usage::count,
         ))
         .layer(
-            RateLimitLayer::new(state.stores().rate_limits.clone()).plan_fn(move |parts| {
+            RateLimitLayer::from_shared(state.stores().rate_limits.clone()).plan_fn(move |parts| {
                 let principal = parts.extensions.get::<tollgate_core::Principal>()?;
                 Some(plans_state.plan(principal.account_id()))
             }),
         )
         .layer(axum::middleware::from_fn(middleware::require_json))
-        .layer(IdempotencyLayer::new(state.stores().idempotency.clone()));
+        .layer(IdempotencyLayer::from_shared(state.stores().idempotency.clone()));
     Router::new()
         .route("/health", get(middleware::health))
         .merge(api.layer(stack))

@@ -12,14 +12,7 @@ use tollgate_core::SharedClock;
 
 #[tokio::main]
 async fn main() {
-    tracing_subscriber::fmt()
-        .with_env_filter(std::env::var("RUST_LOG").unwrap_or_else(|_| "info".into()))
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stdout()))
-        .init();
-    if let Err(message) = run().await {
-        eprintln!("messaging-api: {message}");
-        std::process::exit(1);
-    }
+    messaging_api::run_main("messaging-api", run()).await;
 }
 
 async fn run() -> Result<(), String> {

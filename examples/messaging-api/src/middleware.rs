@@ -8,9 +8,9 @@ use axum::extract::Request;
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
-use http::{header, Method, StatusCode};
+use http::{header, Method};
 use serde_json::json;
-use tollgate_core::{Principal, Rejection};
+use tollgate_core::{Code, Principal, Rejection};
 
 use crate::error::{unsupported_media_type, ApiError};
 
@@ -90,8 +90,7 @@ pub async fn not_found() -> ApiError {
 /// 405 `METHOD_NOT_ALLOWED` in the seed's shape.
 pub async fn method_not_allowed() -> ApiError {
     ApiError::from(Rejection::new(
-        StatusCode::METHOD_NOT_ALLOWED,
-        "METHOD_NOT_ALLOWED",
+        Code::MethodNotAllowed,
         "This method is not allowed on this route.",
     ))
 }

@@ -6,6 +6,7 @@ use std::sync::Arc;
 use std::time::SystemTime;
 
 use tollgate_auth::KeyManager;
+use tollgate_core::allowlist::AllowlistStore;
 use tollgate_core::rate_limit::Plan;
 use tollgate_core::SharedClock;
 use tollgate_webhook::url_guard::{blocked_range, TokioResolver, WebhookUrlGuard};
@@ -14,7 +15,7 @@ use crate::config::Config;
 use crate::delivery::Deliverer;
 use crate::error::ApiError;
 use crate::messages::MessageStore;
-use crate::stores::{Allowlists, Keys, Stores};
+use crate::stores::Stores;
 use crate::usage::Usage;
 use crate::webhooks::WebhookEndpoints;
 
@@ -27,7 +28,7 @@ struct Inner {
     clock: SharedClock,
     plans: BTreeMap<String, Plan>,
     stores: Stores,
-    keys: KeyManager<Keys>,
+    keys: KeyManager,
     messages: MessageStore,
     webhooks: WebhookEndpoints,
     usage: Usage,
@@ -39,7 +40,7 @@ impl AppState {
     /// State over `stores`, on `clock`.
     pub fn new(config: Config, stores: Stores, clock: SharedClock) -> AppState {
         let plans = plans(&config);
-        let keys = KeyManager::new(stores.keys.clone())
+        let keys = KeyManager::from_shared(stores.keys.clone())
             .clock(clock.clone())
             .max_active_keys(config.max_keys_per_account);
         let url_guard = webhook_url_guard(&config);
@@ -84,12 +85,12 @@ impl AppState {
     }
 
     /// The key manager.
-    pub fn keys(&self) -> &KeyManager<Keys> {
+    pub fn keys(&self) -> &KeyManager {
         &self.0.keys
     }
 
     /// The allowlist store.
-    pub fn allowlists(&self) -> &Allowlists {
+    pub fn allowlists(&self) -> &Arc<dyn AllowlistStore> {
         &self.0.stores.allowlists
     }
 

@@ -10,7 +10,7 @@ use axum::middleware::Next;
 use axum::response::Response;
 use dashmap::DashMap;
 use http::StatusCode;
-use tollgate_core::{clock::unix_secs, Principal, SharedClock};
+use tollgate_core::{unix_secs, Principal, SharedClock};
 
 /// Today's counts for one key.
 #[derive(Debug, Default)]

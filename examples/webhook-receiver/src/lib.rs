@@ -17,7 +17,7 @@ use axum::routing::post;
 use axum::Router;
 use bytes::Bytes;
 use tokio::sync::broadcast;
-use tollgate_core::MemoryReplayStore;
+use tollgate_core::replay::MemoryReplayStore;
 use tollgate_webhook::{Scheme, Verifier, WebhookSecret, WebhookSignatureLayer};
 
 /// The receiver's settings.

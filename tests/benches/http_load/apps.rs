@@ -1,34 +1,27 @@
 //! The servers under test: one tiny handler behind each configuration's
-//! middleware, served by axum on a loopback port.
+//! middleware ([`crate::stacks`]), served by axum on a loopback port.
 //!
 //! Every configuration answers `GET /v1/ping` with 200 `pong` to a request
 //! carrying a valid key, so every configuration does the same work apart
-//! from its middleware. Limits are far above anything one core can send:
-//! the benchmark measures the cost of checking them, never a refusal.
+//! from its middleware.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
 use axum::body::Body;
-use axum::routing::get;
 use axum::serve::ListenerExt;
 use axum::Router;
 use http::{HeaderValue, Request};
 use tollgate_auth::{BearerAuthLayer, KeyManager, NewKey};
-use tollgate_core::allowlist::{AllowlistStore, IpSet};
+use tollgate_core::allowlist::MemoryAllowlistStore;
 use tollgate_core::conformance::unique_name;
-use tollgate_core::idempotency::IdempotencyStore;
-use tollgate_core::rate_limit::RateLimitStore;
-use tollgate_core::{
-    CachedKeyStore, KeyKind, KeyStore, MemoryAllowlistStore, MemoryIdempotencyStore, MemoryKeyStore,
-    MemoryRateLimitStore,
-};
-use tollgate_idempotency::{IdempotencyLayer, RequestBody};
-use tollgate_ip::{ClientIpLayer, IpAllowlistLayer};
-use tollgate_ratelimit::{Plan, Plans, RateLimitLayer};
+use tollgate_core::idempotency::MemoryIdempotencyStore;
+use tollgate_core::keys::{CachedKeyStore, KeyRegistry, KeyStore, MemoryKeyStore};
+use tollgate_core::rate_limit::{MemoryRateLimitStore, RateLimitStore};
+use tollgate_core::KeyKind;
+use tollgate_ratelimit::RateLimitLayer;
 use tollgate_redis::{RedisConfig, RedisStores};
-use tower::util::MapRequestLayer;
 use tower::ServiceBuilder;
 use tower_governor::governor::GovernorConfigBuilder;
 use tower_governor::key_extractor::KeyExtractor;
@@ -36,12 +29,9 @@ use tower_governor::{GovernorError, GovernorLayer};
 use tower_http::validate_request::ValidateRequestHeaderLayer;
 
 use crate::configs::Config;
-use crate::load::{Target, PATH};
+use crate::load::Target;
+use crate::stacks::{full_stack, handler, plans, ACCOUNT, NEVER_REACHED, PLAN};
 
-// Requests a second and burst of the rate-limit plans: never reached.
-const NEVER_REACHED: u32 = 10_000_000;
-const PLAN: &str = "http-load";
-const ACCOUNT: &str = "acct_http_load";
 // Generous, so that a busy shared machine shows up as latency, not as 503s.
 const REDIS_OPERATION_TIMEOUT: Duration = Duration::from_secs(2);
 
@@ -120,50 +110,11 @@ pub async fn start(config: Config, redis_url: Option<&str>) -> Result<App, Strin
     })
 }
 
-async fn ping() -> &'static str {
-    "pong"
-}
-
-fn handler() -> Router {
-    Router::new().route(PATH, get(ping))
-}
-
-fn plans() -> Plans {
-    Plans::empty().with(Plan::new(PLAN, NEVER_REACHED).with_burst(NEVER_REACHED))
-}
-
 fn auth_and_rate_limit<K: KeyStore>(keys: Arc<K>, limits: impl RateLimitStore) -> Router {
     handler().layer(
         ServiceBuilder::new()
             .layer(BearerAuthLayer::from_shared(keys))
             .layer(RateLimitLayer::new(limits).plans(plans())),
-    )
-}
-
-// The typical stack of DESIGN.md, outermost first. The global list admits
-// loopback (where the load comes from); the store holds no list, so the
-// per-account and per-key lookups miss, as they do for most callers. GET
-// requests pass the idempotency layer untouched (it deduplicates POST and
-// PATCH), so it costs its method check here.
-fn full_stack<K: KeyStore>(
-    keys: Arc<K>,
-    allowlists: impl AllowlistStore,
-    limits: impl RateLimitStore,
-    idempotency: impl IdempotencyStore,
-) -> Router {
-    let loopback = IpSet::parse(["127.0.0.0/8", "::1/128"]).expect("valid networks");
-    handler().layer(
-        ServiceBuilder::new()
-            .layer(ClientIpLayer::new())
-            .layer(IpAllowlistLayer::new().global(loopback))
-            .layer(BearerAuthLayer::from_shared(keys))
-            .layer(IpAllowlistLayer::new().store(allowlists))
-            .layer(RateLimitLayer::new(limits).plans(plans()))
-            .layer(IdempotencyLayer::new(idempotency))
-            // The idempotency layer hands on its own body type; axum's routes take `Body`.
-            .layer(MapRequestLayer::new(|request: Request<RequestBody<Body>>| {
-                request.map(Body::new)
-            })),
     )
 }
 
@@ -198,8 +149,8 @@ fn governor(key: &str) -> Router {
     handler().layer(GovernorLayer::<_, _, Body>::new(limits)).layer(bearer)
 }
 
-async fn create_key<K: KeyStore>(keys: &Arc<K>) -> Result<String, String> {
-    let created = KeyManager::from_shared(Arc::clone(keys))
+async fn create_key<K: KeyRegistry>(keys: &Arc<K>) -> Result<String, String> {
+    let created = KeyManager::from_shared(keys.clone())
         .create(NewKey::new(ACCOUNT, KeyKind::Production).label("http_load").plan(PLAN))
         .await
         .map_err(|error| format!("creating the benchmark's key: {error}"))?;

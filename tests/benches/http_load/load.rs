@@ -21,9 +21,8 @@ use tokio::net::TcpStream;
 use tokio::time::{sleep_until, timeout, Instant};
 
 use crate::cpu::threads_cpu_time;
+use crate::stacks::PATH;
 
-/// The path every configuration serves.
-pub const PATH: &str = "/v1/ping";
 /// Names of the threads of the server's runtime, for CPU accounting.
 pub const SERVER_THREADS: &str = "tgb-server";
 /// Names of the threads of the load generator's runtime.

@@ -44,6 +44,7 @@ mod options;
 mod redis_cpu;
 mod report;
 mod round_trips;
+mod stacks;
 mod stats;
 
 use std::collections::BTreeMap;
@@ -292,7 +293,7 @@ fn print_report(
             .connections
             .iter()
             .filter_map(|&c| {
-                let us = results.get(config, c)?.redis_us_per_request?;
+                let us = results.get(config, c)?.median.redis_us_per_request?;
                 Some(format!("C={c}: {us:.1} µs"))
             })
             .collect();

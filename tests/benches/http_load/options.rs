@@ -63,7 +63,7 @@ impl Options {
             }
         }
         if names.is_empty() {
-            names.extend(Config::DEFAULT);
+            names.extend(Config::ALL.into_iter().filter(|config| config.runs_by_default()));
         }
         // Bare is the baseline of every ratio; then report order, once each.
         let configs = Config::ALL

@@ -28,13 +28,14 @@ impl Results {
         );
         out.push_str("|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---|\n");
         for &c in connections {
-            let bare = self.get(Config::Bare, c);
+            let bare = self.get(Config::Bare, c).map(|bare| &bare.median);
             for &config in configs {
                 let Some(summary) = self.get(config, c) else { continue };
-                let rps_ratio = bare.map(|bare| summary.rps / bare.rps);
+                let median = &summary.median;
+                let rps_ratio = bare.map(|bare| median.rps / bare.rps);
                 let cpu_ratio = bare
                     .and_then(|bare| bare.server_us_per_request)
-                    .zip(summary.server_us_per_request)
+                    .zip(median.server_us_per_request)
                     .map(|(bare, this)| this / bare);
                 let each = summary
                     .each_rps
@@ -46,16 +47,16 @@ impl Results {
                     out,
                     "| {c} | {} | {:.0} | {} | {:.3} | {:.3} | {} | {} | {} | {} | {each} |",
                     config.name(),
-                    summary.rps,
+                    median.rps,
                     ratio(rps_ratio),
-                    summary.p50_ms,
-                    summary.p99_ms,
-                    summary
+                    median.p50_ms,
+                    median.p99_ms,
+                    median
                         .server_us_per_request
                         .map_or("n/a".into(), |us| format!("{us:.1}")),
                     ratio(cpu_ratio),
-                    percent(summary.server_busy),
-                    percent(summary.load_busy),
+                    percent(median.server_busy),
+                    percent(median.load_busy),
                 );
             }
         }
@@ -74,7 +75,7 @@ impl Results {
             .filter_map(|&c| {
                 let top = self.get(numerator, c)?;
                 let bottom = self.get(denominator, c)?;
-                Some((c, top.rps / bottom.rps))
+                Some((c, top.median.rps / bottom.median.rps))
             })
             .collect()
     }

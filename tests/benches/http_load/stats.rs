@@ -43,16 +43,11 @@ impl Run {
 }
 
 /// The median of each figure over several runs of one configuration at one
-/// concurrency (each figure's own median, so they may come from different runs).
+/// concurrency.
 #[derive(Clone, Debug)]
 pub struct Summary {
-    pub rps: f64,
-    pub p50_ms: f64,
-    pub p99_ms: f64,
-    pub server_us_per_request: Option<f64>,
-    pub server_busy: Option<f64>,
-    pub load_busy: Option<f64>,
-    pub redis_us_per_request: Option<f64>,
+    /// Each figure's own median, so they may come from different runs.
+    pub median: Run,
     /// Every run's throughput, in the order measured.
     pub each_rps: Vec<f64>,
 }
@@ -64,7 +59,7 @@ impl Summary {
             let values: Option<Vec<f64>> = runs.iter().map(figure).collect();
             values.map(median)
         };
-        Summary {
+        let median = Run {
             rps: median(runs.iter().map(|run| run.rps).collect()),
             p50_ms: median(runs.iter().map(|run| run.p50_ms).collect()),
             p99_ms: median(runs.iter().map(|run| run.p99_ms).collect()),
@@ -72,6 +67,9 @@ impl Summary {
             server_busy: optional(|run| run.server_busy),
             load_busy: optional(|run| run.load_busy),
             redis_us_per_request: optional(|run| run.redis_us_per_request),
+        };
+        Summary {
+            median,
             each_rps: runs.iter().map(|run| run.rps).collect(),
         }
     }

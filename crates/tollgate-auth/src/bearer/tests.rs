@@ -1,17 +1,18 @@
 use std::convert::Infallible;
 use std::future::Future;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::pin::pin;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
-use std::task::Waker;
+use std::task::{Context, Poll, Waker};
 use std::time::{Duration, SystemTime};
 
 use http::header::{AUTHORIZATION, CONTENT_TYPE, WWW_AUTHENTICATE};
-use http::{HeaderValue, Method, StatusCode};
+use http::{HeaderValue, Method, Response, StatusCode};
 use http_body_util::BodyExt;
-use tollgate_core::{
-    CachedKeyStore, Clock, EitherStore, Environment, KeyKind, ManualClock, MemoryKeyStore, StoreError,
-};
-use tower::{service_fn, ServiceExt};
+use tollgate_core::conformance::{self, FakeStore};
+use tollgate_core::keys::{CachedKeyStore, KeyRegistry, MemoryKeyStore};
+use tollgate_core::{Clock, Environment, KeyKind, ManualClock, ResponseBody, StoreFuture};
+use tower::{service_fn, Service, ServiceExt};
 
 use super::*;
 use crate::{hash_key, KeyManager, NewKey};
@@ -22,122 +23,19 @@ const MALFORMED_BODY: &str =
     r#"{"error":{"code":"UNAUTHORIZED","message":"Malformed Authorization header. Expected: Bearer YOUR_API_KEY."}}"#;
 const INVALID_TOKEN: &str = r#"Bearer error="invalid_token""#;
 
-/// Holds lookups until opened; the wake-up goes to the waker of the last poll.
-#[derive(Clone)]
-struct Gate(Arc<Mutex<(bool, Option<Waker>)>>);
-
-impl Default for Gate {
-    fn default() -> Gate {
-        Gate(Arc::new(Mutex::new((true, None))))
-    }
-}
-
-impl Gate {
-    fn close(&self) {
-        self.0.lock().unwrap().0 = false;
-    }
-
-    fn open(&self) {
-        let mut gate = self.0.lock().unwrap();
-        gate.0 = true;
-        if let Some(waker) = gate.1.take() {
-            waker.wake();
-        }
-    }
-
-    fn pass(&self) -> impl Future<Output = ()> + Send + 'static {
-        let gate = self.clone();
-        std::future::poll_fn(move |cx| {
-            let mut gate = gate.0.lock().unwrap();
-            if gate.0 {
-                Poll::Ready(())
-            } else {
-                gate.1 = Some(cx.waker().clone());
-                Poll::Pending
-            }
-        })
-    }
-}
-
-/// A memory store that counts calls, fails on demand, and can hold lookups.
-#[derive(Clone, Default)]
-struct ProbeStore {
-    inner: MemoryKeyStore,
-    lookup_gate: Gate,
-    lookups: Arc<AtomicUsize>,
-    last_use_writes: Arc<AtomicUsize>,
-    fail_lookups: Arc<AtomicBool>,
-    fail_last_use: Arc<AtomicBool>,
-}
-
-fn outage() -> StoreError {
-    StoreError::backend("connection refused")
-}
-
-impl KeyStore for ProbeStore {
-    fn find_by_hash(&self, hash: &KeyHash) -> impl Future<Output = Result<Option<Arc<KeyRecord>>, StoreError>> + Send {
-        self.lookups.fetch_add(1, Ordering::SeqCst);
-        let found = (!self.fail_lookups.load(Ordering::SeqCst)).then(|| self.inner.find_by_hash(hash));
-        let gate = self.lookup_gate.pass();
-        async move {
-            gate.await;
-            match found {
-                Some(found) => found.await,
-                None => Err(outage()),
-            }
-        }
-    }
-
-    fn find_by_id(&self, key_id: &str) -> impl Future<Output = Result<Option<Arc<KeyRecord>>, StoreError>> + Send {
-        self.inner.find_by_id(key_id)
-    }
-
-    fn insert(
-        &self,
-        record: KeyRecord,
-        max_active: Option<usize>,
-        now: SystemTime,
-    ) -> impl Future<Output = Result<(), StoreError>> + Send {
-        self.inner.insert(record, max_active, now)
-    }
-
-    fn list_by_account(
-        &self,
-        account_id: &str,
-    ) -> impl Future<Output = Result<Vec<Arc<KeyRecord>>, StoreError>> + Send {
-        self.inner.list_by_account(account_id)
-    }
-
-    fn revoke(
-        &self,
-        key_id: &str,
-        at: SystemTime,
-    ) -> impl Future<Output = Result<Option<Arc<KeyRecord>>, StoreError>> + Send {
-        self.inner.revoke(key_id, at)
-    }
-
-    fn record_last_use(&self, key_id: &str, at: SystemTime) -> impl Future<Output = Result<(), StoreError>> + Send {
-        self.last_use_writes.fetch_add(1, Ordering::SeqCst);
-        let recorded = (!self.fail_last_use.load(Ordering::SeqCst)).then(|| self.inner.record_last_use(key_id, at));
-        async move {
-            match recorded {
-                Some(recorded) => recorded.await,
-                None => Err(outage()),
-            }
-        }
-    }
-}
+// A memory store seen through the test's controls: call counts, faults, a gate.
+type Store = FakeStore<MemoryKeyStore>;
 
 struct Fixture {
-    store: ProbeStore,
+    store: Store,
     clock: ManualClock,
-    keys: KeyManager<ProbeStore>,
+    keys: KeyManager,
     handler_calls: Arc<AtomicUsize>,
 }
 
 impl Fixture {
     fn new() -> Fixture {
-        let store = ProbeStore::default();
+        let store = FakeStore::new(MemoryKeyStore::new());
         let clock = ManualClock::at_unix_secs(1_700_000_000);
         let keys = KeyManager::new(store.clone()).clock(clock.clone());
         Fixture {
@@ -153,14 +51,14 @@ impl Fixture {
         (created.info.id, created.secret.expose_secret().to_owned())
     }
 
-    fn layer(&self) -> BearerAuthLayer<ProbeStore> {
+    fn layer(&self) -> BearerAuthLayer {
         BearerAuthLayer::new(self.store.clone()).clock(self.clock.clone())
     }
 
     // The handler answers with the principal's key id and environment.
     fn service(
         &self,
-        layer: BearerAuthLayer<ProbeStore>,
+        layer: BearerAuthLayer,
     ) -> impl Service<
         Request<Full<Bytes>>,
         Response = Response<ResponseBody<Full<Bytes>>>,
@@ -184,12 +82,7 @@ impl Fixture {
         self.send_with(self.layer(), method, authorization).await
     }
 
-    async fn send_with(
-        &self,
-        layer: BearerAuthLayer<ProbeStore>,
-        method: Method,
-        authorization: Option<&[u8]>,
-    ) -> Reply {
+    async fn send_with(&self, layer: BearerAuthLayer, method: Method, authorization: Option<&[u8]>) -> Reply {
         let mut request = Request::builder().method(method).uri("/v1/messages");
         if let Some(value) = authorization {
             request = request.header(AUTHORIZATION, HeaderValue::from_bytes(value).unwrap());
@@ -199,6 +92,14 @@ impl Fixture {
 
     fn calls(&self) -> usize {
         self.handler_calls.load(Ordering::SeqCst)
+    }
+
+    fn lookups(&self) -> usize {
+        self.store.calls("find_by_hash")
+    }
+
+    fn last_use_writes(&self) -> usize {
+        self.store.calls("record_last_use")
     }
 }
 
@@ -230,6 +131,16 @@ fn bearer(key: &str) -> Vec<u8> {
     format!("Bearer {key}").into_bytes()
 }
 
+/// A request to `/v1/messages` with `key` as its bearer token.
+fn authorized(method: Method, key: &str) -> Request<Full<Bytes>> {
+    Request::builder()
+        .method(method)
+        .uri("/v1/messages")
+        .header(AUTHORIZATION, format!("Bearer {key}"))
+        .body(Full::default())
+        .unwrap()
+}
+
 #[tokio::test]
 async fn a_valid_key_reaches_the_handler_with_its_principal() {
     let fixture = Fixture::new();
@@ -253,7 +164,7 @@ async fn a_missing_header_is_401_with_a_bare_challenge() {
     assert_eq!(reply.challenge.as_deref(), Some("Bearer"));
     assert_eq!(reply.body, MISSING_KEY_BODY);
     assert_eq!(fixture.calls(), 0);
-    assert_eq!(fixture.store.lookups.load(Ordering::SeqCst), 0);
+    assert_eq!(fixture.lookups(), 0);
 }
 
 #[tokio::test]
@@ -278,7 +189,7 @@ async fn unreadable_headers_are_401_without_a_lookup() {
         assert_eq!(reply.challenge.as_deref(), Some(challenge), "{shown}");
         assert_eq!(reply.body, MALFORMED_BODY, "{shown}");
     }
-    assert_eq!(fixture.store.lookups.load(Ordering::SeqCst), 0);
+    assert_eq!(fixture.lookups(), 0);
     assert_eq!(fixture.calls(), 0);
 }
 
@@ -341,12 +252,7 @@ async fn revocation_takes_effect_on_the_next_request() {
     let fixture = Fixture::new();
     let (id, key) = fixture.key(KeyKind::Production).await;
     let service = fixture.service(fixture.layer());
-    let request = || {
-        Request::post("/v1/messages")
-            .header(AUTHORIZATION, format!("Bearer {key}"))
-            .body(Full::default())
-            .unwrap()
-    };
+    let request = || authorized(Method::POST, &key);
     assert_eq!(send(service.clone(), request()).await.status, StatusCode::OK);
     fixture.keys.revoke("acct_1", &id).await.unwrap();
     let reply = send(service, request()).await;
@@ -376,7 +282,7 @@ async fn sandbox_keys_may_use_every_method_in_the_sandbox() {
     }
     let principal = fixture
         .store
-        .inner
+        .inner()
         .find_by_id(&id)
         .await
         .unwrap()
@@ -448,7 +354,7 @@ async fn a_rotated_key_works_until_its_grace_period_ends() {
 async fn last_use_is_recorded_at_most_once_per_resolution() {
     let fixture = Fixture::new();
     let (id, key) = fixture.key(KeyKind::Production).await;
-    let writes = || fixture.store.last_use_writes.load(Ordering::SeqCst);
+    let writes = || fixture.last_use_writes();
     let start = fixture.clock.now();
     fixture.send(Method::GET, Some(&bearer(&key))).await;
     assert_eq!(writes(), 1, "the first use is recorded");
@@ -476,10 +382,10 @@ async fn last_use_is_recorded_at_most_once_per_resolution() {
 async fn failing_to_record_last_use_does_not_fail_the_request() {
     let fixture = Fixture::new();
     let (_, key) = fixture.key(KeyKind::Production).await;
-    fixture.store.fail_last_use.store(true, Ordering::SeqCst);
+    fixture.store.fail("record_last_use");
     let reply = fixture.send(Method::GET, Some(&bearer(&key))).await;
     assert_eq!(reply.status, StatusCode::OK);
-    assert_eq!(fixture.store.last_use_writes.load(Ordering::SeqCst), 1);
+    assert_eq!(fixture.last_use_writes(), 1);
 }
 
 #[derive(Clone, Default)]
@@ -500,7 +406,7 @@ impl std::io::Write for LogBuffer {
 async fn a_store_outage_is_503_and_logged_without_the_key() {
     let fixture = Fixture::new();
     let (_, key) = fixture.key(KeyKind::Production).await;
-    fixture.store.fail_lookups.store(true, Ordering::SeqCst);
+    fixture.store.fail("find_by_hash");
     let logs = LogBuffer::default();
     let writer = logs.clone();
     let subscriber = tracing_subscriber::fmt()
@@ -518,7 +424,7 @@ async fn a_store_outage_is_503_and_logged_without_the_key() {
     let logs = String::from_utf8(logs.0.lock().unwrap().clone()).unwrap();
     assert!(logs.contains("WARN"), "{logs}");
     assert!(logs.contains("API key lookup failed"), "{logs}");
-    assert!(logs.contains("connection refused"), "{logs}");
+    assert!(logs.contains("injected fault in find_by_hash"), "{logs}");
     assert!(!logs.contains(&key), "the key must never be logged: {logs}");
     assert!(!logs.contains(&key[8..20]), "not even part of it: {logs}");
 }
@@ -537,7 +443,7 @@ async fn a_required_checksum_refuses_garbage_before_the_store() {
         assert_eq!(reply.body, INVALID_KEY_BODY, "the same answer as an unknown key");
         assert_eq!(reply.challenge.as_deref(), Some(INVALID_TOKEN));
     }
-    assert_eq!(fixture.store.lookups.load(Ordering::SeqCst), 0, "no store round trip");
+    assert_eq!(fixture.lookups(), 0, "no store round trip");
     assert_eq!(
         fixture
             .send_with(strict(), Method::GET, Some(&bearer(&key)))
@@ -545,7 +451,7 @@ async fn a_required_checksum_refuses_garbage_before_the_store() {
             .status,
         StatusCode::OK
     );
-    assert_eq!(fixture.store.lookups.load(Ordering::SeqCst), 1);
+    assert_eq!(fixture.lookups(), 1);
 }
 
 #[tokio::test]
@@ -561,36 +467,17 @@ async fn without_a_required_checksum_imported_keys_of_any_format_work() {
     assert_eq!(reply.status, StatusCode::OK);
 }
 
-/// A store that answers every lookup with the same record, whatever the hash.
+/// A store that answers every lookup with the same record, whatever the
+/// hash: a broken backend, which no real store wrapped in a `FakeStore` is.
 struct CarelessStore(Arc<KeyRecord>);
 
 impl KeyStore for CarelessStore {
-    fn find_by_hash(&self, _: &KeyHash) -> impl Future<Output = Result<Option<Arc<KeyRecord>>, StoreError>> + Send {
-        std::future::ready(Ok(Some(self.0.clone())))
+    fn find_by_hash(&self, _: &KeyHash) -> StoreFuture<Option<Arc<KeyRecord>>> {
+        MaybeReady::ready(Ok(Some(self.0.clone())))
     }
-    fn find_by_id(&self, _: &str) -> impl Future<Output = Result<Option<Arc<KeyRecord>>, StoreError>> + Send {
-        std::future::ready(Ok(Some(self.0.clone())))
-    }
-    fn insert(
-        &self,
-        _: KeyRecord,
-        _: Option<usize>,
-        _: SystemTime,
-    ) -> impl Future<Output = Result<(), StoreError>> + Send {
-        std::future::ready(Ok(()))
-    }
-    fn list_by_account(&self, _: &str) -> impl Future<Output = Result<Vec<Arc<KeyRecord>>, StoreError>> + Send {
-        std::future::ready(Ok(vec![self.0.clone()]))
-    }
-    fn revoke(
-        &self,
-        _: &str,
-        _: SystemTime,
-    ) -> impl Future<Output = Result<Option<Arc<KeyRecord>>, StoreError>> + Send {
-        std::future::ready(Ok(None))
-    }
-    fn record_last_use(&self, _: &str, _: SystemTime) -> impl Future<Output = Result<(), StoreError>> + Send {
-        std::future::ready(Ok(()))
+
+    fn record_last_use(&self, _: &str, _: SystemTime) -> StoreFuture<()> {
+        MaybeReady::ready(Ok(()))
     }
 }
 
@@ -610,16 +497,13 @@ async fn a_record_with_another_hash_is_not_accepted() {
     let service = layer.layer(service_fn(|_: Request<Full<Bytes>>| async {
         Ok::<_, Infallible>(Response::new(Full::default()))
     }));
-    let request = |key: &str| {
-        Request::get("/")
-            .header(AUTHORIZATION, format!("Bearer {key}"))
-            .body(Full::default())
-            .unwrap()
-    };
-    let reply = send(service.clone(), request("a-guessed-key")).await;
+    let reply = send(service.clone(), authorized(Method::GET, "a-guessed-key")).await;
     assert_eq!(reply.status, StatusCode::UNAUTHORIZED);
     assert_eq!(reply.body, INVALID_KEY_BODY);
-    assert_eq!(send(service, request("the-real-key")).await.status, StatusCode::OK);
+    assert_eq!(
+        send(service, authorized(Method::GET, "the-real-key")).await.status,
+        StatusCode::OK
+    );
 }
 
 #[tokio::test]
@@ -662,10 +546,7 @@ async fn poll_ready_waits_for_the_inner_service() {
     tokio_test::assert_pending!(service.poll_ready());
     handle.allow(1);
     tokio_test::assert_ready_ok!(service.poll_ready());
-    let request = Request::get("/")
-        .header(AUTHORIZATION, format!("Bearer {key}"))
-        .body(Full::default())
-        .unwrap();
+    let request = authorized(Method::GET, &key);
     let mut response = tokio_test::task::spawn(service.call(request));
     tokio_test::assert_pending!(response.poll());
     let (request, reply) = handle.next_request().await.expect("the inner service is called");
@@ -693,10 +574,7 @@ async fn concurrent_requests_through_clones_each_get_their_own_principal() {
             let (id, key) = keys[i % keys.len()].clone();
             let service = service.clone();
             tokio::spawn(async move {
-                let request = Request::get("/")
-                    .header(AUTHORIZATION, format!("Bearer {key}"))
-                    .body(Full::default())
-                    .unwrap();
+                let request = authorized(Method::GET, &key);
                 let reply = send(service, request).await;
                 assert_eq!(reply.status, StatusCode::OK);
                 assert!(reply.body.starts_with(&id), "{} is not {id}'s", reply.body);
@@ -722,18 +600,16 @@ async fn a_pending_lookup_is_finished_by_the_response_future() {
     let (inner, mut handle) = tower_test::mock::pair::<Request<Full<Bytes>>, Response<Full<Bytes>>>();
     let fixture = Fixture::new();
     let (id, key) = fixture.key(KeyKind::Production).await;
-    fixture.store.lookup_gate.close();
+    let gate = conformance::Gate::closed();
+    fixture.store.gate(Some(gate.clone()));
     let mut service = tower_test::mock::Spawn::new(fixture.layer().layer(inner));
     handle.allow(1);
     tokio_test::assert_ready_ok!(service.poll_ready());
-    let request = Request::get("/")
-        .header(AUTHORIZATION, format!("Bearer {key}"))
-        .body(Full::default())
-        .unwrap();
+    let request = authorized(Method::GET, &key);
     let mut response = tokio_test::task::spawn(service.call(request));
     tokio_test::assert_pending!(response.poll());
     assert!(!response.is_woken());
-    fixture.store.lookup_gate.open();
+    gate.open();
     assert!(
         response.is_woken(),
         "the store wakes the task that polled the response future"
@@ -754,75 +630,21 @@ async fn a_pending_lookup_is_finished_by_the_response_future() {
 async fn a_pending_lookup_that_fails_is_rendered_by_the_response_future() {
     let fixture = Fixture::new();
     let (_, key) = fixture.key(KeyKind::ReadOnly).await;
-    fixture.store.lookup_gate.close();
+    let gate = conformance::Gate::closed();
+    fixture.store.gate(Some(gate.clone()));
     let service = fixture.service(fixture.layer());
-    let request = Request::post("/")
-        .header(AUTHORIZATION, format!("Bearer {key}"))
-        .body(Full::default())
-        .unwrap();
+    let request = authorized(Method::POST, &key);
     let mut response = tokio_test::task::spawn(service.oneshot(request));
     tokio_test::assert_pending!(response.poll());
-    fixture.store.lookup_gate.open();
+    gate.open();
     let response = tokio_test::assert_ready_ok!(response.poll());
     assert_eq!(response.status(), StatusCode::FORBIDDEN);
     assert_eq!(fixture.calls(), 0);
 }
 
-/// A memory store that answers only synchronously: its async lookup and
-/// last-use write panic, so a test passes only if the layer never takes
-/// the async path with it. Key management (async) goes to the memory store.
-#[derive(Clone, Default)]
-struct SyncOnlyStore(MemoryKeyStore);
-
-impl KeyStore for SyncOnlyStore {
-    async fn find_by_hash(&self, _hash: &KeyHash) -> Result<Option<Arc<KeyRecord>>, StoreError> {
-        panic!("the layer looked up asynchronously a store that answers at once")
-    }
-
-    fn find_by_id(&self, key_id: &str) -> impl Future<Output = Result<Option<Arc<KeyRecord>>, StoreError>> + Send {
-        self.0.find_by_id(key_id)
-    }
-
-    fn insert(
-        &self,
-        record: KeyRecord,
-        max_active: Option<usize>,
-        now: SystemTime,
-    ) -> impl Future<Output = Result<(), StoreError>> + Send {
-        self.0.insert(record, max_active, now)
-    }
-
-    fn list_by_account(
-        &self,
-        account_id: &str,
-    ) -> impl Future<Output = Result<Vec<Arc<KeyRecord>>, StoreError>> + Send {
-        self.0.list_by_account(account_id)
-    }
-
-    fn revoke(
-        &self,
-        key_id: &str,
-        at: SystemTime,
-    ) -> impl Future<Output = Result<Option<Arc<KeyRecord>>, StoreError>> + Send {
-        self.0.revoke(key_id, at)
-    }
-
-    async fn record_last_use(&self, _key_id: &str, _at: SystemTime) -> Result<(), StoreError> {
-        panic!("the layer wrote asynchronously to a store that writes at once")
-    }
-
-    fn find_by_hash_now(&self, hash: &KeyHash) -> Option<Result<Option<Arc<KeyRecord>>, StoreError>> {
-        self.0.find_by_hash_now(hash)
-    }
-
-    fn record_last_use_now(&self, key_id: &str, at: SystemTime) -> Option<Result<(), StoreError>> {
-        self.0.record_last_use_now(key_id, at)
-    }
-}
-
 // The layer's rules, through whichever path `store` takes: lookups and
-// last-use writes answered synchronously or not, the same answers.
-async fn the_rules_hold_over<S: KeyStore + Clone>(store: S) {
+// last-use writes answered at once or not, the same answers.
+async fn the_rules_hold_over<S: KeyRegistry + Clone>(store: S) {
     let clock = ManualClock::at_unix_secs(1_700_000_000);
     let keys = KeyManager::new(store.clone()).clock(clock.clone());
     let service = BearerAuthLayer::new(store).clock(clock.clone()).layer(service_fn(
@@ -831,15 +653,7 @@ async fn the_rules_hold_over<S: KeyStore + Clone>(store: S) {
             Ok::<_, Infallible>(Response::new(Full::new(Bytes::from(principal.key_id().to_owned()))))
         },
     ));
-    let send = |method: Method, key: &str| {
-        let request = Request::builder()
-            .method(method)
-            .uri("/v1/messages")
-            .header(AUTHORIZATION, format!("Bearer {key}"))
-            .body(Full::default())
-            .unwrap();
-        send(service.clone(), request)
-    };
+    let send = |method: Method, key: &str| send(service.clone(), authorized(method, key));
     let created = keys.create(NewKey::new("acct_1", KeyKind::Production)).await.unwrap();
     let (id, key) = (created.info.id, created.secret.expose_secret().to_owned());
     let start = clock.now();
@@ -910,28 +724,28 @@ async fn the_rules_hold_over<S: KeyStore + Clone>(store: S) {
 }
 
 #[tokio::test]
-async fn a_store_answering_synchronously_is_never_asked_for_a_future() {
-    the_rules_hold_over(SyncOnlyStore::default()).await;
-    the_rules_hold_over(Arc::new(SyncOnlyStore::default())).await;
-    the_rules_hold_over(EitherStore::<ProbeStore, SyncOnlyStore>::Right(SyncOnlyStore::default())).await;
-    // A cache over it answers synchronously on a hit and on a miss alike.
-    the_rules_hold_over(CachedKeyStore::new(SyncOnlyStore::default())).await;
-}
-
-#[tokio::test]
 async fn the_rules_hold_for_memory_cached_and_async_stores_alike() {
     the_rules_hold_over(MemoryKeyStore::new()).await;
-    the_rules_hold_over(Arc::new(MemoryKeyStore::new())).await;
-    the_rules_hold_over(EitherStore::<MemoryKeyStore, ProbeStore>::Left(MemoryKeyStore::new())).await;
-    the_rules_hold_over(EitherStore::<MemoryKeyStore, ProbeStore>::Right(ProbeStore::default())).await;
-    the_rules_hold_over(CachedKeyStore::new(ProbeStore::default())).await;
+    the_rules_hold_over(FakeStore::new(MemoryKeyStore::new()).asynchronous()).await;
+    let gated = FakeStore::new(MemoryKeyStore::new());
+    let gate = conformance::Gate::closed();
+    gate.open();
+    gated.gate(Some(gate));
+    the_rules_hold_over(gated).await;
+    // A cache answers a hit at once, and a miss as its backend does.
+    the_rules_hold_over(CachedKeyStore::new(MemoryKeyStore::new())).await;
+    the_rules_hold_over(CachedKeyStore::new(
+        FakeStore::new(MemoryKeyStore::new()).asynchronous(),
+    ))
+    .await;
 }
 
 #[tokio::test]
 async fn a_cache_hit_over_an_async_store_is_judged_at_once_and_its_use_written_async() {
     let fixture = Fixture::new();
     let (id, key) = fixture.key(KeyKind::Production).await;
-    let cached = CachedKeyStore::new(fixture.store.clone()).clock(fixture.clock.clone());
+    let backend = FakeStore::new(fixture.store.inner().clone()).asynchronous();
+    let cached = CachedKeyStore::new(backend.clone()).clock(fixture.clock.clone());
     // Every use due, so that each request writes one.
     let layer = BearerAuthLayer::new(cached.clone())
         .clock(fixture.clock.clone())
@@ -940,14 +754,9 @@ async fn a_cache_hit_over_an_async_store_is_judged_at_once_and_its_use_written_a
         let principal = request.extensions().get::<Principal>().expect("a principal");
         Ok::<_, Infallible>(Response::new(Full::new(Bytes::from(principal.key_id().to_owned()))))
     }));
-    let request = || {
-        Request::get("/")
-            .header(AUTHORIZATION, format!("Bearer {key}"))
-            .body(Full::default())
-            .unwrap()
-    };
-    let lookups = || fixture.store.lookups.load(Ordering::SeqCst);
-    let writes = || fixture.store.last_use_writes.load(Ordering::SeqCst);
+    let request = || authorized(Method::GET, &key);
+    let lookups = || backend.calls("find_by_hash");
+    let writes = || backend.calls("record_last_use");
 
     let reply = send(service.clone(), request()).await;
     assert_eq!((reply.status, reply.body.as_str()), (StatusCode::OK, id.as_str()));
@@ -962,7 +771,7 @@ async fn a_cache_hit_over_an_async_store_is_judged_at_once_and_its_use_written_a
         (1, 2),
         "a hit: judged at once, the use written async"
     );
-    let stored = cached.get_ref().inner.find_by_id(&id).await.unwrap().unwrap();
+    let stored = cached.get_ref().inner().find_by_id(&id).await.unwrap().unwrap();
     assert_eq!(
         stored.last_used_at,
         Some(fixture.clock.now()),
@@ -970,8 +779,124 @@ async fn a_cache_hit_over_an_async_store_is_judged_at_once_and_its_use_written_a
     );
 
     // A failing write loses only the timestamp.
-    fixture.store.fail_last_use.store(true, Ordering::SeqCst);
+    backend.fail("record_last_use");
     fixture.clock.advance(Duration::from_millis(10));
     assert_eq!(send(service.clone(), request()).await.status, StatusCode::OK);
     assert_eq!((lookups(), writes()), (1, 3));
+}
+
+// A handler that counts its calls when called, not when polled, and answers
+// with the principal's key id.
+fn counting_handler(
+    calls: &Arc<AtomicUsize>,
+) -> impl Service<Request<Full<Bytes>>, Response = Response<Full<Bytes>>, Error = Infallible, Future: Send> + Clone {
+    let calls = calls.clone();
+    service_fn(move |request: Request<Full<Bytes>>| {
+        calls.fetch_add(1, Ordering::SeqCst);
+        let principal = request.extensions().get::<Principal>().map(|p| p.key_id().to_owned());
+        std::future::ready(Ok(Response::new(Full::new(Bytes::from(principal.unwrap_or_default())))))
+    })
+}
+
+#[tokio::test]
+async fn a_memory_stores_answer_is_judged_inside_call() {
+    let store = MemoryKeyStore::new();
+    let keys = KeyManager::new(store.clone());
+    let created = keys.create(NewKey::new("acct_1", KeyKind::ReadOnly)).await.unwrap();
+    let key = created.secret.expose_secret().to_owned();
+    let unknown = KeyFormat::default().generate(KeyKind::Production);
+    let calls = Arc::new(AtomicUsize::new(0));
+    let mut service = BearerAuthLayer::new(store).layer(counting_handler(&calls));
+    let mut cx = Context::from_waker(Waker::noop());
+    for (method, key, status, handled) in [
+        // The first use: the last-use write is due, and answered at once too.
+        (Method::GET, key.as_str(), StatusCode::OK, 1),
+        (Method::GET, key.as_str(), StatusCode::OK, 2),
+        (Method::POST, key.as_str(), StatusCode::FORBIDDEN, 2),
+        (Method::GET, unknown.expose_secret(), StatusCode::UNAUTHORIZED, 2),
+    ] {
+        assert!(service.poll_ready(&mut cx).is_ready());
+        let response = service.call(authorized(method.clone(), key));
+        assert_eq!(
+            calls.load(Ordering::SeqCst),
+            handled,
+            "{method} judged, and the handler called, inside `call`"
+        );
+        let Poll::Ready(Ok(response)) = pin!(response).poll(&mut cx) else {
+            panic!("{method}: the response future is ready on its first poll");
+        };
+        assert_eq!(response.status(), status, "{method}");
+    }
+    let info = keys.get("acct_1", &created.info.id).await.unwrap();
+    assert!(info.last_used_at.is_some(), "the use was recorded");
+}
+
+#[tokio::test]
+async fn a_held_lookup_and_its_last_use_write_are_finished_by_the_response_future() {
+    let memory = MemoryKeyStore::new();
+    let keys = KeyManager::new(memory.clone());
+    let created = keys.create(NewKey::new("acct_1", KeyKind::Production)).await.unwrap();
+    let store = FakeStore::new(memory);
+    let gate = conformance::Gate::closed();
+    store.gate(Some(gate.clone()));
+    let calls = Arc::new(AtomicUsize::new(0));
+    let mut service = BearerAuthLayer::new(store.clone()).layer(counting_handler(&calls));
+    std::future::poll_fn(|cx| service.poll_ready(cx)).await.unwrap();
+    let response = service.call(authorized(Method::POST, created.secret.expose_secret()));
+    assert_eq!(
+        calls.load(Ordering::SeqCst),
+        0,
+        "nothing is judged before the store answers"
+    );
+    let mut response = tokio_test::task::spawn(response);
+    tokio_test::assert_pending!(response.poll());
+    gate.open();
+    let response = tokio_test::assert_ready_ok!(response.poll());
+    assert_eq!(response.status(), StatusCode::OK);
+    assert_eq!(
+        response.into_body().collect().await.unwrap().to_bytes(),
+        created.info.id
+    );
+    assert_eq!(calls.load(Ordering::SeqCst), 1);
+    assert_eq!((store.calls("find_by_hash"), store.calls("record_last_use")), (1, 1));
+    let info = keys.get("acct_1", &created.info.id).await.unwrap();
+    assert!(info.last_used_at.is_some(), "the write finished with the request");
+}
+
+#[tokio::test]
+async fn a_ready_lookup_with_a_pending_last_use_write_finishes_in_the_response_future() {
+    let memory = MemoryKeyStore::new();
+    let clock = ManualClock::at_unix_secs(1_700_000_000);
+    let keys = KeyManager::new(memory.clone()).clock(clock.clone());
+    let created = keys.create(NewKey::new("acct_1", KeyKind::Production)).await.unwrap();
+    let (id, key) = (created.info.id, created.secret.expose_secret().to_owned());
+    // A cache hit over a backend whose writes are held at a gate.
+    let backend = FakeStore::new(memory.clone());
+    let cached = CachedKeyStore::new(backend.clone()).clock(clock.clone());
+    assert!(cached.find_by_hash(&hash_key(&key)).await.unwrap().is_some(), "cached");
+    let gate = conformance::Gate::closed();
+    backend.gate(Some(gate.clone()));
+    let writes = || backend.calls("record_last_use");
+    let calls = Arc::new(AtomicUsize::new(0));
+    // Every use due, so that each request writes one.
+    let mut service = BearerAuthLayer::new(cached)
+        .clock(clock.clone())
+        .last_use_resolution(Duration::ZERO)
+        .layer(counting_handler(&calls));
+
+    std::future::poll_fn(|cx| service.poll_ready(cx)).await.unwrap();
+    let response = service.call(authorized(Method::GET, &key));
+    assert_eq!(backend.calls("find_by_hash"), 1, "a hit: the backend is not read again");
+    assert_eq!(writes(), 1, "the hit was judged at once and the write issued");
+    assert_eq!(calls.load(Ordering::SeqCst), 0, "the request waits for the write");
+    let mut response = tokio_test::task::spawn(response);
+    tokio_test::assert_pending!(response.poll());
+    assert_eq!(calls.load(Ordering::SeqCst), 0);
+    gate.open();
+    let response = tokio_test::assert_ready_ok!(response.poll());
+    assert_eq!(response.status(), StatusCode::OK);
+    assert_eq!(response.into_body().collect().await.unwrap().to_bytes(), id);
+    assert_eq!(writes(), 1);
+    let stored = memory.find_by_id(&id).await.unwrap().unwrap();
+    assert_eq!(stored.last_used_at, Some(clock.now()), "the write reached the store");
 }

@@ -1,13 +1,12 @@
-use std::future::Future;
-use std::sync::atomic::{AtomicBool, Ordering};
-
 use ipnet::IpNet;
-use tollgate_core::{Clock, KeyHash, KeyKind, ManualClock, MemoryKeyStore, Scope, StoreError};
+use tollgate_core::conformance::FakeStore;
+use tollgate_core::keys::MemoryKeyStore;
+use tollgate_core::{Clock, KeyKind, ManualClock, Scope, StoreError};
 
 use super::*;
 use crate::key_info::KeyStatus;
 
-fn manager() -> (KeyManager<MemoryKeyStore>, ManualClock) {
+fn manager() -> (KeyManager, ManualClock) {
     let clock = ManualClock::at_unix_secs(1_700_000_000);
     (KeyManager::new(MemoryKeyStore::new()).clock(clock.clone()), clock)
 }
@@ -338,68 +337,25 @@ async fn invalid_new_keys_store_nothing() {
     assert!(keys.list("acct_1").await.unwrap().is_empty());
 }
 
-/// A memory store whose revocations and writes can be made to fail.
-#[derive(Clone, Default)]
-struct FlakyStore {
-    inner: MemoryKeyStore,
-    fail_revoke_of: Arc<std::sync::Mutex<Option<String>>>,
-    fail_all: Arc<AtomicBool>,
-}
-
-impl KeyStore for FlakyStore {
-    fn find_by_hash(&self, hash: &KeyHash) -> impl Future<Output = Result<Option<Arc<KeyRecord>>, StoreError>> + Send {
-        self.inner.find_by_hash(hash)
-    }
-    fn find_by_id(&self, key_id: &str) -> impl Future<Output = Result<Option<Arc<KeyRecord>>, StoreError>> + Send {
-        self.inner.find_by_id(key_id)
-    }
-    fn insert(
-        &self,
-        record: KeyRecord,
-        max_active: Option<usize>,
-        now: SystemTime,
-    ) -> impl Future<Output = Result<(), StoreError>> + Send {
-        // The memory store acts when called, so a failing call must not reach it.
-        let inserted = (!self.fail_all.load(Ordering::SeqCst)).then(|| self.inner.insert(record, max_active, now));
-        async move {
-            match inserted {
-                Some(inserted) => inserted.await,
-                None => Err(StoreError::Timeout),
-            }
-        }
-    }
-    fn list_by_account(
-        &self,
-        account_id: &str,
-    ) -> impl Future<Output = Result<Vec<Arc<KeyRecord>>, StoreError>> + Send {
-        self.inner.list_by_account(account_id)
-    }
-    fn revoke(
-        &self,
-        key_id: &str,
-        at: SystemTime,
-    ) -> impl Future<Output = Result<Option<Arc<KeyRecord>>, StoreError>> + Send {
-        let fail = self.fail_revoke_of.lock().unwrap().as_deref() == Some(key_id);
-        let revoked = (!fail).then(|| self.inner.revoke(key_id, at));
-        async move {
-            match revoked {
-                Some(revoked) => revoked.await,
-                None => Err(StoreError::backend("connection reset")),
-            }
-        }
-    }
-    fn record_last_use(&self, key_id: &str, at: SystemTime) -> impl Future<Output = Result<(), StoreError>> + Send {
-        self.inner.record_last_use(key_id, at)
-    }
+#[tokio::test]
+async fn rotating_a_revoked_key_is_already_revoked() {
+    let (keys, _) = manager();
+    let key = keys.create(production("acct_1")).await.unwrap();
+    keys.revoke("acct_1", &key.info.id).await.unwrap();
+    assert!(matches!(
+        keys.rotate("acct_1", &key.info.id, Duration::ZERO).await,
+        Err(KeyManagerError::AlreadyRevoked)
+    ));
+    assert_eq!(keys.list("acct_1").await.unwrap().len(), 1, "no successor was stored");
 }
 
 #[tokio::test]
-async fn a_rotation_that_cannot_retire_the_old_key_is_undone() {
-    let store = FlakyStore::default();
+async fn a_rotation_the_store_fails_changes_nothing() {
+    let store = FakeStore::new(MemoryKeyStore::new());
     let clock = ManualClock::at_unix_secs(1_700_000_000);
     let keys = KeyManager::new(store.clone()).clock(clock.clone());
     let old = keys.create(production("acct_1")).await.unwrap();
-    *store.fail_revoke_of.lock().unwrap() = Some(old.info.id.clone());
+    store.fail("rotate");
     let error = keys
         .rotate("acct_1", &old.info.id, Duration::from_secs(60))
         .await
@@ -409,25 +365,27 @@ async fn a_rotation_that_cannot_retire_the_old_key_is_undone() {
         "{error}"
     );
     assert_eq!(error.to_rejection().status().as_u16(), 503);
+    assert_eq!(store.calls("rotate"), 1, "one atomic step, nothing to undo");
     let listed = keys.list("acct_1").await.unwrap();
-    assert_eq!(listed.len(), 2);
-    for info in listed {
-        let expected = if info.id == old.info.id {
-            KeyStatus::Active // the old key still works, unscheduled
-        } else {
-            KeyStatus::Revoked // the new one, whose value nobody got, was undone
-        };
-        assert_eq!(info.status_at(clock.now()), expected, "{}", info.id);
-    }
+    assert_eq!(listed.len(), 1, "no successor was stored");
+    assert_eq!(listed[0].id, old.info.id);
+    assert_eq!(
+        listed[0].status_at(clock.now()),
+        KeyStatus::Active,
+        "the old key still works, unscheduled"
+    );
 }
 
 #[tokio::test]
 async fn store_faults_are_store_errors() {
-    let store = FlakyStore::default();
-    store.fail_all.store(true, Ordering::SeqCst);
+    let store = FakeStore::new(MemoryKeyStore::new());
+    store.fail_all();
     let keys = KeyManager::new(store);
     let error = keys.create(production("acct_1")).await.unwrap_err();
-    assert!(matches!(error, KeyManagerError::Store(StoreError::Timeout)), "{error}");
+    assert!(
+        matches!(error, KeyManagerError::Store(StoreError::Backend(_))),
+        "{error}"
+    );
     assert_eq!(error.to_rejection().code(), "SERVICE_UNAVAILABLE");
 }
 

@@ -1,5 +1,7 @@
 //! Conformance suites: behaviour every backend of a storage trait must show,
-//! so the memory and Redis (and SQL) stores are proven to behave alike.
+//! so the memory and Redis (and SQL) stores are proven to behave alike; and
+//! [`FakeStore`], the one test double for every store trait (failing,
+//! gated, counting, answering only asynchronously).
 //!
 //! Each suite is an async function taking a store. It uses fresh random ids,
 //! so it can run against a shared server; it panics on the first failure.
@@ -11,17 +13,14 @@
 //! }
 //! ```
 
-mod allowlist;
-mod idempotency;
-mod key_store;
-mod rate_limit;
-mod replay;
+mod fake;
 
-pub use allowlist::*;
-pub use idempotency::*;
-pub use key_store::key_store;
-pub use rate_limit::*;
-pub use replay::*;
+pub use crate::allowlist::conformance::*;
+pub use crate::idempotency::conformance::*;
+pub use crate::keys::conformance::*;
+pub use crate::rate_limit::conformance::*;
+pub use crate::replay::conformance::*;
+pub use fake::{FakeStore, Gate};
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{SystemTime, UNIX_EPOCH};

@@ -2,11 +2,9 @@
 
 use std::net::IpAddr;
 
-use http::StatusCode;
-use tollgate_core::Rejection;
+use tollgate_core::{Code, Rejection};
 
 use super::ip::BlockedRange;
-use crate::rejections::INVALID_WEBHOOK_URL;
 
 /// Why a webhook URL was refused. The `Display` text is for logs; the
 /// client gets [`UrlRejected::to_rejection`], which does not reveal what a
@@ -120,7 +118,7 @@ impl UrlRejected {
         } else {
             format!("X-Webhook-URL is not a valid webhook URL: {self}.")
         };
-        Rejection::new(StatusCode::BAD_REQUEST, INVALID_WEBHOOK_URL, message)
+        Rejection::new(Code::InvalidWebhookUrl, message)
     }
 }
 

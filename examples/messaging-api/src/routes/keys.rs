@@ -9,7 +9,6 @@ use axum::Json;
 use serde::Deserialize;
 use serde_json::{json, Value};
 use tollgate_auth::{CreatedKey, KeyInfo, NewKey};
-use tollgate_core::allowlist::AllowlistStore;
 use tollgate_core::{KeyKind, Principal};
 
 use crate::error::{ApiError, ApiJson};
@@ -46,17 +45,13 @@ pub async fn create(
     let new = NewKey::new(principal.account_id(), kind)
         .label(request.label)
         .plan(state.plan_name(principal.account_id()));
-    let created = state.keys().create(new).await.map_err(|error| error.to_rejection())?;
+    let created = state.keys().create(new).await?;
     Ok((StatusCode::CREATED, Json(created_json(&created))))
 }
 
 /// Lists the account's keys, without secrets.
 pub async fn list(State(state): State<AppState>, principal: Principal) -> Result<Json<Value>, ApiError> {
-    let keys = state
-        .keys()
-        .list(principal.account_id())
-        .await
-        .map_err(|error| error.to_rejection())?;
+    let keys = state.keys().list(principal.account_id()).await?;
     let now = state.now();
     let data: Vec<Value> = keys.iter().map(|key| info_json(key, now)).collect();
     Ok(Json(json!({ "data": data })))
@@ -68,11 +63,7 @@ pub async fn revoke(
     principal: Principal,
     Path(key_id): Path<String>,
 ) -> Result<StatusCode, ApiError> {
-    state
-        .keys()
-        .revoke(principal.account_id(), &key_id)
-        .await
-        .map_err(|error| error.to_rejection())?;
+    state.keys().revoke(principal.account_id(), &key_id).await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -83,11 +74,7 @@ pub async fn rotate(
     Path(key_id): Path<String>,
 ) -> Result<(StatusCode, Json<Value>), ApiError> {
     let grace = state.config().rotation_grace();
-    let created = state
-        .keys()
-        .rotate(principal.account_id(), &key_id, grace)
-        .await
-        .map_err(|error| error.to_rejection())?;
+    let created = state.keys().rotate(principal.account_id(), &key_id, grace).await?;
     let mut body = created_json(&created);
     body["replaces"] = json!(key_id);
     body["old_key_valid_until"] = json!(rfc3339(state.now() + grace));
@@ -101,11 +88,7 @@ pub async fn set_ip_allowlist(
     Path(key_id): Path<String>,
     ApiJson(request): ApiJson<CidrList>,
 ) -> Result<Json<Value>, ApiError> {
-    state
-        .keys()
-        .get(principal.account_id(), &key_id)
-        .await
-        .map_err(|error| error.to_rejection())?;
+    state.keys().get(principal.account_id(), &key_id).await?;
     let set = crate::routes::security::parse_cidrs(&request.cidrs)?;
     let cidrs = crate::routes::security::cidr_strings(&set);
     state

@@ -3,7 +3,7 @@
 use axum::extract::State;
 use axum::Json;
 use serde_json::{json, Value};
-use tollgate_core::allowlist::{AllowlistStore, IpSet};
+use tollgate_core::allowlist::IpSet;
 use tollgate_core::Principal;
 
 use crate::error::{ApiError, ApiJson};

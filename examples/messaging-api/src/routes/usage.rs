@@ -11,11 +11,7 @@ use crate::time::rfc3339;
 
 /// Today's usage of every key of the caller's account.
 pub async fn get(State(state): State<AppState>, principal: Principal) -> Result<Json<Value>, ApiError> {
-    let keys = state
-        .keys()
-        .list(principal.account_id())
-        .await
-        .map_err(|error| error.to_rejection())?;
+    let keys = state.keys().list(principal.account_id()).await?;
     let now = state.now();
     let plan = state.plan(principal.account_id());
     let data: Vec<Value> = keys
