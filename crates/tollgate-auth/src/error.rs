@@ -10,7 +10,9 @@ pub enum KeyManagerError {
     /// No such key for this account (a key of another account is not found either).
     #[error("API key not found")]
     NotFound,
-    /// The account already has the maximum number of active keys.
+    /// The account already has the maximum number of active keys: every
+    /// key that authenticates counts, keys retiring after a rotation
+    /// included, so neither a new key nor a rotation fits until one is revoked.
     #[error("the account already has the maximum of {limit} active API keys")]
     KeyLimitReached {
         /// The configured maximum.
@@ -19,9 +21,13 @@ pub enum KeyManagerError {
     /// The requested key, or the plaintext given to import, is not acceptable.
     #[error("invalid API key: {0}")]
     InvalidKey(String),
-    /// The key is already revoked, or scheduled to be after a rotation.
+    /// The key is already revoked.
     #[error("the API key is already revoked")]
     AlreadyRevoked,
+    /// The key is retiring after a rotation: it works until its grace period
+    /// ends, and is not rotated again (rotate its successor, or revoke it).
+    #[error("the API key is already being replaced by a rotation")]
+    Retiring,
     /// The key has expired, so it can no longer be rotated.
     #[error("the API key has expired")]
     Expired,
@@ -55,7 +61,7 @@ impl From<getrandom::Error> for KeyManagerError {
 impl KeyManagerError {
     /// The response for a key-management API: 404 `NOT_FOUND`, 409
     /// `KEY_LIMIT_REACHED` (with a `limit` field), 400 `INVALID_KEY`, 409
-    /// `KEY_REVOKED` / `KEY_EXPIRED` / `KEY_EXISTS`, 503 for a failing store,
+    /// `KEY_REVOKED` / `KEY_RETIRING` / `KEY_EXPIRED` / `KEY_EXISTS`, 503 for a failing store,
     /// 500 `INTERNAL_ERROR` otherwise.
     pub fn to_rejection(&self) -> Rejection {
         match self {
@@ -71,6 +77,7 @@ impl KeyManagerError {
                 Rejection::new(Code::InvalidKey, format!("Invalid API key request: {reason}."))
             }
             KeyManagerError::AlreadyRevoked => Rejection::new(Code::KeyRevoked, "This API key is already revoked."),
+            KeyManagerError::Retiring => Rejection::new(Code::KeyRetiring, Code::KeyRetiring.default_message()),
             KeyManagerError::Expired => Rejection::new(Code::KeyExpired, "This API key has expired."),
             KeyManagerError::Duplicate => {
                 Rejection::new(Code::KeyExists, "An API key with this value is already registered.")
@@ -110,6 +117,7 @@ mod tests {
             (KeyManagerError::KeyLimitReached { limit: 10 }, 409, "KEY_LIMIT_REACHED"),
             (KeyManagerError::InvalidKey("label too long".into()), 400, "INVALID_KEY"),
             (KeyManagerError::AlreadyRevoked, 409, "KEY_REVOKED"),
+            (KeyManagerError::Retiring, 409, "KEY_RETIRING"),
             (KeyManagerError::Expired, 409, "KEY_EXPIRED"),
             (KeyManagerError::Duplicate, 409, "KEY_EXISTS"),
             (KeyManagerError::Store(StoreError::Timeout), 503, "SERVICE_UNAVAILABLE"),

@@ -3,6 +3,11 @@
 //! [`KeyRegistry`], with the per-account limit of active keys (10 by
 //! default) and each rotation enforced by the store atomically.
 //!
+//! The limit counts every key that authenticates, keys in their grace
+//! period after a rotation included: a rotation adds a working key until
+//! the old one retires, so at the limit it is refused with
+//! [`KeyManagerError::KeyLimitReached`] until a key is revoked.
+//!
 //! ```
 //! use std::time::Duration;
 //! use tollgate_auth::{KeyManager, KeyManagerError, NewKey};
@@ -13,13 +18,18 @@
 //! # async fn main() -> Result<(), KeyManagerError> {
 //! let keys = KeyManager::new(MemoryKeyStore::new()).max_active_keys(2);
 //! let first = keys.create(NewKey::new("acct_1", KeyKind::Production).label("Server")).await?;
-//! keys.create(NewKey::new("acct_1", KeyKind::ReadOnly).label("Dashboards")).await?;
+//! let dashboards = keys.create(NewKey::new("acct_1", KeyKind::ReadOnly).label("Dashboards")).await?;
 //! assert!(matches!(
 //!     keys.create(NewKey::new("acct_1", KeyKind::Sandbox)).await,
 //!     Err(KeyManagerError::KeyLimitReached { limit: 2 })
 //! ));
 //!
-//! // A rotation does not count against the limit; the old key works for an hour more.
+//! // A rotation keeps the old key working for an hour more, so it needs room too.
+//! assert!(matches!(
+//!     keys.rotate("acct_1", &first.info.id, Duration::from_secs(3600)).await,
+//!     Err(KeyManagerError::KeyLimitReached { limit: 2 })
+//! ));
+//! keys.revoke("acct_1", &dashboards.info.id).await?;
 //! let second = keys.rotate("acct_1", &first.info.id, Duration::from_secs(3600)).await?;
 //! assert_ne!(second.secret, first.secret);
 //! assert_eq!(keys.list("acct_1").await?.len(), 3);
@@ -96,7 +106,10 @@ impl KeyManager {
         self
     }
 
-    /// The most active keys an account may have; `None` for no limit.
+    /// The most active keys an account may have; `None` for no limit. Every
+    /// key that authenticates counts, keys retiring after a rotation
+    /// included; the limit applies to [`create`](KeyManager::create),
+    /// [`import`](KeyManager::import) and [`rotate`](KeyManager::rotate).
     pub fn max_active_keys(mut self, limit: impl Into<Option<usize>>) -> Self {
         self.max_active_keys = limit.into();
         self
@@ -195,11 +208,14 @@ impl KeyManager {
 
     /// Replaces a key with a new one of the same kind, label, plan, scopes,
     /// allowlist and expiry, in one atomic step of the store: the new key is
-    /// stored without counting against the limit (the account is swapping,
-    /// not adding) and the old key is set to be revoked once `grace` has
-    /// passed, so clients can switch over while both work. A key already
-    /// revoked or retiring is [`KeyManagerError::AlreadyRevoked`], an expired
-    /// one [`KeyManagerError::Expired`].
+    /// stored and the old key is set to be revoked once `grace` has passed,
+    /// so clients can switch over while both work. Both count toward the
+    /// limit meanwhile, so an account already at its limit of working keys
+    /// is refused with [`KeyManagerError::KeyLimitReached`] (nothing
+    /// changes) until it revokes a key. A key already retiring after a
+    /// rotation is [`KeyManagerError::Retiring`] (rotate its successor, or
+    /// revoke it), a key revoked [`KeyManagerError::AlreadyRevoked`], an
+    /// expired one [`KeyManagerError::Expired`].
     pub async fn rotate(&self, account_id: &str, key_id: &str, grace: Duration) -> Result<CreatedKey, KeyManagerError> {
         let now = self.clock.now();
         let retire_at = now
@@ -217,21 +233,28 @@ impl KeyManager {
             revoked_at: None,
             last_used_at: None,
         };
-        // A key already retiring is not rotated again: each rotation adds a
-        // key outside the limit, so repeating it could grow an account without bound.
-        match self
-            .store
-            .rotate(Rotation::new(key_id, record.clone(), retire_at, now))
-            .await?
-        {
+        // The store counts the account's working keys, retiring ones
+        // included, and stores the successor in the same atomic step, so
+        // rotating each successor at once cannot grow the account past it.
+        let rotation = Rotation::new(key_id, record.clone(), retire_at, now).max_active(self.max_active_keys);
+        match self.store.rotate(rotation).await? {
             Ok(_) => Ok(CreatedKey {
                 info: KeyInfo::from(&record),
                 secret,
             }),
             Err(RotateRefusal::Unknown) => Err(KeyManagerError::NotFound),
-            Err(RotateRefusal::Retiring) => Err(KeyManagerError::AlreadyRevoked),
-            Err(RotateRefusal::Invalid) if old.revoked_at.is_some() => Err(KeyManagerError::AlreadyRevoked),
-            Err(RotateRefusal::Invalid) => Err(KeyManagerError::Expired),
+            Err(RotateRefusal::Retiring) => Err(KeyManagerError::Retiring),
+            // Expiry never changes, so the record read above tells an expired
+            // key from one revoked since (or before).
+            Err(RotateRefusal::Invalid) => {
+                let revoked = old.revoked_at.is_some_and(|at| at <= now);
+                let expired = old.expires_at.is_some_and(|at| at <= now);
+                if expired && !revoked {
+                    Err(KeyManagerError::Expired)
+                } else {
+                    Err(KeyManagerError::AlreadyRevoked)
+                }
+            }
         }
     }
 

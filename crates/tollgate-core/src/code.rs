@@ -78,8 +78,11 @@ catalogue! {
     InvalidWebhookUrl => BAD_REQUEST, "INVALID_WEBHOOK_URL", "The webhook URL is not allowed.";
     /// The account already has its maximum number of active keys.
     KeyLimitReached => CONFLICT, "KEY_LIMIT_REACHED", "This account already has its maximum number of active API keys.";
-    /// The key is revoked (or retiring after a rotation).
+    /// The key is revoked.
     KeyRevoked => CONFLICT, "KEY_REVOKED", "This API key is already revoked.";
+    /// The key is retiring after a rotation (it still works until its grace
+    /// period ends), so it is not rotated again.
+    KeyRetiring => CONFLICT, "KEY_RETIRING", "This API key is already being replaced by a rotation; rotate its successor or revoke it.";
     /// The key has expired.
     KeyExpired => CONFLICT, "KEY_EXPIRED", "This API key has expired.";
     /// A key with this value or id already exists.

@@ -128,15 +128,19 @@ fn time_field(fields: &HashMap<String, String>, name: &str) -> Result<Option<Sys
 }
 
 /// The account index entry of a key: what the per-account limit needs
-/// without reading the record (`<hash hex> <expires_at or -> <revoked 0|1>`).
+/// to count the keys valid at a time without reading the records
+/// (`<hash hex> <expires_at or -> <revoked_at or ->`, times as
+/// [`crate::timestamp`] strings, which the scripts compare with `now`).
 /// It lives beside the account's other entries so the limit check is one
-/// script on one cluster slot.
+/// script on one cluster slot. Entries written by earlier versions end in a
+/// flag, `0` or `1`, instead of a time; the scripts read both forms.
 pub(crate) fn account_entry(record: &KeyRecord) -> String {
+    let time = |at: Option<SystemTime>| at.map_or_else(|| "-".to_owned(), timestamp::encode);
     format!(
         "{} {} {}",
         record.hash.to_hex(),
-        record.expires_at.map_or_else(|| "-".to_owned(), timestamp::encode),
-        u8::from(record.revoked_at.is_some())
+        time(record.expires_at),
+        time(record.revoked_at)
     )
 }
 
@@ -195,14 +199,23 @@ mod tests {
     }
 
     #[test]
-    fn account_entries_hold_hash_expiry_and_revocation() {
+    fn account_entries_hold_hash_expiry_and_revocation_time() {
         let record = sample();
         let entry = account_entry(&record);
-        assert!(entry.ends_with(" 1"));
+        assert_eq!(
+            entry,
+            format!(
+                "{} {} {}",
+                record.hash.to_hex(),
+                timestamp::encode(record.expires_at.unwrap()),
+                timestamp::encode(record.revoked_at.unwrap())
+            )
+        );
         assert_eq!(entry_hash(&entry), Some(record.hash));
+        assert_eq!(entry_hash(&format!("{} - 1", record.hash.to_hex())), Some(record.hash));
         let mut fresh = sample();
         fresh.expires_at = None;
         fresh.revoked_at = None;
-        assert_eq!(account_entry(&fresh), format!("{} - 0", fresh.hash.to_hex()));
+        assert_eq!(account_entry(&fresh), format!("{} - -", fresh.hash.to_hex()));
     }
 }

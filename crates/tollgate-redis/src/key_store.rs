@@ -6,12 +6,25 @@
 //! |---|---|---|
 //! | `<prefix>key:{<hash hex>}` | hash | the record: `data` (JSON), `revoked_at`, `last_used_at` |
 //! | `<prefix>keyid:{<key id>}` | string | the key's hash, hex |
-//! | `<prefix>account:{<account id>}:keys` | hash | key id → `<hash hex> <expires_at or -> <revoked 0/1>` |
+//! | `<prefix>account:{<account id>}:keys` | hash | key id → `<hash hex> <expires_at or -> <revoked_at or ->` |
 //!
 //! Each key is its own hash tag, so every script but rotation's (below)
 //! touches one cluster slot: the record scripts touch only the record, the
 //! limit script only the account index. Authentication (`find_by_hash`) is
 //! one `HGETALL`.
+//!
+//! # The per-account limit
+//!
+//! Every key that authenticates at `now` counts toward the account's
+//! limit, keys in their grace period after a rotation included. The
+//! account index entry carries what that takes — the key's expiry and
+//! revocation time — so the scripts count the keys valid at `now` without
+//! reading the records. Entries written before revocation times were
+//! indexed end in a flag instead (`0` not revoked, `1` revoked or retiring,
+//! with no time): `0` counts like an entry without a revocation, `1` is
+//! taken as a revocation in the past (it does not count), since a flag
+//! cannot tell a key still in its grace period from one revoked long ago.
+//! Revoking or rotating such a key rewrites its entry in the new form.
 //!
 //! # Insertion
 //!
@@ -26,17 +39,21 @@
 //! # Revocation
 //!
 //! Revocation writes the record first (the one authentication reads) and
-//! then the account index. There is no cache: the next `find_by_hash` on any
+//! then the account index (the earliest revocation time wins in both).
+//! Until the index is written the key still counts toward the limit, never
+//! the other way round. There is no cache: the next `find_by_hash` on any
 //! instance sees it.
 //!
 //! # Rotation
 //!
 //! Rotation reads the old record (for its account and expiry, which never
 //! change), then runs one script that checks the old key is still valid and
-//! not retiring, writes the successor as an insertion would (index entry,
-//! id, record, with the same conflict checks) and schedules the old key's
-//! revocation, all in one atomic step: of concurrent rotations of one key,
-//! exactly one succeeds. That script touches the keys of the old key, the
+//! not retiring, counts the account's keys valid at `now` against the
+//! rotation's limit, writes the successor as an insertion would (index
+//! entry, id, record, with the same conflict checks) and schedules the old
+//! key's revocation, all in one atomic step: of concurrent rotations of one
+//! key, exactly one succeeds, and no interleaving of rotations and
+//! insertions puts the account over its limit. That script touches the keys of the old key, the
 //! successor and their accounts together, so unlike every other operation
 //! it needs them on one server: it does not run on Redis Cluster.
 
@@ -113,12 +130,11 @@ impl RedisKeyStore {
         let mut connection = self.backend.connection();
         let account_key = self.account_key(record.account_id());
         let id_key = self.id_key(record.id());
-        let limit = max_active.map_or(-1, |limit| i64::try_from(limit).unwrap_or(i64::MAX));
         let reserved: i64 = RESERVE
             .key(&account_key)
             .arg(record.id())
             .arg(key_codec::account_entry(&record))
-            .arg(limit)
+            .arg(limit_arg(max_active))
             .arg(timestamp::encode(now))
             .invoke_async(&mut connection)
             .await
@@ -183,9 +199,12 @@ impl RedisKeyStore {
         let Some(record) = key_codec::decode(&hash, &fields.unwrap_or_default())? else {
             return Ok(None);
         };
+        // The record's time: the earliest revocation, whoever set it.
+        let revoked_at = record.revoked_at.unwrap_or(at);
         MARK_REVOKED
             .key(self.account_key(record.account_id()))
             .arg(key_id)
+            .arg(timestamp::encode(revoked_at))
             .invoke_async::<i64>(&mut connection)
             .await
             .map_err(backend_error)?;
@@ -228,7 +247,7 @@ impl RedisKeyStore {
 
     async fn rotate_steps(&self, rotation: Rotation) -> Result<Result<Arc<KeyRecord>, RotateRefusal>, StoreError> {
         let (key_id, successor) = (rotation.key_id.as_str(), rotation.successor);
-        let (retire_at, now) = (rotation.retire_at, rotation.now);
+        let (retire_at, now, max_active) = (rotation.retire_at, rotation.now, rotation.max_active);
         let Some(hash) = self.hash_of(key_id).await? else {
             return Ok(Err(RotateRefusal::Unknown));
         };
@@ -249,7 +268,8 @@ impl RedisKeyStore {
             .arg(timestamp::encode(retire_at))
             .arg(successor.id())
             .arg(successor.hash.to_hex())
-            .arg(key_codec::account_entry(&successor));
+            .arg(key_codec::account_entry(&successor))
+            .arg(limit_arg(max_active));
         for (field, value) in key_codec::encode(&successor) {
             rotate.arg(field).arg(value);
         }
@@ -267,6 +287,9 @@ impl RedisKeyStore {
             -2 => Ok(Err(RotateRefusal::Invalid)),
             -3 => Err(StoreError::Conflict(format!("key id {} exists", successor.id()))),
             -4 => Err(StoreError::Conflict("a key with this hash exists".into())),
+            -5 => Err(StoreError::KeyLimitReached {
+                limit: max_active.unwrap_or_default(),
+            }),
             other => Err(StoreError::Corrupt(format!("key rotation status {other}"))),
         }
     }
@@ -283,6 +306,11 @@ impl RedisKeyStore {
             .map_err(backend_error)?;
         Ok(())
     }
+}
+
+// A limit as the scripts take it: -1 for none.
+fn limit_arg(max_active: Option<usize>) -> i64 {
+    max_active.map_or(-1, |limit| i64::try_from(limit).unwrap_or(i64::MAX))
 }
 
 impl KeyStore for RedisKeyStore {
@@ -370,21 +398,11 @@ mod tests {
         keys.insert(record("key_old", 1, t0()), None, t0()).await.unwrap();
         keys.insert(record("key_other", 2, t0()), None, t0()).await.unwrap();
         let same_id = keys
-            .rotate(Rotation {
-                key_id: "key_old".to_owned(),
-                successor: record("key_other", 3, t0()),
-                retire_at,
-                now: t0(),
-            })
+            .rotate(Rotation::new("key_old", record("key_other", 3, t0()), retire_at, t0()))
             .await;
         assert!(matches!(same_id, Err(StoreError::Conflict(_))), "{same_id:?}");
         let same_hash = keys
-            .rotate(Rotation {
-                key_id: "key_old".to_owned(),
-                successor: record("key_new", 2, t0()),
-                retire_at,
-                now: t0(),
-            })
+            .rotate(Rotation::new("key_old", record("key_new", 2, t0()), retire_at, t0()))
             .await;
         assert!(matches!(same_hash, Err(StoreError::Conflict(_))), "{same_hash:?}");
 
@@ -399,12 +417,7 @@ mod tests {
         assert_eq!(keys.list_by_account("acct").await.unwrap().len(), 2);
 
         let retiring = keys
-            .rotate(Rotation {
-                key_id: "key_old".to_owned(),
-                successor: record("key_new", 4, t0()),
-                retire_at,
-                now: t0(),
-            })
+            .rotate(Rotation::new("key_old", record("key_new", 4, t0()), retire_at, t0()))
             .await
             .unwrap()
             .expect("rotates once the successor is free");
@@ -413,7 +426,7 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn an_expired_key_does_not_rotate_and_a_retiring_one_leaves_room_under_the_limit() {
+    async fn an_expired_key_does_not_rotate_and_a_retiring_one_counts_toward_the_limit() {
         let Some(redis) = TestRedis::connect("rotation_expiry_and_limit").await else {
             return;
         };
@@ -423,32 +436,120 @@ mod tests {
         expired.expires_at = Some(t0());
         keys.insert(expired, None, t0()).await.unwrap();
         let refused = keys
-            .rotate(Rotation {
-                key_id: "key_expired".to_owned(),
-                successor: record("key_2", 2, t0()),
-                retire_at,
-                now: t0(),
-            })
+            .rotate(Rotation::new("key_expired", record("key_2", 2, t0()), retire_at, t0()))
             .await;
         assert_eq!(refused.unwrap().unwrap_err(), RotateRefusal::Invalid);
         assert!(keys.find_by_id("key_2").await.unwrap().is_none());
 
         keys.insert(record("key_a", 3, t0()), Some(2), t0()).await.unwrap();
-        keys.rotate(Rotation {
-            key_id: "key_a".to_owned(),
-            successor: record("key_b", 4, t0()),
-            retire_at,
-            now: t0(),
-        })
-        .await
-        .unwrap()
-        .expect("rotates");
-        // key_a (retiring) no longer counts: key_b and key_c fill the limit of 2.
-        keys.insert(record("key_c", 5, t0()), Some(2), t0()).await.unwrap();
-        let full = keys.insert(record("key_d", 6, t0()), Some(2), t0()).await;
+        keys.rotate(Rotation::new("key_a", record("key_b", 4, t0()), retire_at, t0()).max_active(2))
+            .await
+            .unwrap()
+            .expect("rotates");
+        // key_a (retiring) still works, so it counts: key_a and key_b fill the limit of 2.
+        let full = keys.insert(record("key_c", 5, t0()), Some(2), t0()).await;
         assert!(
             matches!(full, Err(StoreError::KeyLimitReached { limit: 2 })),
             "{full:?}"
         );
+        let full = keys
+            .rotate(Rotation::new("key_b", record("key_c", 5, t0()), retire_at, t0()).max_active(2))
+            .await;
+        assert!(
+            matches!(full, Err(StoreError::KeyLimitReached { limit: 2 })),
+            "{full:?}"
+        );
+        // Once its grace period is over, it no longer counts.
+        keys.insert(record("key_c", 5, retire_at), Some(2), retire_at)
+            .await
+            .expect("room once key_a stopped working");
+    }
+
+    #[tokio::test]
+    async fn account_index_entries_of_earlier_versions_are_read_sensibly() {
+        let Some(redis) = TestRedis::connect("legacy_account_entries").await else {
+            return;
+        };
+        let keys = redis.key_store();
+        // Three keys as an earlier version indexed them: a revocation flag, no time.
+        let mut retired = record("key_retired", 1, t0());
+        retired.revoked_at = Some(t0());
+        let active = record("key_active", 2, t0());
+        let rotated = record("key_rotated", 3, t0());
+        for key in [&retired, &active, &rotated] {
+            keys.insert(key.clone(), None, t0()).await.unwrap();
+        }
+        let legacy = |key: &KeyRecord, flag: &str| format!("{} - {flag}", key.hash.to_hex());
+        let mut connection = keys.backend.connection();
+        let _: () = redis::cmd("HSET")
+            .arg(keys.account_key("acct"))
+            .arg(retired.id())
+            .arg(legacy(&retired, "1"))
+            .arg(active.id())
+            .arg(legacy(&active, "0"))
+            .arg(rotated.id())
+            .arg(legacy(&rotated, "0"))
+            .query_async(&mut connection)
+            .await
+            .unwrap();
+        assert_eq!(keys.list_by_account("acct").await.unwrap().len(), 3, "still listed");
+        // "1" is taken as revoked, "0" as active: two keys count.
+        let full = keys.insert(record("key_x", 4, t0()), Some(2), t0()).await;
+        assert!(
+            matches!(full, Err(StoreError::KeyLimitReached { limit: 2 })),
+            "{full:?}"
+        );
+        keys.insert(record("key_x", 4, t0()), Some(3), t0())
+            .await
+            .expect("the flagged key does not count");
+        // Rotating a key with an old entry rewrites it with its retirement time.
+        let retire_at = t0() + Duration::from_secs(60);
+        keys.rotate(Rotation::new("key_rotated", record("key_y", 5, t0()), retire_at, t0()).max_active(5))
+            .await
+            .unwrap()
+            .expect("rotates");
+        let entry: String = redis::cmd("HGET")
+            .arg(keys.account_key("acct"))
+            .arg(rotated.id())
+            .query_async(&mut connection)
+            .await
+            .unwrap();
+        assert_eq!(
+            entry,
+            format!("{} - {}", rotated.hash.to_hex(), timestamp::encode(retire_at))
+        );
+        // key_active, key_rotated (retiring), key_x and key_y count.
+        let full = keys.insert(record("key_z", 6, t0()), Some(4), t0()).await;
+        assert!(
+            matches!(full, Err(StoreError::KeyLimitReached { limit: 4 })),
+            "{full:?}"
+        );
+        // Revoking a key with an old entry writes its revocation time.
+        keys.revoke("key_active", t0()).await.unwrap().expect("known");
+        let entry: String = redis::cmd("HGET")
+            .arg(keys.account_key("acct"))
+            .arg(active.id())
+            .query_async(&mut connection)
+            .await
+            .unwrap();
+        assert_eq!(entry, format!("{} - {}", active.hash.to_hex(), timestamp::encode(t0())));
+        keys.insert(record("key_z", 6, t0()), Some(4), t0())
+            .await
+            .expect("the revoked key no longer counts");
+    }
+
+    #[tokio::test]
+    async fn the_earliest_revocation_time_is_the_one_indexed() {
+        let Some(redis) = TestRedis::connect("indexed_revocation_time").await else {
+            return;
+        };
+        let keys = redis.key_store();
+        keys.insert(record("key_1", 1, t0()), None, t0()).await.unwrap();
+        let later = t0() + Duration::from_secs(600);
+        keys.revoke("key_1", t0()).await.unwrap().expect("known");
+        keys.revoke("key_1", later).await.unwrap().expect("known");
+        keys.insert(record("key_2", 2, t0()), Some(1), t0() + Duration::from_secs(1))
+            .await
+            .expect("key_1 stopped counting at its first revocation");
     }
 }

@@ -46,3 +46,18 @@ async fn replay_store_conforms() {
     tollgate_core::conformance::replay_store(&redis.stores.replay_store()).await;
     redis.cleanup().await;
 }
+
+// 20 rotations and 20 creations as tokio tasks on four threads over clones
+// of one store, with the account listed from another task throughout.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn the_key_limit_holds_under_parallel_rotations_and_creations() {
+    let Some(redis) = TestRedis::connect("key_limit_in_parallel").await else {
+        return;
+    };
+    tollgate_core::conformance::key_limit_in_parallel(&redis.stores.key_store(), |task| {
+        let handle = tokio::spawn(task);
+        Box::pin(async move { handle.await.expect("the task finished") })
+    })
+    .await;
+    redis.cleanup().await;
+}

@@ -203,30 +203,130 @@ async fn rotation_copies_the_key_and_schedules_the_old_ones_revocation() {
 }
 
 #[tokio::test]
-async fn rotation_works_at_the_limit_without_raising_it() {
-    let (keys, _) = manager();
+async fn a_rotation_at_the_limit_is_refused_until_a_key_is_revoked() {
+    // A rotation keeps the old key working through its grace period, so it
+    // adds a working key: at the limit it is refused, and changes nothing.
+    let (keys, clock) = manager();
     let mut ids = Vec::new();
     for _ in 0..10 {
         ids.push(keys.create(production("acct_1")).await.unwrap().info.id);
     }
+    let error = keys
+        .rotate("acct_1", &ids[0], Duration::from_secs(3600))
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(error, KeyManagerError::KeyLimitReached { limit: 10 }),
+        "{error}"
+    );
+    assert_eq!(error.to_rejection().code(), "KEY_LIMIT_REACHED");
+    assert_eq!(keys.list("acct_1").await.unwrap().len(), 10, "no successor was stored");
+    let old = keys.get("acct_1", &ids[0]).await.unwrap();
+    assert_eq!(
+        old.status_at(clock.now()),
+        KeyStatus::Active,
+        "not scheduled for revocation"
+    );
+
+    keys.revoke("acct_1", &ids[9]).await.unwrap();
     let new = keys
         .rotate("acct_1", &ids[0], Duration::from_secs(3600))
         .await
-        .expect("a rotation is not refused at the limit");
-    assert!(matches!(
-        keys.create(production("acct_1")).await,
-        Err(KeyManagerError::KeyLimitReached { limit: 10 })
-    ));
+        .expect("room once a key is revoked");
     assert!(
         matches!(
-            keys.rotate("acct_1", &ids[0], Duration::from_secs(3600)).await,
-            Err(KeyManagerError::AlreadyRevoked)
+            keys.create(production("acct_1")).await,
+            Err(KeyManagerError::KeyLimitReached { limit: 10 })
         ),
-        "a retiring key is not rotated twice"
+        "the retiring key and its successor both count"
     );
-    keys.rotate("acct_1", &new.info.id, Duration::ZERO)
+    clock.advance(Duration::from_secs(3600));
+    keys.rotate("acct_1", &new.info.id, Duration::from_secs(3600))
         .await
-        .expect("the new key can be rotated in turn");
+        .expect("once the old key retired, its successor can be rotated in turn");
+}
+
+#[tokio::test]
+async fn chained_rotation_is_refused_at_the_limit_with_key_limit_reached() {
+    // Rotating each successor at once used to add a working key every time
+    // (15 after 14 rotations with a limit of 10).
+    let (keys, clock) = manager();
+    let keys = keys.max_active_keys(3);
+    let mut current = keys.create(production("acct_1")).await.unwrap();
+    let mut rotated = 0;
+    let refusal = loop {
+        match keys.rotate("acct_1", &current.info.id, Duration::from_secs(3600)).await {
+            Ok(next) => {
+                rotated += 1;
+                current = next;
+            }
+            Err(error) => break error,
+        }
+        assert!(rotated < 14, "chained rotation is never refused");
+    };
+    assert_eq!(rotated, 2, "one key plus two successors fill a limit of 3");
+    assert!(
+        matches!(refusal, KeyManagerError::KeyLimitReached { limit: 3 }),
+        "{refusal}"
+    );
+    let rejection = refusal.to_rejection();
+    assert_eq!(
+        (rejection.status().as_u16(), rejection.code()),
+        (409, "KEY_LIMIT_REACHED")
+    );
+    let working = keys
+        .list("acct_1")
+        .await
+        .unwrap()
+        .iter()
+        .filter(|info| matches!(info.status_at(clock.now()), KeyStatus::Active | KeyStatus::Retiring))
+        .count();
+    assert_eq!(working, 3);
+}
+
+#[tokio::test]
+async fn rotating_a_retiring_key_is_key_retiring() {
+    let (keys, clock) = manager();
+    let old = keys.create(production("acct_1")).await.unwrap();
+    keys.rotate("acct_1", &old.info.id, Duration::from_secs(3600))
+        .await
+        .unwrap();
+    let error = keys
+        .rotate("acct_1", &old.info.id, Duration::from_secs(3600))
+        .await
+        .unwrap_err();
+    assert!(matches!(error, KeyManagerError::Retiring), "{error}");
+    let rejection = error.to_rejection();
+    assert_eq!((rejection.status().as_u16(), rejection.code()), (409, "KEY_RETIRING"));
+    assert_eq!(
+        rejection.message(),
+        "This API key is already being replaced by a rotation; rotate its successor or revoke it."
+    );
+    assert_eq!(keys.list("acct_1").await.unwrap().len(), 2, "no second successor");
+
+    // Once its grace period is over it is revoked, and says so.
+    clock.advance(Duration::from_secs(3600));
+    assert!(matches!(
+        keys.rotate("acct_1", &old.info.id, Duration::ZERO).await,
+        Err(KeyManagerError::AlreadyRevoked)
+    ));
+}
+
+#[tokio::test]
+async fn an_expired_key_is_expired_even_while_retiring() {
+    let (keys, clock) = manager();
+    let key = keys
+        .create(production("acct_1").expires_at(clock.now() + Duration::from_secs(60)))
+        .await
+        .unwrap();
+    keys.rotate("acct_1", &key.info.id, Duration::from_secs(3600))
+        .await
+        .unwrap();
+    clock.advance(Duration::from_secs(60));
+    assert!(matches!(
+        keys.rotate("acct_1", &key.info.id, Duration::ZERO).await,
+        Err(KeyManagerError::Expired)
+    ));
 }
 
 #[tokio::test]

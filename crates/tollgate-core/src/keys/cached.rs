@@ -602,6 +602,16 @@ mod tests {
         crate::conformance::key_store(&store).await;
     }
 
+    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+    async fn the_key_limit_holds_under_parallel_rotations_and_creations() {
+        let store = CachedKeyStore::new(FakeStore::new(MemoryKeyStore::new()).asynchronous());
+        crate::conformance::key_limit_in_parallel(&store, |task| {
+            let handle = tokio::spawn(task);
+            Box::pin(async move { handle.await.expect("the task finished") })
+        })
+        .await;
+    }
+
     #[tokio::test]
     async fn conforms_whatever_the_ttl() {
         // The suite writes through the cache, which drops its own entries:

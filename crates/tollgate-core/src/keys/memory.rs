@@ -54,16 +54,7 @@ impl MemoryKeyStore {
             .hashes_by_account
             .entry(record.account_id().to_owned())
             .or_default();
-        if let Some(limit) = max_active {
-            let active = account
-                .iter()
-                .filter_map(|hash| inner.by_hash.get(hash))
-                .filter(|existing| existing.counts_toward_limit(now))
-                .count();
-            if active >= limit {
-                return Err(StoreError::KeyLimitReached { limit });
-            }
-        }
+        self.check_limit(&account, max_active, now)?;
         if inner.by_hash.contains_key(&record.hash) {
             return Err(StoreError::Conflict("a key with this hash exists".into()));
         }
@@ -78,11 +69,28 @@ impl MemoryKeyStore {
         Ok(())
     }
 
+    // Refuses when the account (its entry held locked by the caller) already
+    // has `max_active` keys that authenticate at `now`, retiring ones included.
+    fn check_limit(&self, account: &[KeyHash], max_active: Option<usize>, now: SystemTime) -> Result<(), StoreError> {
+        let Some(limit) = max_active else {
+            return Ok(());
+        };
+        let active = account
+            .iter()
+            .filter_map(|hash| self.inner.by_hash.get(hash))
+            .filter(|existing| existing.counts_toward_limit(now))
+            .count();
+        if active >= limit {
+            return Err(StoreError::KeyLimitReached { limit });
+        }
+        Ok(())
+    }
+
     // Under the account's lock, like an insert, so two rotations of one key
-    // cannot both see it active.
+    // cannot both see it active, and the limit is counted and kept in one step.
     fn rotate_locked(&self, rotation: Rotation) -> Result<Result<Arc<KeyRecord>, RotateRefusal>, StoreError> {
         let (key_id, successor) = (rotation.key_id.as_str(), rotation.successor);
-        let (retire_at, now) = (rotation.retire_at, rotation.now);
+        let (retire_at, now, max_active) = (rotation.retire_at, rotation.now, rotation.max_active);
         let inner = &self.inner;
         let Some(hash) = inner.hash_by_id.get(key_id).map(|hash| *hash) else {
             return Ok(Err(RotateRefusal::Unknown));
@@ -94,12 +102,13 @@ impl MemoryKeyStore {
         let Some(current) = inner.by_hash.get(&hash).map(|record| record.clone()) else {
             return Ok(Err(RotateRefusal::Unknown));
         };
-        if current.revoked_at.is_some_and(|at| at > now) {
-            return Ok(Err(RotateRefusal::Retiring));
-        }
         if !current.is_valid_at(now) {
             return Ok(Err(RotateRefusal::Invalid));
         }
+        if current.revoked_at.is_some() {
+            return Ok(Err(RotateRefusal::Retiring));
+        }
+        self.check_limit(&account, max_active, now)?;
         if inner.by_hash.contains_key(&successor.hash) {
             return Err(StoreError::Conflict("a key with this hash exists".into()));
         }
@@ -193,5 +202,16 @@ mod tests {
     #[tokio::test]
     async fn conforms() {
         crate::conformance::key_store(&MemoryKeyStore::new()).await;
+    }
+
+    // 20 rotations and 20 creations as tokio tasks on four threads, with the
+    // account listed from another task throughout.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+    async fn the_key_limit_holds_under_parallel_rotations_and_creations() {
+        crate::conformance::key_limit_in_parallel(&MemoryKeyStore::new(), |task| {
+            let handle = tokio::spawn(task);
+            Box::pin(async move { handle.await.expect("the task finished") })
+        })
+        .await;
     }
 }

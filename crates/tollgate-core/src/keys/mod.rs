@@ -122,10 +122,11 @@ impl KeyRecord {
     }
 
     /// Whether the key counts toward the account's key limit at `now`:
-    /// valid and not scheduled for revocation (a key retiring after a
-    /// rotation has already been replaced, so it does not count).
+    /// exactly when it [authenticates](KeyRecord::is_valid_at) at `now`.
+    /// A key in its grace period after a rotation still works, so it
+    /// counts until it is revoked for real; revoked and expired keys do not.
     pub fn counts_toward_limit(&self, now: SystemTime) -> bool {
-        self.revoked_at.is_none() && self.is_valid_at(now)
+        self.is_valid_at(now)
     }
 }
 
@@ -186,17 +187,37 @@ pub struct Rotation {
     pub retire_at: SystemTime,
     /// The time the rotation is judged at.
     pub now: SystemTime,
+    /// The most keys the account may have that authenticate at `now`, or
+    /// `None` for no limit. A rotation adds one working key (the retiring
+    /// key works until `retire_at`, beside its successor), so with a limit
+    /// it is refused with
+    /// [`StoreError::KeyLimitReached`](crate::StoreError::KeyLimitReached)
+    /// when the account already has that many keys
+    /// [valid](KeyRecord::is_valid_at) at `now`, retiring ones included;
+    /// the count and the insert of the successor are one atomic step.
+    pub max_active: Option<usize>,
 }
 
 impl Rotation {
-    /// Key `key_id` replaced by `successor`, retiring at `retire_at`, judged at `now`.
+    /// Key `key_id` replaced by `successor`, retiring at `retire_at`, judged
+    /// at `now`, with no limit on the account's keys (see [`Rotation::max_active`]).
     pub fn new(key_id: impl Into<String>, successor: KeyRecord, retire_at: SystemTime, now: SystemTime) -> Rotation {
         Rotation {
             key_id: key_id.into(),
             successor,
             retire_at,
             now,
+            max_active: None,
         }
+    }
+
+    /// Limits the account to `limit` keys valid at `now` (`None`: no limit):
+    /// at the limit, the rotation is refused with
+    /// [`StoreError::KeyLimitReached`](crate::StoreError::KeyLimitReached)
+    /// and changes nothing, until a key is revoked.
+    pub fn max_active(mut self, limit: impl Into<Option<usize>>) -> Rotation {
+        self.max_active = limit.into();
+        self
     }
 }
 
@@ -205,7 +226,8 @@ impl Rotation {
 pub enum RotateRefusal {
     /// No key has that id.
     Unknown,
-    /// The key is already retiring (a rotation or revocation is scheduled).
+    /// The key still authenticates but is already retiring (a rotation or
+    /// revocation is scheduled): rotate its successor, or revoke it.
     Retiring,
     /// The key no longer authenticates (revoked or expired).
     Invalid,
@@ -220,8 +242,10 @@ pub trait KeyRegistry: KeyStore {
     /// Stores a new key. With `max_active`, refuses with
     /// [`StoreError::KeyLimitReached`](crate::StoreError::KeyLimitReached) when the account already has that many
     /// keys that [count toward the limit](KeyRecord::counts_toward_limit) at
-    /// `now`; the check and the insert are one atomic step. A duplicate id or
-    /// hash is [`StoreError::Conflict`](crate::StoreError::Conflict).
+    /// `now` — every key that authenticates at `now`, keys in their grace
+    /// period after a rotation included; the count and the insert are one
+    /// atomic step. A duplicate id or hash is
+    /// [`StoreError::Conflict`](crate::StoreError::Conflict).
     fn insert(&self, record: KeyRecord, max_active: Option<usize>, now: SystemTime) -> StoreFuture<()>;
 
     /// Every key of the account, revoked ones included, oldest first.
@@ -236,7 +260,14 @@ pub trait KeyRegistry: KeyStore {
     /// exists, authenticates at `rotation.now` and is not already retiring,
     /// stores the successor and schedules the key's revocation at
     /// `rotation.retire_at`, returning the retiring record; otherwise
-    /// changes nothing and says why. A duplicate successor id or hash is
+    /// changes nothing and says why (a key that no longer authenticates is
+    /// [`RotateRefusal::Invalid`], whether or not a revocation is also
+    /// scheduled). With [`Rotation::max_active`], a rotation of a key that
+    /// may rotate is refused with
+    /// [`StoreError::KeyLimitReached`](crate::StoreError::KeyLimitReached)
+    /// when the account already has that many keys valid at `rotation.now`
+    /// (retiring ones included), and changes nothing; the count and the
+    /// rotation are one atomic step. A duplicate successor id or hash is
     /// [`StoreError::Conflict`](crate::StoreError::Conflict).
     fn rotate(&self, rotation: Rotation) -> StoreFuture<Result<Arc<KeyRecord>, RotateRefusal>>;
 }

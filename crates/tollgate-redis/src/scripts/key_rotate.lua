@@ -1,29 +1,58 @@
--- Rotates a key in one step: if the old key is known, not retiring and
--- still valid, writes its successor (as key_reserve, SET NX and key_create
--- would, without a limit: the successor takes the old key's place) and
--- schedules the old key's revocation.
+-- Rotates a key in one step: if the old key is known, still valid and not
+-- retiring, and (with a limit) its successor's account has fewer than
+-- `limit` keys valid at `now` (retiring ones included, as key_reserve
+-- counts them), writes the successor (as key_reserve, SET NX and
+-- key_create would) and schedules the old key's revocation.
 -- KEYS[1] old record (hash), KEYS[2] old key's account index,
 -- KEYS[3] successor's id key, KEYS[4] successor's record,
 -- KEYS[5] successor's account index.
 -- ARGV[1] old key id, ARGV[2] old key's expiry (or -), ARGV[3] now,
 -- ARGV[4] retire at, ARGV[5] successor id, ARGV[6] successor's hash (hex),
--- ARGV[7] successor's account index entry, ARGV[8..] successor's record
--- fields and values.
+-- ARGV[7] successor's account index entry, ARGV[8] limit (-1: none),
+-- ARGV[9..] successor's record fields and values.
 -- Returns {status, fields}: {1, the old record's fields after the change}
 -- rotated; else no fields and 0 the old key is unknown, -1 it is retiring,
 -- -2 it is no longer valid, -3 the successor's id exists, -4 a record with
--- the successor's hash exists.
+-- the successor's hash exists, -5 the account is at its limit.
 -- Every check comes before the first write, so a refusal changes nothing.
 -- Times are fixed-width digit strings, so string order is time order.
+-- Index entries: "<hash hex> <expires_at|-> <revoked_at|->"; older ones end
+-- in a flag instead, "0" not revoked, "1" revoked (taken as in the past).
+local function valid_at(entry, now)
+  local expires, revoked = string.match(entry, '^%x+ (%S+) (%S+)$')
+  if not expires then
+    return false
+  end
+  if expires ~= '-' and expires <= now then
+    return false
+  end
+  if revoked == '-' or revoked == '0' then
+    return true
+  end
+  return revoked ~= '1' and revoked > now
+end
+
 if redis.call('EXISTS', KEYS[1]) == 0 then
   return {0, {}}
 end
 local revoked = redis.call('HGET', KEYS[1], 'revoked_at')
-if revoked and revoked > ARGV[3] then
+if (revoked and revoked <= ARGV[3]) or (ARGV[2] ~= '-' and ARGV[2] <= ARGV[3]) then
+  return {-2, {}}
+end
+if revoked then
   return {-1, {}}
 end
-if revoked or (ARGV[2] ~= '-' and ARGV[2] <= ARGV[3]) then
-  return {-2, {}}
+local limit = tonumber(ARGV[8])
+if limit >= 0 then
+  local active = 0
+  for _, entry in ipairs(redis.call('HVALS', KEYS[5])) do
+    if valid_at(entry, ARGV[3]) then
+      active = active + 1
+    end
+  end
+  if active >= limit then
+    return {-5, {}}
+  end
 end
 if redis.call('HEXISTS', KEYS[5], ARGV[5]) == 1 or redis.call('EXISTS', KEYS[3]) == 1 then
   return {-3, {}}
@@ -33,10 +62,13 @@ if redis.call('EXISTS', KEYS[4]) == 1 then
 end
 redis.call('HSET', KEYS[5], ARGV[5], ARGV[7])
 redis.call('SET', KEYS[3], ARGV[6])
-redis.call('HSET', KEYS[4], unpack(ARGV, 8))
+redis.call('HSET', KEYS[4], unpack(ARGV, 9))
 redis.call('HSET', KEYS[1], 'revoked_at', ARGV[4])
 local entry = redis.call('HGET', KEYS[2], ARGV[1])
 if entry then
-  redis.call('HSET', KEYS[2], ARGV[1], string.sub(entry, 1, -2) .. '1')
+  local head = string.match(entry, '^(%x+ %S+) %S+$')
+  if head then
+    redis.call('HSET', KEYS[2], ARGV[1], head .. ' ' .. ARGV[4])
+  end
 end
 return {1, redis.call('HGETALL', KEYS[1])}
