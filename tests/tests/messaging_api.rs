@@ -443,6 +443,134 @@ async fn allowlists_refuse_other_addresses() {
     );
 }
 
+const EMPTY_LIST_REFUSED: &str = r#"{"error":{"code":"INVALID_REQUEST","message":"An empty list would allow no address; use DELETE to remove the restriction."}}"#;
+
+#[tokio::test]
+async fn an_empty_allowlist_is_refused_and_locks_nobody_out() {
+    let api = Api::start(Config::default()).await;
+    let (key_id, other) = api.create_key("production").await;
+    let empty = Some(r#"{"cidrs":[]}"#);
+
+    let account = api.call("PUT", "/v1/security/ip-allowlist", &api.key, empty).await;
+    assert_eq!(account.status, 400);
+    assert_eq!(account.text(), EMPTY_LIST_REFUSED);
+    assert_eq!(
+        api.call("GET", "/v1/keys", &api.key, None).await.status,
+        200,
+        "the next request still works"
+    );
+    let read = api.call("GET", "/v1/security/ip-allowlist", &api.key, None).await;
+    assert_eq!(read.json(), json!({"cidrs": null}), "nothing was stored");
+
+    let key = api
+        .call("PUT", &format!("/v1/keys/{key_id}/ip-allowlist"), &api.key, empty)
+        .await;
+    assert_eq!(key.status, 400);
+    assert_eq!(key.text(), EMPTY_LIST_REFUSED);
+    assert_eq!(api.call("GET", "/v1/keys", &other, None).await.status, 200);
+}
+
+#[tokio::test]
+async fn delete_removes_the_account_allowlist() {
+    let api = Api::start(Config::default()).await;
+    let set = api
+        .call(
+            "PUT",
+            "/v1/security/ip-allowlist",
+            &api.key,
+            Some(r#"{"cidrs":["127.0.0.1/32","203.0.113.0/24"]}"#),
+        )
+        .await;
+    assert_eq!(set.status, 200, "{}", set.text());
+    let read = api.call("GET", "/v1/security/ip-allowlist", &api.key, None).await;
+    assert_eq!(read.json(), json!({"cidrs": ["127.0.0.1/32", "203.0.113.0/24"]}));
+
+    let deleted = api.call("DELETE", "/v1/security/ip-allowlist", &api.key, None).await;
+    assert_eq!(deleted.status, 204, "{}", deleted.text());
+    assert!(deleted.body.is_empty());
+    let read = api.call("GET", "/v1/security/ip-allowlist", &api.key, None).await;
+    assert_eq!((read.status.as_u16(), read.json()), (200, json!({"cidrs": null})));
+    assert_eq!(
+        api.call("DELETE", "/v1/security/ip-allowlist", &api.key, None)
+            .await
+            .status,
+        204,
+        "removing no list is fine too"
+    );
+}
+
+#[tokio::test]
+async fn delete_removes_a_key_allowlist_that_locked_the_key_out() {
+    let api = Api::start(Config::default()).await;
+    let (key_id, other) = api.create_key("production").await;
+    let path = format!("/v1/keys/{key_id}/ip-allowlist");
+    let set = api
+        .call("PUT", &path, &api.key, Some(r#"{"cidrs":["203.0.113.0/24"]}"#))
+        .await;
+    assert_eq!(set.status, 200, "{}", set.text());
+    let refused = api.call("GET", "/v1/keys", &other, None).await;
+    assert_eq!(
+        (refused.status.as_u16(), error_code(&refused).as_str()),
+        (403, "IP_NOT_ALLOWED")
+    );
+
+    let deleted = api.call("DELETE", &path, &api.key, None).await;
+    assert_eq!(deleted.status, 204, "{}", deleted.text());
+    assert_eq!(api.call("GET", "/v1/keys", &other, None).await.status, 200, "lifted");
+    assert_eq!(
+        api.call("DELETE", &path, &api.key, None).await.status,
+        204,
+        "removing no list is fine too"
+    );
+
+    let unknown = api
+        .call("DELETE", "/v1/keys/key_0000000000000000/ip-allowlist", &api.key, None)
+        .await;
+    assert_eq!(
+        (unknown.status.as_u16(), error_code(&unknown).as_str()),
+        (404, "NOT_FOUND")
+    );
+}
+
+#[tokio::test]
+async fn only_production_keys_delete_allowlists() {
+    let api = Api::start(Config::default()).await;
+    let (_, sandbox) = api.create_key("sandbox").await;
+    let (read_only_id, read_only) = api.create_key("read_only").await;
+    let key_path = format!("/v1/keys/{read_only_id}/ip-allowlist");
+    for key in [&sandbox, &read_only] {
+        for path in ["/v1/security/ip-allowlist", key_path.as_str()] {
+            let refused = api.call("DELETE", path, key, None).await;
+            assert_eq!(
+                (refused.status.as_u16(), error_code(&refused).as_str()),
+                (403, "FORBIDDEN"),
+                "DELETE {path}"
+            );
+        }
+    }
+}
+
+#[tokio::test]
+async fn a_token_failing_the_checksum_gets_the_unknown_key_401() {
+    let api = Api::start(Config::default()).await;
+    let unknown_key = tollgate_auth::KeyFormat::default().generate(tollgate_core::KeyKind::Production);
+    let unknown = api.call("GET", "/v1/keys", unknown_key.expose_secret(), None).await;
+    assert_eq!(
+        (unknown.status.as_u16(), error_code(&unknown).as_str()),
+        (401, "UNAUTHORIZED")
+    );
+
+    // The real key with its last checksum character changed.
+    let last = if api.key.ends_with('A') { 'B' } else { 'A' };
+    let garbage = format!("{}{last}", &api.key[..api.key.len() - 1]);
+    assert!(garbage.starts_with("tg_live_") && garbage.len() == api.key.len());
+    let refused = api.call("GET", "/v1/keys", &garbage, None).await;
+    assert_eq!(refused.status, 401);
+    assert_eq!(error_code(&refused), "UNAUTHORIZED");
+    assert_eq!(refused.header("www-authenticate"), unknown.header("www-authenticate"));
+    assert_eq!(refused.text(), unknown.text(), "the same body as an unknown key");
+}
+
 #[tokio::test]
 async fn message_events_reach_a_verifying_webhook_receiver() {
     let secret = tollgate_webhook::WebhookSecret::generate().unwrap();

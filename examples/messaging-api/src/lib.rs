@@ -24,7 +24,7 @@ pub mod webhooks;
 
 use axum::routing::{get, post, put};
 use axum::Router;
-use tollgate_auth::{BearerAuthLayer, RequireScopeLayer};
+use tollgate_auth::{BearerAuthLayer, KeyFormat, RequireScopeLayer};
 use tollgate_core::allowlist::IpSet;
 use tollgate_core::KeyKind;
 use tollgate_idempotency::IdempotencyLayer;
@@ -57,8 +57,14 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/keys", post(routes::keys::create))
         .route("/v1/keys/{id}", axum::routing::delete(routes::keys::revoke))
         .route("/v1/keys/{id}/rotate", post(routes::keys::rotate))
-        .route("/v1/keys/{id}/ip-allowlist", put(routes::keys::set_ip_allowlist))
-        .route("/v1/security/ip-allowlist", put(routes::security::set))
+        .route(
+            "/v1/keys/{id}/ip-allowlist",
+            put(routes::keys::set_ip_allowlist).delete(routes::keys::clear_ip_allowlist),
+        )
+        .route(
+            "/v1/security/ip-allowlist",
+            put(routes::security::set).delete(routes::security::clear),
+        )
         .route("/v1/webhooks", put(routes::webhooks::set))
         .route_layer(production_only);
     let api = Router::new()
@@ -78,7 +84,13 @@ pub fn router(state: AppState) -> Router {
         .layer(axum::middleware::from_fn(middleware::log_request))
         .layer(ClientIpLayer::new().trusted_proxies(config.trusted_proxies.iter().copied()))
         .layer(IpAllowlistLayer::new().global(global_allowlist(config)))
-        .layer(BearerAuthLayer::from_shared(state.stores().keys.clone()).clock(state.clock().clone()))
+        // Tokens failing the key format's checksum are refused before any
+        // store lookup (the bootstrap key is checked against it at start-up).
+        .layer(
+            BearerAuthLayer::from_shared(state.stores().keys.clone())
+                .clock(state.clock().clone())
+                .require_checksum(KeyFormat::default()),
+        )
         .layer(axum::middleware::from_fn(middleware::note_key_id))
         .layer(IpAllowlistLayer::new().shared_store(state.stores().allowlists.clone()))
         .layer(axum::middleware::from_fn_with_state(

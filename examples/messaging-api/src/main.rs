@@ -2,12 +2,19 @@
 //!
 //! In-memory stores by default; with `REDIS_URL` set, Redis stores, so
 //! several instances share keys, quotas, idempotency records and allowlists.
+//! `BOOTSTRAP_KEY`, when set, must be a well-formed production key
+//! (`tg_live_…`, see `tollgate_auth::KeyFormat`); otherwise start-up fails.
 
 #![forbid(unsafe_code)]
 
 use std::net::SocketAddr;
 
-use messaging_api::{bootstrap::bootstrap, router, stores::Stores, AppState, Config};
+use messaging_api::{
+    bootstrap::{bootstrap, check_bootstrap_key},
+    router,
+    stores::Stores,
+    AppState, Config,
+};
 use tollgate_core::SharedClock;
 
 #[tokio::main]
@@ -17,13 +24,17 @@ async fn main() {
 
 async fn run() -> Result<(), String> {
     let config = Config::from_args(std::env::args().skip(1))?;
+    // Checked before anything connects: a malformed key could never authenticate.
+    let bootstrap_key = std::env::var("BOOTSTRAP_KEY").ok().filter(|key| !key.is_empty());
+    if let Some(key) = &bootstrap_key {
+        check_bootstrap_key(key)?;
+    }
     let clock = SharedClock::default();
     let stores = match std::env::var("REDIS_URL") {
         Ok(url) if !url.is_empty() => Stores::redis(&url).await?,
         _ => Stores::memory(clock.clone()),
     };
     let state = AppState::new(config.clone(), stores, clock);
-    let bootstrap_key = std::env::var("BOOTSTRAP_KEY").ok().filter(|key| !key.is_empty());
     if let Some(key) = bootstrap(&state, bootstrap_key.as_deref()).await? {
         println!("bootstrap key: {key}");
     }

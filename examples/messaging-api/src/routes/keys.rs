@@ -1,6 +1,6 @@
 //! Key management: `POST/GET /v1/keys`, `DELETE /v1/keys/{id}`,
-//! `POST /v1/keys/{id}/rotate`, `PUT /v1/keys/{id}/ip-allowlist`.
-//! Creating, revoking and rotating keys and setting allowlists need a
+//! `POST /v1/keys/{id}/rotate`, `PUT/DELETE /v1/keys/{id}/ip-allowlist`.
+//! Creating, revoking and rotating keys and setting or removing allowlists need a
 //! Production key (the router mounts a rule for that).
 
 use axum::extract::{Path, State};
@@ -97,6 +97,21 @@ pub async fn set_ip_allowlist(
         .await
         .map_err(ApiError::unavailable)?;
     Ok(Json(json!({ "key_id": key_id, "cidrs": cidrs })))
+}
+
+/// Removes one key's allowlist; 204 whether or not it had one.
+pub async fn clear_ip_allowlist(
+    State(state): State<AppState>,
+    principal: Principal,
+    Path(key_id): Path<String>,
+) -> Result<StatusCode, ApiError> {
+    state.keys().get(principal.account_id(), &key_id).await?;
+    state
+        .allowlists()
+        .clear_key_allowlist(&key_id)
+        .await
+        .map_err(ApiError::unavailable)?;
+    Ok(StatusCode::NO_CONTENT)
 }
 
 fn created_json(created: &CreatedKey) -> Value {

@@ -1,6 +1,7 @@
-//! The account's IP allowlist: `PUT/GET /v1/security/ip-allowlist`.
+//! The account's IP allowlist: `PUT/GET/DELETE /v1/security/ip-allowlist`.
 
 use axum::extract::State;
+use axum::http::StatusCode;
 use axum::Json;
 use serde_json::{json, Value};
 use tollgate_core::allowlist::IpSet;
@@ -29,6 +30,17 @@ pub async fn set(
     Ok(Json(json!({ "cidrs": cidrs })))
 }
 
+/// Removes the account's allowlist, so every address is allowed again;
+/// 204 whether or not there was one.
+pub async fn clear(State(state): State<AppState>, principal: Principal) -> Result<StatusCode, ApiError> {
+    state
+        .allowlists()
+        .clear_account_allowlist(principal.account_id())
+        .await
+        .map_err(ApiError::unavailable)?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
 /// Reads the account's allowlist (`null` when there is none).
 pub async fn get(State(state): State<AppState>, principal: Principal) -> Result<Json<Value>, ApiError> {
     let list = state
@@ -39,8 +51,16 @@ pub async fn get(State(state): State<AppState>, principal: Principal) -> Result<
     Ok(Json(json!({ "cidrs": list.map(|set| cidr_strings(&set)) })))
 }
 
+/// Why an empty list is refused: it would lock every client out, including
+/// the one that could fix it.
+pub const EMPTY_LIST: &str = "An empty list would allow no address; use DELETE to remove the restriction.";
+
 /// Parses a request's CIDR strings; the error names the first bad entry.
+/// An empty list is refused ([`EMPTY_LIST`]).
 pub fn parse_cidrs(cidrs: &[String]) -> Result<IpSet, ApiError> {
+    if cidrs.is_empty() {
+        return Err(ApiError::invalid(EMPTY_LIST));
+    }
     if cidrs.len() > MAX_CIDRS {
         return Err(ApiError::invalid(format!("at most {MAX_CIDRS} networks per list")));
     }
