@@ -162,7 +162,8 @@ async fn each_key_type_has_its_rights() {
     let live = live.json();
     assert_eq!(
         (live["status"].as_str(), live["sandbox"].as_bool()),
-        (Some("sent"), Some(false))
+        (Some("queued"), Some(false)),
+        "answered queued; handed on in the background"
     );
     assert!(live["id"].as_str().unwrap().starts_with("msg_"));
     assert_eq!(live["to"], "+15551234567");
@@ -587,10 +588,23 @@ async fn message_events_reach_a_verifying_webhook_receiver() {
     // To the account's webhook, checked in the seed's scheme (X-Webhook-Signature).
     let sent = api.call("POST", "/v1/messages", &api.key, Some(SEND)).await;
     assert_eq!(sent.status, 201);
+    assert_eq!(sent.json()["status"], "queued");
+    let event = next_event(&mut seed_events).await;
+    assert_eq!(event["type"], "message.status");
+    assert_eq!(event["data"]["id"], sent.json()["id"]);
+    assert_eq!(event["data"]["status"], "queued");
     let event = next_event(&mut seed_events).await;
     assert_eq!(event["type"], "message.status");
     assert_eq!(event["data"]["id"], sent.json()["id"]);
     assert_eq!(event["data"]["status"], "sent");
+    assert_eq!(event["data"]["to"], "+15551234567");
+    assert_eq!(event["data"]["created_at"], sent.json()["created_at"]);
+    let path = format!("/v1/messages/{}", sent.json()["id"].as_str().unwrap());
+    let read = api.call("GET", &path, &api.key, None).await;
+    assert_eq!(
+        (read.status.as_u16(), read.json()["status"].as_str()),
+        (200, Some("sent"))
+    );
 
     // X-Webhook-URL overrides it for one message, checked with Standard Webhooks headers.
     let override_url = format!("http://{}/webhooks", standard.addr);
@@ -604,7 +618,11 @@ async fn message_events_reach_a_verifying_webhook_receiver() {
         )
         .await;
     assert_eq!(sent.status, 201, "{}", sent.text());
-    assert_eq!(next_event(&mut standard_events).await["data"]["id"], sent.json()["id"]);
+    for status in ["queued", "sent"] {
+        let event = next_event(&mut standard_events).await;
+        assert_eq!(event["data"]["id"], sent.json()["id"]);
+        assert_eq!(event["data"]["status"], status);
+    }
 
     // Sandbox messages are never delivered.
     let (_, sandbox) = api.create_key("sandbox").await;
@@ -631,6 +649,97 @@ async fn message_events_reach_a_verifying_webhook_receiver() {
         (hostile.status.as_u16(), error_code(&hostile).as_str()),
         (400, "INVALID_WEBHOOK_URL")
     );
+}
+
+const NOT_ABSOLUTE: &str = r#"{"error":{"code":"INVALID_WEBHOOK_URL","message":"X-Webhook-URL is not a valid webhook URL: the URL is not absolute."}}"#;
+const NOT_HTTPS: &str = r#"{"error":{"code":"INVALID_WEBHOOK_URL","message":"X-Webhook-URL is not a valid webhook URL: the URL's scheme is not https."}}"#;
+const NOT_PUBLIC: &str = r#"{"error":{"code":"INVALID_WEBHOOK_URL","message":"X-Webhook-URL must point to a public host that webhooks may be sent to."}}"#;
+
+#[tokio::test]
+async fn a_refused_webhook_url_is_400_before_the_body_and_leaves_the_request_id_unused() {
+    let secret = tollgate_webhook::WebhookSecret::generate().unwrap();
+    let (seed, _seed_events) = receiver("seed", &secret).await;
+    let (standard, mut standard_events) = receiver("standard", &secret).await;
+    let webhook = (format!("http://{}/webhooks", seed.addr), secret.expose().to_owned());
+    let config = Config {
+        allow_private_webhook_urls: true,
+        ..demo_account_on(None, Some(webhook))
+    };
+    let api = Api::start_at(config, SystemTime::now()).await;
+    let request_id = ("x-request-id", "webhook-url-1");
+
+    // Malformed, with a body that is not JSON either.
+    let malformed = api
+        .call_with(
+            "POST",
+            "/v1/messages",
+            &api.key,
+            Some("{not json"),
+            &[("x-webhook-url", "not-a-url"), request_id],
+        )
+        .await;
+    assert_eq!(malformed.status, 400);
+    assert_eq!(malformed.text(), NOT_ABSOLUTE);
+
+    // Refused destination, with a good body and the same request id.
+    let local = api
+        .call_with(
+            "POST",
+            "/v1/messages",
+            &api.key,
+            Some(SEND),
+            &[("x-webhook-url", "http://localhost/hooks"), request_id],
+        )
+        .await;
+    assert_eq!(local.status, 400);
+    assert_eq!(local.text(), NOT_PUBLIC);
+
+    // Before the content-type rule too (415 otherwise).
+    let plain_text = api
+        .server
+        .request("POST", "/v1/messages")
+        .header("authorization", format!("Bearer {}", api.key))
+        .header("content-type", "text/plain")
+        .header("x-webhook-url", "ftp://hooks.example.com/in")
+        .header(request_id.0, request_id.1)
+        .body(Full::new(Bytes::from_static(b"hello")))
+        .unwrap();
+    let plain_text = api.server.send(plain_text).await;
+    assert_eq!(plain_text.status, 400);
+    assert_eq!(plain_text.text(), NOT_HTTPS);
+
+    // But after authentication.
+    let anonymous = api
+        .server
+        .send_empty(
+            api.server
+                .request("POST", "/v1/messages")
+                .header("x-webhook-url", "not-a-url"),
+        )
+        .await;
+    assert_eq!(
+        (anonymous.status.as_u16(), error_code(&anonymous).as_str()),
+        (401, "UNAUTHORIZED")
+    );
+
+    // The request id is unused: with a good URL the message is sent, and
+    // its events go to that URL.
+    let override_url = format!("http://{}/webhooks", standard.addr);
+    let good = [("x-webhook-url", override_url.as_str()), request_id];
+    let sent = api.call_with("POST", "/v1/messages", &api.key, Some(SEND), &good).await;
+    assert_eq!(sent.status, 201, "{}", sent.text());
+    assert_eq!(sent.header("idempotent-replayed"), "");
+    assert_eq!(sent.json()["status"], "queued");
+    for status in ["queued", "sent"] {
+        let event = next_event(&mut standard_events).await;
+        assert_eq!(event["type"], "message.status");
+        assert_eq!(event["data"]["id"], sent.json()["id"]);
+        assert_eq!(event["data"]["status"], status);
+    }
+    let replayed = api.call_with("POST", "/v1/messages", &api.key, Some(SEND), &good).await;
+    assert_eq!(replayed.status, 201);
+    assert_eq!(replayed.header("idempotent-replayed"), "true");
+    assert_eq!(replayed.body, sent.body);
 }
 
 async fn receiver(

@@ -1,5 +1,6 @@
-//! Webhook delivery: `message.status` events POSTed to the account's webhook
-//! URL in the background, signed twice — the seed's `X-Webhook-Signature`
+//! Webhook delivery: `message.status` events — one for each status a live
+//! message takes, `queued` then `sent`, in that order — POSTed to the
+//! account's webhook URL in the background, signed twice — the seed's `X-Webhook-Signature`
 //! (bare hex HMAC-SHA256 of the raw body) and Standard Webhooks headers — with
 //! bounded retries and exponential backoff. A failing receiver never blocks
 //! or fails the API request that caused the event.
@@ -28,6 +29,8 @@ use tollgate_core::SharedClock;
 use tollgate_webhook::{Scheme, Signer, WebhookSecret};
 
 use crate::config::WebhookConfig;
+use crate::messages::{random_base62, Message};
+use crate::webhooks::WebhookEndpoint;
 
 /// Decides whether a resolved address may be connected to.
 pub type AddressFilter = Arc<dyn Fn(IpAddr) -> bool + Send + Sync>;
@@ -43,6 +46,24 @@ pub struct Event {
     pub secret: WebhookSecret,
     /// The exact JSON bytes that are signed and sent.
     pub body: Bytes,
+}
+
+impl Event {
+    /// The `message.status` event for `message` as it is now:
+    /// `{"type":"message.status","data":{"id","status","to","created_at"}}`,
+    /// with a fresh `evt_…` id.
+    pub fn message_status(message: &Message, to: &WebhookEndpoint) -> Result<Event, getrandom::Error> {
+        let event = serde_json::json!({
+            "type": "message.status",
+            "data": {"id": message.id, "status": message.status, "to": message.to, "created_at": message.created_at},
+        });
+        Ok(Event {
+            id: format!("evt_{}", random_base62(24)?),
+            url: to.url.clone(),
+            secret: to.secret.clone(),
+            body: serde_json::to_vec(&event).expect("JSON values serialise").into(),
+        })
+    }
 }
 
 /// Sends events. Clones share one connection pool.
@@ -75,6 +96,17 @@ impl Deliverer {
     pub fn spawn(&self, event: Event) {
         let deliverer = self.clone();
         tokio::spawn(async move { deliverer.deliver(event).await });
+    }
+
+    /// Delivers in the background, one after the other in this order
+    /// (each with its retries); returns at once.
+    pub fn spawn_in_order(&self, events: Vec<Event>) {
+        let deliverer = self.clone();
+        tokio::spawn(async move {
+            for event in events {
+                deliverer.deliver(event).await;
+            }
+        });
     }
 
     /// Delivers with retries; true when the receiver answered 2xx.

@@ -2,7 +2,8 @@
 //!
 //! The stack, outermost first: request log → client IP → global allowlist →
 //! bearer auth → account/key allowlist → usage counts → rate limit →
-//! JSON content type → idempotency (POST, PATCH) → handlers.
+//! `X-Webhook-URL` check → JSON content type → idempotency (POST, PATCH) →
+//! handlers.
 //! [`router`] builds it; `main.rs` adds configuration, the bootstrap key
 //! and graceful shutdown. Copy what you need.
 
@@ -103,6 +104,12 @@ pub fn router(state: AppState) -> Router {
                 Some(plans_state.plan(principal.account_id()))
             }),
         )
+        // Before the body and the idempotency claim: a refused URL is always
+        // 400 INVALID_WEBHOOK_URL and leaves the X-Request-ID unused.
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            middleware::check_webhook_url,
+        ))
         .layer(axum::middleware::from_fn(middleware::require_json))
         .layer(IdempotencyLayer::from_shared(state.stores().idempotency.clone()));
     Router::new()

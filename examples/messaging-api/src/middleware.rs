@@ -1,10 +1,11 @@
 //! Small pieces of the stack that are this server's own: the request log,
-//! the JSON content-type rule, JSON 404/405 answers and the health check.
+//! the `X-Webhook-URL` check, the JSON content-type rule, JSON 404/405
+//! answers and the health check.
 
 use std::sync::{Arc, OnceLock};
 use std::time::Instant;
 
-use axum::extract::Request;
+use axum::extract::{Request, State};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
@@ -13,6 +14,7 @@ use serde_json::json;
 use tollgate_core::{Code, Principal, Rejection};
 
 use crate::error::{unsupported_media_type, ApiError};
+use crate::state::AppState;
 
 // Where `note_key_id`, behind authentication, leaves the key id for
 // `log_request`, which runs outside it and so never sees the principal.
@@ -48,6 +50,37 @@ pub async fn note_key_id(request: Request, next: Next) -> Response {
     ) {
         let _ = slot.0.set(principal.key_id().to_owned());
     }
+    next.run(request).await
+}
+
+/// The `X-Webhook-URL` of a `POST /v1/messages`, checked by [`check_webhook_url`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WebhookOverride(pub String);
+
+/// Checks the `X-Webhook-URL` of `POST /v1/messages` and leaves it for the
+/// handler as a [`WebhookOverride`] extension. Mounted behind
+/// authentication and before the content-type rule, idempotency and the
+/// body, so a refused URL is always 400 `INVALID_WEBHOOK_URL`, whatever
+/// else is wrong with the request, and does not use up its `X-Request-ID`.
+/// An override also needs the account's webhook, whose secret signs the
+/// events (400 `INVALID_REQUEST` otherwise).
+pub async fn check_webhook_url(State(state): State<AppState>, mut request: Request, next: Next) -> Response {
+    if request.method() != Method::POST || request.uri().path() != "/v1/messages" {
+        return next.run(request).await;
+    }
+    let url = match state.check_webhook_header(request.headers()).await {
+        Ok(Some(url)) => url,
+        Ok(None) => return next.run(request).await,
+        Err(refused) => return refused.into_response(),
+    };
+    let account_id = request.extensions().get::<Principal>().map(Principal::account_id);
+    if account_id.and_then(|account| state.webhooks().get(account)).is_none() {
+        return ApiError::invalid(
+            "X-Webhook-URL needs a signing secret: set the account's webhook with PUT /v1/webhooks first",
+        )
+        .into_response();
+    }
+    request.extensions_mut().insert(WebhookOverride(url));
     next.run(request).await
 }
 

@@ -5,6 +5,7 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::SystemTime;
 
+use http::HeaderMap;
 use tollgate_auth::KeyManager;
 use tollgate_core::allowlist::AllowlistStore;
 use tollgate_core::rate_limit::Plan;
@@ -141,6 +142,19 @@ impl AppState {
             .await
             .map(|validated| validated.to_string())
             .map_err(|rejected| ApiError::from(rejected.to_rejection()))
+    }
+
+    /// Reads and checks the request's `X-Webhook-URL` (one at most, ASCII,
+    /// passing the SSRF guard): `None` when absent; the error is a 400
+    /// `INVALID_WEBHOOK_URL`.
+    pub async fn check_webhook_header(&self, headers: &HeaderMap) -> Result<Option<String>, ApiError> {
+        match self.0.url_guard.check_header(headers).await {
+            Ok(url) => Ok(url.map(|validated| validated.to_string())),
+            Err(rejected) => {
+                tracing::info!(reason = %rejected, "X-Webhook-URL refused");
+                Err(ApiError::from(rejected.to_rejection()))
+            }
+        }
     }
 }
 
