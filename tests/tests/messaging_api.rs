@@ -573,6 +573,34 @@ async fn a_token_failing_the_checksum_gets_the_unknown_key_401() {
 }
 
 #[tokio::test]
+async fn twenty_bad_keys_from_one_address_lock_it_out_for_the_minute_good_key_included() {
+    let api = Api::start(Config::default()).await;
+    for attempt in 0..20 {
+        let wrong = api
+            .call("GET", "/v1/keys", &format!("tg_live_wrong{attempt}"), None)
+            .await;
+        assert_eq!(
+            (wrong.status.as_u16(), error_code(&wrong).as_str()),
+            (401, "UNAUTHORIZED")
+        );
+    }
+    let locked = api.call("GET", "/v1/keys", &api.key, None).await;
+    assert_eq!(locked.status, 429, "{}", locked.text());
+    assert_eq!(locked.header("retry-after"), "60");
+    assert_eq!(
+        locked.json(),
+        json!({"error": {
+            "code": "RATE_LIMITED",
+            "message": "Too many failed authentications from this address. Retry after 60 seconds.",
+            "retry_after": 60,
+        }})
+    );
+    api.clock.advance(Duration::from_secs(60));
+    let keys = api.call("GET", "/v1/keys", &api.key, None).await;
+    assert_eq!(keys.status, 200, "the minute has passed: {}", keys.text());
+}
+
+#[tokio::test]
 async fn message_events_reach_a_verifying_webhook_receiver() {
     let secret = tollgate_webhook::WebhookSecret::generate().unwrap();
     let (seed, mut seed_events) = receiver("seed", &secret).await;

@@ -13,6 +13,7 @@
 //! | an unknown, revoked or expired key (or one failing a [required checksum](BearerAuthLayer::require_checksum)) | the same 401 with one message for all, so nobody learns whether a key exists |
 //! | a read-only key on a method other than `GET`/`HEAD` | 403 `FORBIDDEN`, `WWW-Authenticate: Bearer error="insufficient_scope"` |
 //! | the key store fails | 503 `SERVICE_UNAVAILABLE` (and a `tracing` warning) |
+//! | with [`limit_failures`](BearerAuthLayer::limit_failures): an address past its failed-authentication limit | 429 `RATE_LIMITED` with `Retry-After`, before the header is read |
 //! | a working key | the inner service, with the `Principal` in extensions |
 //!
 //! It also records when each key was last used, at most once per
@@ -71,9 +72,10 @@ use http::{Method, Request};
 use http_body_util::Full;
 use tollgate_core::gate::{Gate, Policy, Verdict};
 use tollgate_core::keys::{KeyHash, KeyRecord, KeyStore};
-use tollgate_core::{MaybeReady, Principal, Rejection, Renderer, SharedClock, StoreError};
+use tollgate_core::{ClientIp, MaybeReady, Principal, Rejection, Renderer, SharedClock, StoreError};
 use tower_layer::Layer;
 
+use crate::failures::FailedAuthLimit;
 use crate::key_format::KeyFormat;
 use crate::parse::{bearer_token_bytes, DEFAULT_MAX_TOKEN_LEN};
 use crate::rejections;
@@ -109,6 +111,7 @@ struct AuthState {
     enforce_key_kind: bool,
     last_use_resolution: Duration,
     checksum: Option<KeyFormat>,
+    failures: Option<FailedAuthLimit>,
 }
 
 impl BearerAuthLayer {
@@ -130,6 +133,7 @@ impl BearerAuthLayer {
                 enforce_key_kind: true,
                 last_use_resolution: DEFAULT_LAST_USE_RESOLUTION,
                 checksum: None,
+                failures: None,
             }),
         }
     }
@@ -165,6 +169,17 @@ impl BearerAuthLayer {
     /// (a bootstrap key from an environment variable) may have any format.
     pub fn require_checksum(mut self, format: KeyFormat) -> Self {
         self.state_mut().checksum = Some(format);
+        self
+    }
+
+    /// Counts the 401s this layer gives per client address (the
+    /// [`ClientIp`] extension that tollgate-ip's `ClientIpLayer` sets) and,
+    /// past `limit`, answers that address 429 `RATE_LIMITED` with
+    /// `Retry-After` before reading its key, so no hash and no lookup is
+    /// spent on it until its window ends. Off by default; a request without
+    /// a `ClientIp` is never limited. 403s and 503s are not counted.
+    pub fn limit_failures(mut self, limit: FailedAuthLimit) -> Self {
+        self.state_mut().failures = Some(limit);
         self
     }
 
@@ -217,6 +232,7 @@ impl fmt::Debug for AuthState {
             .field("enforce_key_kind", &self.enforce_key_kind)
             .field("last_use_resolution", &self.last_use_resolution)
             .field("checksum", &self.checksum)
+            .field("failures", &self.failures)
             .finish_non_exhaustive()
     }
 }
@@ -230,6 +246,10 @@ impl<B: Send + 'static> Policy<B> for Authenticate {
 
     fn decide(&self, request: Request<B>) -> Decision<B> {
         let state = &self.state;
+        if let Some(retry_after) = state.limited(&request) {
+            let rejection = FailedAuthLimit::rejection(retry_after);
+            return MaybeReady::ready(Verdict::Respond(state.renderer.render(&rejection, request.headers())));
+        }
         let token = match bearer_token_bytes(request.headers(), state.max_token_len) {
             Ok(token) => token,
             Err(error) => return state.refuse(rejections::unreadable(error), &request),
@@ -290,7 +310,10 @@ impl AuthState {
                 request.extensions_mut().insert(principal);
                 Verdict::Proceed(request, ())
             }
-            Err(rejection) => Verdict::Respond(self.renderer.render(rejection, request.headers())),
+            Err(rejection) => {
+                self.count_failure(rejection, &request);
+                Verdict::Respond(self.renderer.render(rejection, request.headers()))
+            }
         };
         let Some(LastUse { key_id, at }) = last_use else {
             return MaybeReady::ready(verdict);
@@ -369,7 +392,28 @@ impl AuthState {
 
     // A refusal made from the request's headers alone, before any lookup.
     fn refuse<B>(&self, rejection: &Rejection, request: &Request<B>) -> Decision<B> {
+        self.count_failure(rejection, request);
         MaybeReady::ready(Verdict::Respond(self.renderer.render(rejection, request.headers())))
+    }
+}
+
+impl AuthState {
+    // How long the request's address must wait, if it is past its limit.
+    fn limited<B>(&self, request: &Request<B>) -> Option<Duration> {
+        let limit = self.failures.as_ref()?;
+        let ip = *request.extensions().get::<ClientIp>()?;
+        limit.retry_after(ip, || self.clock.now())
+    }
+
+    // Counts a 401 against the request's address; other refusals are not
+    // failed authentications.
+    fn count_failure<B>(&self, rejection: &Rejection, request: &Request<B>) {
+        if rejection.status() != http::StatusCode::UNAUTHORIZED {
+            return;
+        }
+        if let (Some(limit), Some(ip)) = (&self.failures, request.extensions().get::<ClientIp>()) {
+            limit.record_failure(*ip, self.clock.now());
+        }
     }
 }
 

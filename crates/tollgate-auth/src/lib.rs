@@ -12,6 +12,8 @@
 //! - [`KeyManager`] creates, lists, rotates (with a grace period) and
 //!   revokes keys in a [`KeyRegistry`](tollgate_core::keys::KeyRegistry),
 //!   at most 10 active per account by default.
+//! - [`FailedAuthLimit`] counts failed authentications per client address
+//!   and refuses a flooding address (429) before any key lookup.
 //!
 //! The two layers' services are [`Gate`](tollgate_core::gate::Gate)s over
 //! their policies: [`BearerAuth`] over [`Authenticate`], [`RequireScope`]
@@ -25,6 +27,7 @@
 
 mod bearer;
 mod error;
+mod failures;
 mod key_format;
 mod key_info;
 mod manager;
@@ -35,6 +38,9 @@ mod secret;
 
 pub use bearer::{Authenticate, BearerAuth, BearerAuthLayer, DEFAULT_LAST_USE_RESOLUTION};
 pub use error::KeyManagerError;
+pub use failures::{
+    FailedAuthLimit, DEFAULT_FAILED_AUTH_CAPACITY, DEFAULT_FAILED_AUTH_LIMIT, DEFAULT_FAILED_AUTH_WINDOW,
+};
 pub use key_format::{
     generate_key_id, push_random_base62, try_generate_key_id, KeyFormat, KeyFormatError, CHECKSUM_LEN,
     DISPLAY_RANDOM_LEN, KEY_ID_RANDOM_LEN, MAX_PREFIX_LEN, RANDOM_LEN,

@@ -28,6 +28,10 @@ pub struct Config {
     pub trusted_proxies: Vec<IpNet>,
     /// Networks allowed to call the API at all. Empty: everyone.
     pub global_allowlist: Vec<IpNet>,
+    /// Failed authentications (401s) allowed per client address (IPv4
+    /// address or IPv6 /64) per minute; past it the address gets 429 until
+    /// the minute ends, good keys included.
+    pub failed_auth_per_minute: u32,
     /// Webhook delivery settings.
     pub webhooks: WebhookConfig,
     /// Accept `http://` and private-network webhook URLs (local testing only).
@@ -103,6 +107,7 @@ impl Default for Config {
             rotation_grace_secs: 24 * 3600,
             trusted_proxies: Vec::new(),
             global_allowlist: Vec::new(),
+            failed_auth_per_minute: tollgate_auth::DEFAULT_FAILED_AUTH_LIMIT,
             webhooks: WebhookConfig::default(),
             allow_private_webhook_urls: false,
         }
@@ -187,6 +192,9 @@ impl Config {
                     account.id, account.plan
                 ));
             }
+        }
+        if self.failed_auth_per_minute == 0 {
+            return Err("failed_auth_per_minute must be at least 1".into());
         }
         if self.max_keys_per_account == 0 {
             return Err("max_keys_per_account must be at least 1".into());

@@ -25,7 +25,7 @@ pub mod webhooks;
 
 use axum::routing::{get, post, put};
 use axum::Router;
-use tollgate_auth::{BearerAuthLayer, KeyFormat, RequireScopeLayer};
+use tollgate_auth::{BearerAuthLayer, FailedAuthLimit, KeyFormat, RequireScopeLayer};
 use tollgate_core::allowlist::IpSet;
 use tollgate_core::KeyKind;
 use tollgate_idempotency::IdempotencyLayer;
@@ -86,11 +86,13 @@ pub fn router(state: AppState) -> Router {
         .layer(ClientIpLayer::new().trusted_proxies(config.trusted_proxies.iter().copied()))
         .layer(IpAllowlistLayer::new().global(global_allowlist(config)))
         // Tokens failing the key format's checksum are refused before any
-        // store lookup (the bootstrap key is checked against it at start-up).
+        // store lookup (the bootstrap key is checked against it at start-up);
+        // an address past its failed-authentication limit, before anything.
         .layer(
             BearerAuthLayer::from_shared(state.stores().keys.clone())
                 .clock(state.clock().clone())
-                .require_checksum(KeyFormat::default()),
+                .require_checksum(KeyFormat::default())
+                .limit_failures(FailedAuthLimit::per_minute(config.failed_auth_per_minute)),
         )
         .layer(axum::middleware::from_fn(middleware::note_key_id))
         .layer(IpAllowlistLayer::new().shared_store(state.stores().allowlists.clone()))

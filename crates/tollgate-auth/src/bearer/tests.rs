@@ -900,3 +900,187 @@ async fn a_ready_lookup_with_a_pending_last_use_write_finishes_in_the_response_f
     let stored = memory.find_by_id(&id).await.unwrap().unwrap();
     assert_eq!(stored.last_used_at, Some(clock.now()), "the write reached the store");
 }
+
+// ----- failed authentications per client address -----
+
+const FLOOD_BODY: &str = r#"{"error":{"code":"RATE_LIMITED","message":"Too many failed authentications from this address. Retry after 60 seconds.","retry_after":60}}"#;
+
+/// A request from `ip` with `key` as its bearer token.
+fn from_ip(ip: &str, key: &str) -> Request<Full<Bytes>> {
+    let mut request = authorized(Method::GET, key);
+    request.extensions_mut().insert(ClientIp::new(ip.parse().unwrap()));
+    request
+}
+
+async fn status_and_retry_after<Svc>(
+    service: Svc,
+    request: Request<Full<Bytes>>,
+) -> (StatusCode, Option<String>, String)
+where
+    Svc: Service<Request<Full<Bytes>>, Response = Response<ResponseBody<Full<Bytes>>>, Error = Infallible>,
+{
+    let response = service.oneshot(request).await.unwrap();
+    let status = response.status();
+    let retry_after = response
+        .headers()
+        .get(http::header::RETRY_AFTER)
+        .map(|value| value.to_str().unwrap().to_owned());
+    let body = response.into_body().collect().await.unwrap().to_bytes();
+    (status, retry_after, String::from_utf8(body.to_vec()).unwrap())
+}
+
+#[tokio::test]
+async fn an_address_past_its_failure_limit_is_429_before_any_lookup_even_with_a_good_key() {
+    let fixture = Fixture::new();
+    let (_, good) = fixture.key(KeyKind::Production).await;
+    let service = fixture.service(fixture.layer().limit_failures(FailedAuthLimit::default()));
+    let attacker = "203.0.113.7";
+    for _ in 0..20 {
+        let (status, retry_after, body) =
+            status_and_retry_after(service.clone(), from_ip(attacker, "tg_live_nope")).await;
+        assert_eq!(status, StatusCode::UNAUTHORIZED);
+        assert_eq!(retry_after, None);
+        assert_eq!(body, INVALID_KEY_BODY);
+    }
+    assert_eq!(fixture.lookups(), 20);
+
+    let (status, retry_after, body) = status_and_retry_after(service.clone(), from_ip(attacker, "tg_live_nope")).await;
+    assert_eq!(status, StatusCode::TOO_MANY_REQUESTS);
+    assert_eq!(retry_after.as_deref(), Some("60"));
+    assert_eq!(body, FLOOD_BODY);
+    let (status, _, _) = status_and_retry_after(service.clone(), from_ip(attacker, &good)).await;
+    assert_eq!(
+        status,
+        StatusCode::TOO_MANY_REQUESTS,
+        "a good key from a flooding address waits too"
+    );
+    assert_eq!(fixture.lookups(), 20, "no lookup for a limited address");
+    assert_eq!(fixture.calls(), 0);
+
+    // Another address is unaffected.
+    let (status, _, _) = status_and_retry_after(service.clone(), from_ip("203.0.113.8", &good)).await;
+    assert_eq!(status, StatusCode::OK);
+
+    fixture.clock.advance(Duration::from_secs(59));
+    let (status, retry_after, _) = status_and_retry_after(service.clone(), from_ip(attacker, &good)).await;
+    assert_eq!(status, StatusCode::TOO_MANY_REQUESTS);
+    assert_eq!(retry_after.as_deref(), Some("1"));
+    fixture.clock.advance(Duration::from_secs(1));
+    let (status, _, _) = status_and_retry_after(service.clone(), from_ip(attacker, &good)).await;
+    assert_eq!(status, StatusCode::OK, "the window has passed");
+}
+
+#[tokio::test]
+async fn every_401_counts_and_403s_503s_and_requests_without_an_address_do_not() {
+    let fixture = Fixture::new();
+    let (_, read_only) = fixture.key(KeyKind::ReadOnly).await;
+    let limit = FailedAuthLimit::per_minute(3);
+    let layer = fixture
+        .layer()
+        .limit_failures(limit.clone())
+        .require_checksum(KeyFormat::default());
+    let service = fixture.service(layer.clone());
+    let ip = "198.51.100.1";
+
+    // 403s (a read-only key writing) and 503s (a store outage) are not counted.
+    for _ in 0..5 {
+        let mut request = authorized(Method::POST, &read_only);
+        request.extensions_mut().insert(ClientIp::new(ip.parse().unwrap()));
+        let (status, _, _) = status_and_retry_after(service.clone(), request).await;
+        assert_eq!(status, StatusCode::FORBIDDEN);
+    }
+    let outage = FakeStore::new(MemoryKeyStore::new());
+    outage.fail("find_by_hash");
+    let down = fixture.service(
+        BearerAuthLayer::new(outage)
+            .clock(fixture.clock.clone())
+            .limit_failures(limit.clone()),
+    );
+    for _ in 0..5 {
+        let (status, _, _) = status_and_retry_after(down.clone(), from_ip(ip, &read_only)).await;
+        assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
+    }
+    assert_eq!(limit.tracked(), 0);
+
+    // Without a ClientIp nothing is counted.
+    for _ in 0..5 {
+        let reply = fixture.send_with(layer.clone(), Method::GET, None).await;
+        assert_eq!(reply.status, StatusCode::UNAUTHORIZED);
+    }
+    assert_eq!(limit.tracked(), 0);
+
+    // A missing header, a malformed one, a bad checksum: three 401s.
+    let mut missing = from_ip(ip, "x");
+    missing.headers_mut().remove(AUTHORIZATION);
+    let mut malformed = from_ip(ip, "x");
+    malformed
+        .headers_mut()
+        .insert(AUTHORIZATION, HeaderValue::from_static("Basic abc"));
+    for request in [
+        missing,
+        malformed,
+        from_ip(ip, "tg_live_000000000000000000000000000000XXXXXX"),
+    ] {
+        let (status, _, _) = status_and_retry_after(service.clone(), request).await;
+        assert_eq!(status, StatusCode::UNAUTHORIZED);
+    }
+    let (status, _, _) = status_and_retry_after(service.clone(), from_ip(ip, &read_only)).await;
+    assert_eq!(status, StatusCode::TOO_MANY_REQUESTS);
+}
+
+#[tokio::test]
+async fn revoked_and_expired_keys_count_as_failures() {
+    let fixture = Fixture::new();
+    let (revoked_id, revoked) = fixture.key(KeyKind::Production).await;
+    fixture.keys.revoke("acct_1", &revoked_id).await.expect("revoke");
+    let created = fixture
+        .keys
+        .create(NewKey::new("acct_1", KeyKind::Production).expires_at(fixture.clock.now() + Duration::from_secs(1)))
+        .await
+        .expect("create");
+    fixture.clock.advance(Duration::from_secs(2));
+    let expired = created.secret.expose_secret().to_owned();
+    let limit = FailedAuthLimit::per_minute(2);
+    let service = fixture.service(fixture.layer().limit_failures(limit));
+    for key in [&revoked, &expired] {
+        let (status, _, _) = status_and_retry_after(service.clone(), from_ip("192.0.2.9", key)).await;
+        assert_eq!(status, StatusCode::UNAUTHORIZED);
+    }
+    let (status, _, _) = status_and_retry_after(service.clone(), from_ip("192.0.2.9", &revoked)).await;
+    assert_eq!(status, StatusCode::TOO_MANY_REQUESTS);
+}
+
+#[tokio::test]
+async fn ipv6_addresses_in_one_64_share_a_count_and_other_64s_do_not() {
+    let fixture = Fixture::new();
+    let (_, good) = fixture.key(KeyKind::Production).await;
+    let service = fixture.service(fixture.layer().limit_failures(FailedAuthLimit::per_minute(20)));
+    for host in 0..20 {
+        let (status, _, _) =
+            status_and_retry_after(service.clone(), from_ip(&format!("2001:db8:1:2::{host:x}"), "bad")).await;
+        assert_eq!(status, StatusCode::UNAUTHORIZED);
+    }
+    let (status, _, _) = status_and_retry_after(service.clone(), from_ip("2001:db8:1:2:ffff::1", &good)).await;
+    assert_eq!(status, StatusCode::TOO_MANY_REQUESTS, "the same /64");
+    let (status, _, _) = status_and_retry_after(service.clone(), from_ip("2001:db8:1:3::1", &good)).await;
+    assert_eq!(status, StatusCode::OK, "another /64");
+}
+
+#[tokio::test]
+async fn the_failure_map_stays_within_its_capacity_under_spoofed_addresses() {
+    let fixture = Fixture::new();
+    let limit = FailedAuthLimit::per_minute(20).capacity(100);
+    let service = fixture.service(fixture.layer().limit_failures(limit.clone()));
+    for n in 0u32..1_000 {
+        let ip = std::net::Ipv4Addr::from(0x0a00_0000 + n).to_string();
+        let (status, _, _) = status_and_retry_after(service.clone(), from_ip(&ip, "bad")).await;
+        assert_eq!(status, StatusCode::UNAUTHORIZED);
+        assert!(limit.tracked() <= 100);
+    }
+    assert_eq!(limit.tracked(), 100);
+    // Once the windows end, new addresses are tracked again.
+    fixture.clock.advance(Duration::from_secs(60));
+    let (status, _, _) = status_and_retry_after(service.clone(), from_ip("192.0.2.1", "bad")).await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED);
+    assert_eq!(limit.tracked(), 1);
+}
