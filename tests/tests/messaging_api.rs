@@ -868,3 +868,123 @@ async fn two_instances_on_redis_share_keys_quotas_and_replays() {
 
     redis.cleanup().await;
 }
+
+/// A memory idempotency store that records every response it is asked to keep.
+#[derive(Clone, Default)]
+struct RecordingStore {
+    inner: tollgate_core::idempotency::MemoryIdempotencyStore,
+    completed: std::sync::Arc<std::sync::Mutex<Vec<tollgate_core::idempotency::StoredResponse>>>,
+}
+
+impl RecordingStore {
+    /// Whether `needle` is anywhere in a stored response: body, header or trailer.
+    fn holds(&self, needle: &str) -> bool {
+        let found = |haystack: &[u8]| haystack.windows(needle.len()).any(|window| window == needle.as_bytes());
+        self.completed.lock().unwrap().iter().any(|stored| {
+            found(&stored.body)
+                || stored
+                    .headers
+                    .iter()
+                    .any(|(name, value)| found(name.as_bytes()) || found(value))
+        })
+    }
+
+    fn count(&self) -> usize {
+        self.completed.lock().unwrap().len()
+    }
+}
+
+impl tollgate_core::idempotency::IdempotencyStore for RecordingStore {
+    fn begin(
+        &self,
+        key: &tollgate_core::idempotency::IdempotencyKey,
+        fingerprint: tollgate_core::idempotency::Fingerprint,
+        lock_ttl: Duration,
+    ) -> tollgate_core::StoreFuture<tollgate_core::idempotency::BeginOutcome> {
+        self.inner.begin(key, fingerprint, lock_ttl)
+    }
+
+    fn complete(
+        &self,
+        key: &tollgate_core::idempotency::IdempotencyKey,
+        token: tollgate_core::idempotency::ClaimToken,
+        response: tollgate_core::idempotency::StoredResponse,
+        ttl: Duration,
+    ) -> tollgate_core::StoreFuture<bool> {
+        self.completed.lock().unwrap().push(response.clone());
+        self.inner.complete(key, token, response, ttl)
+    }
+
+    fn abort(
+        &self,
+        key: &tollgate_core::idempotency::IdempotencyKey,
+        token: tollgate_core::idempotency::ClaimToken,
+    ) -> tollgate_core::StoreFuture<bool> {
+        self.inner.abort(key, token)
+    }
+}
+
+const ALREADY_CREATED: &str =
+    "A key was already created for this X-Request-ID; its value was shown once and is not shown again.";
+
+#[tokio::test]
+async fn a_retried_key_creation_is_409_with_the_key_id_and_the_key_is_never_stored() {
+    let clock = ManualClock::new(SystemTime::UNIX_EPOCH + Duration::from_secs(1_796_031_199));
+    let recording = RecordingStore::default();
+    let mut stores = Stores::memory(SharedClock::from(clock.clone()));
+    stores.idempotency = std::sync::Arc::new(recording.clone());
+    let api = Api::start_on(Config::default(), stores, clock).await;
+    let count = || async {
+        api.call("GET", "/v1/keys", &api.key, None).await.json()["data"]
+            .as_array()
+            .unwrap()
+            .len()
+    };
+    assert_eq!(count().await, 1);
+
+    let id = [("x-request-id", "7d3c0a52-1f4e-4b8a-9c6d-2e5f8a1b3c4d")];
+    let body = r#"{"label":"Production Server","type":"production"}"#;
+    let created = api.call_with("POST", "/v1/keys", &api.key, Some(body), &id).await;
+    assert_eq!(created.status, 201, "{}", created.text());
+    let key_id = created.json()["id"].as_str().unwrap().to_owned();
+    let secret = created.json()["key"].as_str().unwrap().to_owned();
+    assert_eq!(count().await, 2);
+
+    let again = api.call_with("POST", "/v1/keys", &api.key, Some(body), &id).await;
+    assert_eq!(again.status, 409);
+    assert_eq!(again.header("idempotent-replayed"), "true");
+    assert_eq!(again.header("content-type"), "application/json");
+    assert_eq!(
+        again.text(),
+        format!(r#"{{"error":{{"code":"KEY_ALREADY_CREATED","message":"{ALREADY_CREATED}","key_id":"{key_id}"}}}}"#)
+    );
+    assert_eq!(count().await, 2, "no second key was created");
+    assert_eq!(
+        api.call("GET", "/v1/keys", &secret, None).await.status,
+        200,
+        "the key works"
+    );
+
+    // A rotation's retry names the new key and the one it replaces.
+    let rotate = format!("/v1/keys/{key_id}/rotate");
+    let id = [("x-request-id", "0b9e4f1a-6c2d-4e7f-8a3b-5d1c9e2f4a6b")];
+    let rotated = api.call_with("POST", &rotate, &api.key, None, &id).await;
+    assert_eq!(rotated.status, 201, "{}", rotated.text());
+    let new_id = rotated.json()["id"].as_str().unwrap().to_owned();
+    let new_secret = rotated.json()["key"].as_str().unwrap().to_owned();
+    assert_eq!(count().await, 3);
+    let again = api.call_with("POST", &rotate, &api.key, None, &id).await;
+    assert_eq!(again.status, 409);
+    assert_eq!(
+        again.text(),
+        format!(
+            r#"{{"error":{{"code":"KEY_ALREADY_CREATED","message":"{ALREADY_CREATED}","key_id":"{new_id}","replaces":"{key_id}"}}}}"#
+        )
+    );
+    assert_eq!(count().await, 3, "no second rotation");
+
+    assert_eq!(recording.count(), 2, "both substitutes were stored");
+    assert!(recording.holds(&key_id) && recording.holds(&new_id));
+    assert!(!recording.holds(&secret), "the created key is nowhere in the store");
+    assert!(!recording.holds(&new_secret), "nor the rotated one");
+}

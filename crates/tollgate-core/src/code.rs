@@ -78,6 +78,9 @@ catalogue! {
     InvalidWebhookUrl => BAD_REQUEST, "INVALID_WEBHOOK_URL", "The webhook URL is not allowed.";
     /// The account already has its maximum number of active keys.
     KeyLimitReached => CONFLICT, "KEY_LIMIT_REACHED", "This account already has its maximum number of active API keys.";
+    /// A retry of a key creation or rotation (same idempotency key) whose
+    /// key was created: its value is not stored, so it is not replayed.
+    KeyAlreadyCreated => CONFLICT, "KEY_ALREADY_CREATED", "A key was already created for this X-Request-ID; its value was shown once and is not shown again.";
     /// The key is revoked.
     KeyRevoked => CONFLICT, "KEY_REVOKED", "This API key is already revoked.";
     /// The key is retiring after a rotation (it still works until its grace

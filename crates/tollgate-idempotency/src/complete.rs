@@ -12,7 +12,8 @@ use tollgate_core::{is_grpc, MaybeReady};
 use crate::body::{buffer_response, BufferedResponse, PassThroughBody};
 use crate::claim::ClaimGuard;
 use crate::config::Config;
-use crate::replay::to_stored;
+use crate::replay::{replacement_to_stored, to_stored};
+use crate::storable::Storable;
 
 /// The finishing step of [`Deduplicate`](crate::Deduplicate): reads the
 /// inner service's response, stores it under the request's claim and
@@ -58,15 +59,37 @@ where
     type Body = PassThroughBody<B>;
 
     fn finish(self, result: Result<Response<B>, E>) -> MaybeReady<Result<Response<PassThroughBody<B>>, E>> {
+        // The handler's say is never handed on.
+        let result = result.map(|mut response| {
+            let storable = response.extensions_mut().remove::<Storable>();
+            (response, storable)
+        });
         let Some(Claimed { claim, config }) = self.0 else {
-            return MaybeReady::ready(result.map(untouched));
+            return MaybeReady::ready(result.map(|(response, _)| untouched(response)));
         };
-        let response = match result {
-            Ok(response) => response,
+        let (response, say) = match result {
+            Ok(answer) => answer,
             // Released before the error is reported, so a retry can run.
             Err(error) => return claim.release().map(move |()| Err(error)),
         };
         let (parts, body) = response.into_parts();
+        match say {
+            Some(Storable::Skip) => {
+                let response = Response::from_parts(parts, PassThroughBody::new(body));
+                return claim.release().map(move |()| Ok(response));
+            }
+            Some(Storable::Replace(replacement)) => {
+                // The substitute is stored; the real response goes on as it came.
+                let response = Response::from_parts(parts, PassThroughBody::new(body));
+                return claim
+                    .complete(replacement_to_stored(replacement), config.ttl)
+                    .map(move |stored| {
+                        log_completion(stored);
+                        Ok(response)
+                    });
+            }
+            None => {}
+        }
         if !storable(&config, &parts, None) {
             let response = Response::from_parts(parts, PassThroughBody::new(body));
             return claim.release().map(move |()| Ok(response));
@@ -92,14 +115,7 @@ where
             body
         }
         BufferedResponse::Whole(body) => {
-            match claim.complete(to_stored(&parts, &body), config.ttl).await {
-                Ok(true) => {}
-                Ok(false) => tracing::warn!(
-                    "the idempotency claim expired before the response was stored; \
-                     is the lock timeout shorter than the handler?"
-                ),
-                Err(error) => tracing::error!(%error, "could not store the idempotent response"),
-            }
+            log_completion(claim.complete(to_stored(&parts, &body), config.ttl).await);
             body
         }
         BufferedResponse::Unstorable(body) => {
@@ -109,6 +125,17 @@ where
         }
     };
     Response::from_parts(parts, PassThroughBody::whole(body))
+}
+
+fn log_completion(stored: Result<bool, tollgate_core::StoreError>) {
+    match stored {
+        Ok(true) => {}
+        Ok(false) => tracing::warn!(
+            "the idempotency claim expired before the response was stored; \
+             is the lock timeout shorter than the handler?"
+        ),
+        Err(error) => tracing::error!(%error, "could not store the idempotent response"),
+    }
 }
 
 /// Whether a response with this head (and these trailers, once read) is

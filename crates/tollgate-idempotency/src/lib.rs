@@ -51,7 +51,7 @@
 //! - **Released claims.** When the inner service fails, when the response
 //!   is not stored (5xx with [`store_server_errors(false)`](IdempotencyLayer::store_server_errors),
 //!   a body and trailers over [`max_response_body`](IdempotencyLayer::max_response_body),
-//!   a body read error) or when the response future is dropped
+//!   a body read error, a handler's [`Storable::Skip`]) or when the response future is dropped
 //!   because the client went away, the claim is released so a retry runs.
 //!   Such responses still reach the client exactly as the inner service
 //!   produced them ([`PassThroughBody`]).
@@ -131,6 +131,69 @@
 //! assert_eq!(reused.status(), StatusCode::UNPROCESSABLE_ENTITY);
 //! # });
 //! ```
+//!
+//! # Responses that carry a secret
+//!
+//! A response that shows a secret once (a created API key, a webhook
+//! signing secret) must not sit in the store in plaintext, to be replayed
+//! by whoever retries the key. The handler says so with a [`Storable`]
+//! response extension, which the layer removes before handing the response
+//! on:
+//!
+//! - [`Storable::Replace`] stores a [`StoredReplacement`] (status, headers,
+//!   body) instead: this attempt's client gets the real response, retries
+//!   get the substitute (a 409 naming what was created, say), and the
+//!   handler still runs once.
+//! - [`Storable::Skip`] stores nothing and releases the claim: a retry runs
+//!   the handler again, so use it only where that is harmless.
+//!
+//! ```
+//! use std::convert::Infallible;
+//!
+//! use axum_core::body::Body;
+//! use bytes::Bytes;
+//! use http::{Request, Response, StatusCode};
+//! use http_body_util::{BodyExt, Full};
+//! use tollgate_core::idempotency::MemoryIdempotencyStore;
+//! use tollgate_core::{KeyKind, Principal};
+//! use tollgate_idempotency::{IdempotencyLayer, Storable, StoredReplacement};
+//! use tower::{service_fn, ServiceBuilder, ServiceExt};
+//!
+//! # tokio_test::block_on(async {
+//! let create_key = service_fn(|_request: Request<Body>| async {
+//!     let mut response = Response::builder()
+//!         .status(201)
+//!         .body(Full::new(Bytes::from_static(br#"{"id":"key_1","key":"sk_live_secret"}"#)))
+//!         .unwrap();
+//!     let already = r#"{"error":{"code":"KEY_ALREADY_CREATED","key_id":"key_1"}}"#;
+//!     response
+//!         .extensions_mut()
+//!         .insert(Storable::Replace(StoredReplacement::new(StatusCode::CONFLICT, already)));
+//!     Ok::<_, Infallible>(response)
+//! });
+//! let api = ServiceBuilder::new()
+//!     .layer(IdempotencyLayer::new(MemoryIdempotencyStore::new()))
+//!     .service(create_key);
+//! let post = || {
+//!     Request::post("/v1/keys")
+//!         .header("x-request-id", "5a1b2c3d-0000-4000-8000-000000000002")
+//!         .extension(Principal::new("acct_1", "key_0", KeyKind::Production))
+//!         .body(Full::new(Bytes::new()))
+//!         .unwrap()
+//! };
+//!
+//! let first = api.clone().oneshot(post()).await.unwrap();
+//! assert_eq!(first.status(), StatusCode::CREATED);
+//! assert!(first.extensions().get::<Storable>().is_none());
+//! let first = first.into_body().collect().await.unwrap().to_bytes();
+//! assert!(first.starts_with(br#"{"id":"key_1","key":"sk_live"#));
+//!
+//! let retry = api.clone().oneshot(post()).await.unwrap();
+//! assert_eq!(retry.status(), StatusCode::CONFLICT);
+//! let retry = retry.into_body().collect().await.unwrap().to_bytes();
+//! assert_eq!(retry, r#"{"error":{"code":"KEY_ALREADY_CREATED","key_id":"key_1"}}"#);
+//! # });
+//! ```
 
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
@@ -145,6 +208,7 @@ mod layer;
 mod policy;
 mod rejections;
 mod replay;
+mod storable;
 
 pub use body::{PassThroughBody, ReplayBody};
 pub use complete::Completion;
@@ -153,6 +217,7 @@ pub use key::MAX_KEY_LEN;
 pub use layer::{Idempotency, IdempotencyLayer};
 pub use policy::Deduplicate;
 pub use replay::IDEMPOTENT_REPLAYED;
+pub use storable::{Storable, StoredReplacement};
 
 /// The layer's response body: the inner service's body as the layer hands
 /// it on (`Left`: untouched, or read whole and stored), or a body the layer

@@ -6,6 +6,7 @@ use http::{Response, StatusCode};
 use tollgate_core::idempotency::StoredResponse;
 
 use crate::body::WholeBody;
+use crate::storable::StoredReplacement;
 
 /// `Idempotent-Replayed: true` marks a response served from the store.
 pub const IDEMPOTENT_REPLAYED: HeaderName = HeaderName::from_static("idempotent-replayed");
@@ -49,6 +50,21 @@ pub(crate) fn to_stored(parts: &Parts, body: &WholeBody) -> StoredResponse {
         }
     }
     stored
+}
+
+/// What is kept of a handler's [`StoredReplacement`].
+pub(crate) fn replacement_to_stored(replacement: StoredReplacement) -> StoredResponse {
+    let mut head = Response::new(());
+    *head.status_mut() = replacement.status;
+    *head.headers_mut() = replacement.headers;
+    let (parts, ()) = head.into_parts();
+    to_stored(
+        &parts,
+        &WholeBody {
+            data: replacement.body,
+            trailers: None,
+        },
+    )
 }
 
 /// The replay of a stored response, marked `Idempotent-Replayed: true`.

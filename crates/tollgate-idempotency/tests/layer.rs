@@ -904,3 +904,138 @@ async fn a_hundred_concurrent_requests_with_one_key_run_the_handler_once() {
     assert!(replayed.iter().all(|reply| reply.body == executed[0].body));
     println!("1 execution, {} replays, {conflicts} conflicts", replayed.len());
 }
+
+/// A memory store that records every response it is asked to keep.
+#[derive(Clone, Default)]
+struct Recording {
+    inner: MemoryIdempotencyStore,
+    completed: Arc<std::sync::Mutex<Vec<tollgate_core::idempotency::StoredResponse>>>,
+}
+
+impl Recording {
+    fn completed(&self) -> Vec<tollgate_core::idempotency::StoredResponse> {
+        self.completed.lock().unwrap().clone()
+    }
+}
+
+impl tollgate_core::idempotency::IdempotencyStore for Recording {
+    fn begin(
+        &self,
+        key: &tollgate_core::idempotency::IdempotencyKey,
+        fingerprint: tollgate_core::idempotency::Fingerprint,
+        lock_ttl: Duration,
+    ) -> tollgate_core::StoreFuture<tollgate_core::idempotency::BeginOutcome> {
+        self.inner.begin(key, fingerprint, lock_ttl)
+    }
+
+    fn complete(
+        &self,
+        key: &tollgate_core::idempotency::IdempotencyKey,
+        token: tollgate_core::idempotency::ClaimToken,
+        response: tollgate_core::idempotency::StoredResponse,
+        ttl: Duration,
+    ) -> tollgate_core::StoreFuture<bool> {
+        self.completed.lock().unwrap().push(response.clone());
+        self.inner.complete(key, token, response, ttl)
+    }
+
+    fn abort(
+        &self,
+        key: &tollgate_core::idempotency::IdempotencyKey,
+        token: tollgate_core::idempotency::ClaimToken,
+    ) -> tollgate_core::StoreFuture<bool> {
+        self.inner.abort(key, token)
+    }
+}
+
+const SECRET: &str = "sk_live_the_secret_shown_once";
+
+/// Whether `needle` is anywhere in a stored response: body, header or trailer.
+fn holds(stored: &tollgate_core::idempotency::StoredResponse, needle: &str) -> bool {
+    let found = |haystack: &[u8]| haystack.windows(needle.len()).any(|window| window == needle.as_bytes());
+    found(&stored.body)
+        || stored
+            .headers
+            .iter()
+            .any(|(name, value)| found(name.as_bytes()) || found(value))
+}
+
+/// Creates a "key" on every run and says what the layer may store of it.
+fn secret_api(
+    runs: Arc<AtomicUsize>,
+    say: Option<tollgate_idempotency::Storable>,
+) -> impl Service<InnerRequest, Response = Response<Full<Bytes>>, Error = Infallible, Future: Send> + Clone + Send {
+    tower::service_fn(move |_request: InnerRequest| {
+        let run = runs.fetch_add(1, Ordering::SeqCst) + 1;
+        let say = say.clone();
+        async move {
+            let mut response = Response::builder()
+                .status(StatusCode::CREATED)
+                .header("content-type", "application/json")
+                .body(Full::new(Bytes::from(format!(
+                    r#"{{"id":"key_{run}","key":"{SECRET}"}}"#
+                ))))
+                .unwrap();
+            if let Some(say) = say {
+                response.extensions_mut().insert(say);
+            }
+            Ok(response)
+        }
+    })
+}
+
+#[tokio::test]
+async fn a_replacement_is_stored_and_replayed_instead_of_the_secret() {
+    use tollgate_idempotency::{Storable, StoredReplacement};
+    let store = Recording::default();
+    let runs = Arc::new(AtomicUsize::new(0));
+    let mut headers = HeaderMap::new();
+    headers.insert("content-type", HeaderValue::from_static("application/json"));
+    headers.insert("set-cookie", HeaderValue::from_static("session=1"));
+    let substitute = r#"{"error":{"code":"KEY_ALREADY_CREATED","key_id":"key_1"}}"#;
+    let say = Storable::Replace(StoredReplacement::new(StatusCode::CONFLICT, substitute).with_headers(headers));
+    let mut service = IdempotencyLayer::new(store.clone()).layer(secret_api(runs.clone(), Some(say)));
+
+    let response = call(&mut service, post("{}")).await.await.unwrap();
+    assert!(
+        response.extensions().get::<Storable>().is_none(),
+        "the extension is not handed on"
+    );
+    assert_eq!(response.status(), StatusCode::CREATED);
+    let first = response.into_body().collect().await.unwrap().to_bytes();
+    assert_eq!(first, format!(r#"{{"id":"key_1","key":"{SECRET}"}}"#));
+
+    let completed = store.completed();
+    assert_eq!(completed.len(), 1);
+    assert_eq!(completed[0].status, 409);
+    assert_eq!(completed[0].body, substitute);
+    assert!(!holds(&completed[0], SECRET), "the secret is never stored");
+    assert!(!holds(&completed[0], "session=1"), "Set-Cookie is dropped as ever");
+
+    for _ in 0..2 {
+        let retry = send(&mut service, post("{}")).await;
+        assert_eq!(retry.status, StatusCode::CONFLICT);
+        assert!(retry.replayed());
+        assert_eq!(retry.headers["content-type"], "application/json");
+        assert_eq!(retry.body, substitute, "the substitute, byte for byte");
+    }
+    assert_eq!(runs.load(Ordering::SeqCst), 1, "the handler ran once");
+    assert_eq!(store.inner.len(), 1);
+}
+
+#[tokio::test]
+async fn skip_stores_nothing_and_a_retry_runs_again() {
+    let store = Recording::default();
+    let runs = Arc::new(AtomicUsize::new(0));
+    let say = Some(tollgate_idempotency::Storable::Skip);
+    let mut service = IdempotencyLayer::new(store.clone()).layer(secret_api(runs.clone(), say));
+    for run in 1..=2 {
+        let reply = send(&mut service, post("{}")).await;
+        assert_eq!(reply.status, StatusCode::CREATED);
+        assert!(!reply.replayed());
+        assert_eq!(reply.text(), format!(r#"{{"id":"key_{run}","key":"{SECRET}"}}"#));
+    }
+    assert_eq!(runs.load(Ordering::SeqCst), 2, "a retry runs the handler again");
+    assert!(store.completed().is_empty(), "nothing was stored");
+    assert!(store.inner.is_empty(), "the claim was released");
+}

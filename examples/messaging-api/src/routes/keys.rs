@@ -4,12 +4,14 @@
 //! Production key (the router mounts a rule for that).
 
 use axum::extract::{Path, State};
-use axum::http::StatusCode;
+use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
 use axum::Json;
 use serde::Deserialize;
 use serde_json::{json, Value};
 use tollgate_auth::{CreatedKey, KeyInfo, NewKey};
-use tollgate_core::{KeyKind, Principal};
+use tollgate_core::{Code, KeyKind, Principal, Rejection};
+use tollgate_idempotency::{Storable, StoredReplacement};
 
 use crate::error::{ApiError, ApiJson};
 use crate::state::AppState;
@@ -34,19 +36,22 @@ pub struct CidrList {
     pub cidrs: Vec<String>,
 }
 
-/// Creates a key; the only response that ever contains its value.
+/// Creates a key; the only response that ever contains its value. A retry
+/// with the same `X-Request-ID` gets 409 `KEY_ALREADY_CREATED` naming the
+/// key (the idempotency store keeps that, never the value).
 pub async fn create(
     State(state): State<AppState>,
     principal: Principal,
     ApiJson(request): ApiJson<CreateKey>,
-) -> Result<(StatusCode, Json<Value>), ApiError> {
+) -> Result<Response, ApiError> {
     let kind = KeyKind::parse(&request.kind)
         .ok_or_else(|| ApiError::invalid("\"type\" must be \"production\", \"sandbox\" or \"read_only\""))?;
     let new = NewKey::new(principal.account_id(), kind)
         .label(request.label)
         .plan(state.plan_name(principal.account_id()));
     let created = state.keys().create(new).await?;
-    Ok((StatusCode::CREATED, Json(created_json(&created))))
+    let body = created_json(&created);
+    Ok(shown_once(body, already_created(&created.info.id, None)))
 }
 
 /// Lists the account's keys, without secrets.
@@ -68,17 +73,19 @@ pub async fn revoke(
 }
 
 /// Replaces a key; the old one keeps working for the configured grace period.
+/// A retry with the same `X-Request-ID` gets 409 `KEY_ALREADY_CREATED`
+/// naming the new key and the one it replaces.
 pub async fn rotate(
     State(state): State<AppState>,
     principal: Principal,
     Path(key_id): Path<String>,
-) -> Result<(StatusCode, Json<Value>), ApiError> {
+) -> Result<Response, ApiError> {
     let grace = state.config().rotation_grace();
     let created = state.keys().rotate(principal.account_id(), &key_id, grace).await?;
     let mut body = created_json(&created);
     body["replaces"] = json!(key_id);
     body["old_key_valid_until"] = json!(rfc3339(state.now() + grace));
-    Ok((StatusCode::CREATED, Json(body)))
+    Ok(shown_once(body, already_created(&created.info.id, Some(&key_id))))
 }
 
 /// Restricts one key to a list of networks.
@@ -112,6 +119,26 @@ pub async fn clear_ip_allowlist(
         .await
         .map_err(ApiError::unavailable)?;
     Ok(StatusCode::NO_CONTENT)
+}
+
+/// A 201 showing a new key's value, marked so that the idempotency layer
+/// stores `instead` for retries, never the value.
+fn shown_once(body: Value, instead: StoredReplacement) -> Response {
+    let mut response = (StatusCode::CREATED, Json(body)).into_response();
+    response.extensions_mut().insert(Storable::Replace(instead));
+    response
+}
+
+/// What a retry of the creation of `key_id` gets: 409 `KEY_ALREADY_CREATED`
+/// with the key's id (and the key it replaces, for a rotation).
+fn already_created(key_id: &str, replaces: Option<&str>) -> StoredReplacement {
+    let mut rejection = Rejection::from_code(Code::KeyAlreadyCreated).with_field("key_id", key_id);
+    if let Some(replaces) = replaces {
+        rejection = rejection.with_field("replaces", replaces);
+    }
+    let mut headers = HeaderMap::new();
+    headers.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    StoredReplacement::new(rejection.status(), rejection.to_json()).with_headers(headers)
 }
 
 fn created_json(created: &CreatedKey) -> Value {

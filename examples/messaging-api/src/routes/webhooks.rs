@@ -2,10 +2,12 @@
 //! signing secret shown this once.
 
 use axum::extract::State;
+use axum::response::{IntoResponse, Response};
 use axum::Json;
 use serde::Deserialize;
-use serde_json::{json, Value};
+use serde_json::json;
 use tollgate_core::Principal;
+use tollgate_idempotency::Storable;
 use tollgate_webhook::WebhookSecret;
 
 use crate::error::{ApiError, ApiJson};
@@ -21,16 +23,24 @@ pub struct SetWebhook {
 }
 
 /// Sets the webhook URL and issues a new signing secret.
+///
+/// The answer is marked [`Storable::Skip`]: an idempotency store never
+/// keeps the secret, and a retry with the same key (were `PUT` deduplicated;
+/// the server's layer deduplicates `POST` and `PATCH`) runs again and
+/// issues a fresh secret, which replaces the first; setting a URL twice is
+/// harmless.
 pub async fn set(
     State(state): State<AppState>,
     principal: Principal,
     ApiJson(request): ApiJson<SetWebhook>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Response, ApiError> {
     let url = state.check_webhook_url(&request.url).await?;
     let secret = WebhookSecret::generate().map_err(ApiError::unavailable)?;
     let body = json!({ "url": url, "secret": secret.expose() });
     state
         .webhooks()
         .set(principal.account_id(), WebhookEndpoint { url, secret });
-    Ok(Json(body))
+    let mut response = Json(body).into_response();
+    response.extensions_mut().insert(Storable::Skip);
+    Ok(response)
 }
