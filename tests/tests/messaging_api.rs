@@ -11,6 +11,8 @@ use messaging_api::config::{AccountConfig, PlanConfig};
 use messaging_api::{bootstrap::bootstrap, router, stores::Stores, AppState, Config};
 use serde_json::{json, Value};
 use support::{TestResponse, TestServer};
+use tollgate_core::conformance::FakeStore;
+use tollgate_core::idempotency::MemoryIdempotencyStore;
 use tollgate_core::{ManualClock, SharedClock};
 use tollgate_redis::testing::TestRedis;
 
@@ -869,59 +871,17 @@ async fn two_instances_on_redis_share_keys_quotas_and_replays() {
     redis.cleanup().await;
 }
 
-/// A memory idempotency store that records every response it is asked to keep.
-#[derive(Clone, Default)]
-struct RecordingStore {
-    inner: tollgate_core::idempotency::MemoryIdempotencyStore,
-    completed: std::sync::Arc<std::sync::Mutex<Vec<tollgate_core::idempotency::StoredResponse>>>,
-}
-
-impl RecordingStore {
-    /// Whether `needle` is anywhere in a stored response: body, header or trailer.
-    fn holds(&self, needle: &str) -> bool {
-        let found = |haystack: &[u8]| haystack.windows(needle.len()).any(|window| window == needle.as_bytes());
-        self.completed.lock().unwrap().iter().any(|stored| {
-            found(&stored.body)
-                || stored
-                    .headers
-                    .iter()
-                    .any(|(name, value)| found(name.as_bytes()) || found(value))
-        })
-    }
-
-    fn count(&self) -> usize {
-        self.completed.lock().unwrap().len()
-    }
-}
-
-impl tollgate_core::idempotency::IdempotencyStore for RecordingStore {
-    fn begin(
-        &self,
-        key: &tollgate_core::idempotency::IdempotencyKey,
-        fingerprint: tollgate_core::idempotency::Fingerprint,
-        lock_ttl: Duration,
-    ) -> tollgate_core::StoreFuture<tollgate_core::idempotency::BeginOutcome> {
-        self.inner.begin(key, fingerprint, lock_ttl)
-    }
-
-    fn complete(
-        &self,
-        key: &tollgate_core::idempotency::IdempotencyKey,
-        token: tollgate_core::idempotency::ClaimToken,
-        response: tollgate_core::idempotency::StoredResponse,
-        ttl: Duration,
-    ) -> tollgate_core::StoreFuture<bool> {
-        self.completed.lock().unwrap().push(response.clone());
-        self.inner.complete(key, token, response, ttl)
-    }
-
-    fn abort(
-        &self,
-        key: &tollgate_core::idempotency::IdempotencyKey,
-        token: tollgate_core::idempotency::ClaimToken,
-    ) -> tollgate_core::StoreFuture<bool> {
-        self.inner.abort(key, token)
-    }
+/// Whether `needle` is anywhere in a response the store was asked to keep:
+/// body, header or trailer (trailers are stored among the headers).
+fn holds(store: &FakeStore<MemoryIdempotencyStore>, needle: &str) -> bool {
+    let found = |haystack: &[u8]| haystack.windows(needle.len()).any(|window| window == needle.as_bytes());
+    store.completed().iter().any(|stored| {
+        found(&stored.body)
+            || stored
+                .headers
+                .iter()
+                .any(|(name, value)| found(name.as_bytes()) || found(value))
+    })
 }
 
 const ALREADY_CREATED: &str =
@@ -930,7 +890,7 @@ const ALREADY_CREATED: &str =
 #[tokio::test]
 async fn a_retried_key_creation_is_409_with_the_key_id_and_the_key_is_never_stored() {
     let clock = ManualClock::new(SystemTime::UNIX_EPOCH + Duration::from_secs(1_796_031_199));
-    let recording = RecordingStore::default();
+    let recording = FakeStore::new(MemoryIdempotencyStore::new());
     let mut stores = Stores::memory(SharedClock::from(clock.clone()));
     stores.idempotency = std::sync::Arc::new(recording.clone());
     let api = Api::start_on(Config::default(), stores, clock).await;
@@ -983,8 +943,8 @@ async fn a_retried_key_creation_is_409_with_the_key_id_and_the_key_is_never_stor
     );
     assert_eq!(count().await, 3, "no second rotation");
 
-    assert_eq!(recording.count(), 2, "both substitutes were stored");
-    assert!(recording.holds(&key_id) && recording.holds(&new_id));
-    assert!(!recording.holds(&secret), "the created key is nowhere in the store");
-    assert!(!recording.holds(&new_secret), "nor the rotated one");
+    assert_eq!(recording.completed().len(), 2, "both substitutes were stored");
+    assert!(holds(&recording, &key_id) && holds(&recording, &new_id));
+    assert!(!holds(&recording, &secret), "the created key is nowhere in the store");
+    assert!(!holds(&recording, &new_secret), "nor the rotated one");
 }

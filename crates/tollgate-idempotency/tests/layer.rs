@@ -906,46 +906,10 @@ async fn a_hundred_concurrent_requests_with_one_key_run_the_handler_once() {
 }
 
 /// A memory store that records every response it is asked to keep.
-#[derive(Clone, Default)]
-struct Recording {
-    inner: MemoryIdempotencyStore,
-    completed: Arc<std::sync::Mutex<Vec<tollgate_core::idempotency::StoredResponse>>>,
-}
+type Recording = tollgate_core::conformance::FakeStore<MemoryIdempotencyStore>;
 
-impl Recording {
-    fn completed(&self) -> Vec<tollgate_core::idempotency::StoredResponse> {
-        self.completed.lock().unwrap().clone()
-    }
-}
-
-impl tollgate_core::idempotency::IdempotencyStore for Recording {
-    fn begin(
-        &self,
-        key: &tollgate_core::idempotency::IdempotencyKey,
-        fingerprint: tollgate_core::idempotency::Fingerprint,
-        lock_ttl: Duration,
-    ) -> tollgate_core::StoreFuture<tollgate_core::idempotency::BeginOutcome> {
-        self.inner.begin(key, fingerprint, lock_ttl)
-    }
-
-    fn complete(
-        &self,
-        key: &tollgate_core::idempotency::IdempotencyKey,
-        token: tollgate_core::idempotency::ClaimToken,
-        response: tollgate_core::idempotency::StoredResponse,
-        ttl: Duration,
-    ) -> tollgate_core::StoreFuture<bool> {
-        self.completed.lock().unwrap().push(response.clone());
-        self.inner.complete(key, token, response, ttl)
-    }
-
-    fn abort(
-        &self,
-        key: &tollgate_core::idempotency::IdempotencyKey,
-        token: tollgate_core::idempotency::ClaimToken,
-    ) -> tollgate_core::StoreFuture<bool> {
-        self.inner.abort(key, token)
-    }
+fn recording() -> Recording {
+    tollgate_core::conformance::FakeStore::new(MemoryIdempotencyStore::new())
 }
 
 const SECRET: &str = "sk_live_the_secret_shown_once";
@@ -987,7 +951,7 @@ fn secret_api(
 #[tokio::test]
 async fn a_replacement_is_stored_and_replayed_instead_of_the_secret() {
     use tollgate_idempotency::{Storable, StoredReplacement};
-    let store = Recording::default();
+    let store = recording();
     let runs = Arc::new(AtomicUsize::new(0));
     let mut headers = HeaderMap::new();
     headers.insert("content-type", HeaderValue::from_static("application/json"));
@@ -1020,12 +984,12 @@ async fn a_replacement_is_stored_and_replayed_instead_of_the_secret() {
         assert_eq!(retry.body, substitute, "the substitute, byte for byte");
     }
     assert_eq!(runs.load(Ordering::SeqCst), 1, "the handler ran once");
-    assert_eq!(store.inner.len(), 1);
+    assert_eq!(store.inner().len(), 1);
 }
 
 #[tokio::test]
 async fn skip_stores_nothing_and_a_retry_runs_again() {
-    let store = Recording::default();
+    let store = recording();
     let runs = Arc::new(AtomicUsize::new(0));
     let say = Some(tollgate_idempotency::Storable::Skip);
     let mut service = IdempotencyLayer::new(store.clone()).layer(secret_api(runs.clone(), say));
@@ -1037,5 +1001,5 @@ async fn skip_stores_nothing_and_a_retry_runs_again() {
     }
     assert_eq!(runs.load(Ordering::SeqCst), 2, "a retry runs the handler again");
     assert!(store.completed().is_empty(), "nothing was stored");
-    assert!(store.inner.is_empty(), "the claim was released");
+    assert!(store.inner().is_empty(), "the claim was released");
 }

@@ -51,6 +51,7 @@ struct Controls {
     asynchronous: std::sync::atomic::AtomicBool,
     gate: Mutex<Option<Gate>>,
     calls: Mutex<HashMap<&'static str, usize>>,
+    completed: Mutex<Vec<StoredResponse>>,
 }
 
 fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -98,6 +99,12 @@ impl<S> FakeStore<S> {
             .asynchronous
             .store(true, std::sync::atomic::Ordering::SeqCst);
         self
+    }
+
+    /// Every response an idempotency layer asked the store to keep
+    /// (`complete`), in order, whether or not the store kept it.
+    pub fn completed(&self) -> Vec<StoredResponse> {
+        lock(&self.controls.completed).clone()
     }
 
     /// How many times `operation` was called.
@@ -224,11 +231,27 @@ fake!(RateLimitStore {
     fn check(&self, key: &str, limits: &Limits, cost: u32) -> Decision;
 });
 
-fake!(IdempotencyStore {
-    fn begin(&self, key: &IdempotencyKey, fingerprint: Fingerprint, lock_ttl: Duration) -> BeginOutcome;
-    fn complete(&self, key: &IdempotencyKey, token: ClaimToken, response: StoredResponse, ttl: Duration) -> bool;
-    fn abort(&self, key: &IdempotencyKey, token: ClaimToken) -> bool;
-});
+// By hand: `complete` also records what it was asked to keep.
+impl<S: IdempotencyStore> IdempotencyStore for FakeStore<S> {
+    fn begin(&self, key: &IdempotencyKey, fingerprint: Fingerprint, lock_ttl: Duration) -> StoreFuture<BeginOutcome> {
+        self.intercept("begin", || self.inner.begin(key, fingerprint, lock_ttl))
+    }
+
+    fn complete(
+        &self,
+        key: &IdempotencyKey,
+        token: ClaimToken,
+        stored: StoredResponse,
+        ttl: Duration,
+    ) -> StoreFuture<bool> {
+        lock(&self.controls.completed).push(stored.clone());
+        self.intercept("complete", || self.inner.complete(key, token, stored, ttl))
+    }
+
+    fn abort(&self, key: &IdempotencyKey, token: ClaimToken) -> StoreFuture<bool> {
+        self.intercept("abort", || self.inner.abort(key, token))
+    }
+}
 
 fake!(AllowlistStore {
     fn account_allowlist(&self, account_id: &str) -> Option<Arc<IpSet>>;
