@@ -227,6 +227,55 @@ async fn the_eleventh_key_is_refused() {
 }
 
 #[tokio::test]
+async fn chained_rotation_cannot_grow_an_account_past_the_key_limit() {
+    let api = Api::start(Config::default()).await;
+    let mut ids = Vec::new();
+    for _ in 0..8 {
+        ids.push(api.create_key("production").await.0);
+    }
+    // Nine keys; a new second for the bootstrap key's rate limit.
+    api.clock.advance(Duration::from_secs(1));
+    let rotate = |id: &str| format!("/v1/keys/{id}/rotate");
+    let rotated = api.call("POST", &rotate(&ids[0]), &api.key, None).await;
+    assert_eq!(rotated.status, 201, "the tenth working key: {}", rotated.text());
+    let (successor_id, successor) = (
+        rotated.json()["id"].as_str().unwrap().to_owned(),
+        rotated.json()["key"].as_str().unwrap().to_owned(),
+    );
+
+    let chained = api.call("POST", &rotate(&successor_id), &api.key, None).await;
+    assert_eq!(chained.status, 409, "{}", chained.text());
+    assert_eq!(error_code(&chained), "KEY_LIMIT_REACHED");
+    assert_eq!(chained.json()["error"]["limit"], 10);
+    let again = api.call("POST", &rotate(&ids[0]), &api.key, None).await;
+    assert_eq!(again.status, 409, "{}", again.text());
+    assert_eq!(error_code(&again), "KEY_RETIRING");
+    let listed = api.call("GET", "/v1/keys", &api.key, None).await;
+    assert_eq!(
+        listed.json()["data"].as_array().unwrap().len(),
+        10,
+        "the refusals created nothing"
+    );
+
+    let revoked = api
+        .call("DELETE", &format!("/v1/keys/{}", ids[1]), &api.key, None)
+        .await;
+    assert_eq!(revoked.status, 204);
+    let chained = api.call("POST", &rotate(&successor_id), &api.key, None).await;
+    assert_eq!(
+        chained.status,
+        201,
+        "room again once a key is revoked: {}",
+        chained.text()
+    );
+    assert_eq!(
+        api.call("GET", "/v1/keys", &successor, None).await.status,
+        200,
+        "still in its grace period"
+    );
+}
+
+#[tokio::test]
 async fn revocation_takes_effect_at_once_and_rotation_keeps_a_grace_period() {
     let api = Api::start(Config::default()).await;
     let (revoked_id, revoked) = api.create_key("production").await;
