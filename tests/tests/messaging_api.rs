@@ -585,6 +585,40 @@ async fn delete_removes_a_key_allowlist_that_locked_the_key_out() {
 }
 
 #[tokio::test]
+async fn a_rotated_keys_successor_keeps_its_ip_allowlist() {
+    // A successor without the old key's list would work from anywhere.
+    let api = Api::start(Config::default()).await;
+    let (key_id, old) = api.create_key("production").await;
+    let set = api
+        .call(
+            "PUT",
+            &format!("/v1/keys/{key_id}/ip-allowlist"),
+            &api.key,
+            Some(r#"{"cidrs":["203.0.113.0/24"]}"#),
+        )
+        .await;
+    assert_eq!(set.status, 200, "{}", set.text());
+    let refused = api.call("GET", "/v1/keys", &old, None).await;
+    assert_eq!(
+        (refused.status.as_u16(), error_code(&refused).as_str()),
+        (403, "IP_NOT_ALLOWED")
+    );
+
+    let rotated = api
+        .call("POST", &format!("/v1/keys/{key_id}/rotate"), &api.key, None)
+        .await;
+    assert_eq!(rotated.status, 201, "{}", rotated.text());
+    let new = rotated.json()["key"].as_str().unwrap().to_owned();
+    let refused = api.call("GET", "/v1/keys", &new, None).await;
+    assert_eq!(
+        (refused.status.as_u16(), error_code(&refused).as_str()),
+        (403, "IP_NOT_ALLOWED"),
+        "the successor is held to the same list: {}",
+        refused.text()
+    );
+}
+
+#[tokio::test]
 async fn only_production_keys_delete_allowlists() {
     let api = Api::start(Config::default()).await;
     let (_, sandbox) = api.create_key("sandbox").await;

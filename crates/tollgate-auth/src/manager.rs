@@ -41,6 +41,7 @@ use std::fmt;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
+use tollgate_core::allowlist::AllowlistStore;
 use tollgate_core::keys::{KeyRecord, KeyRegistry, RotateRefusal, Rotation};
 use tollgate_core::{Principal, SharedClock};
 
@@ -60,6 +61,7 @@ const SHORT_IMPORTED_KEY: usize = 20;
 #[derive(Clone)]
 pub struct KeyManager {
     store: Arc<dyn KeyRegistry>,
+    allowlists: Option<Arc<dyn AllowlistStore>>,
     format: KeyFormat,
     clock: SharedClock,
     max_active_keys: Option<usize>,
@@ -72,6 +74,7 @@ impl fmt::Debug for KeyManager {
             .field("format", &self.format)
             .field("max_active_keys", &self.max_active_keys)
             .field("max_key_len", &self.max_key_len)
+            .field("allowlists", &self.allowlists.is_some())
             .finish_non_exhaustive()
     }
 }
@@ -87,11 +90,21 @@ impl KeyManager {
     pub fn from_shared(store: Arc<dyn KeyRegistry>) -> KeyManager {
         KeyManager {
             store,
+            allowlists: None,
             format: KeyFormat::default(),
             clock: SharedClock::default(),
             max_active_keys: Some(DEFAULT_MAX_ACTIVE_KEYS),
             max_key_len: DEFAULT_MAX_TOKEN_LEN,
         }
+    }
+
+    /// The store holding per-key IP lists; rotation copies the retiring
+    /// key's list to its successor before the successor can authenticate.
+    /// Without it, a successor gets only the allowlist kept in the key
+    /// record itself.
+    pub fn allowlists(mut self, allowlists: Arc<dyn AllowlistStore>) -> Self {
+        self.allowlists = Some(allowlists);
+        self
     }
 
     /// The format of generated keys.
@@ -216,6 +229,11 @@ impl KeyManager {
     /// rotation is [`KeyManagerError::Retiring`] (rotate its successor, or
     /// revoke it), a key revoked [`KeyManagerError::AlreadyRevoked`], an
     /// expired one [`KeyManagerError::Expired`].
+    ///
+    /// With an [`allowlists`](KeyManager::allowlists) store, the old key's
+    /// own IP list is copied to the successor first, so the successor never
+    /// works from an address the old key could not; if that copy fails, the
+    /// rotation does not happen ([`KeyManagerError::Store`]).
     pub async fn rotate(&self, account_id: &str, key_id: &str, grace: Duration) -> Result<CreatedKey, KeyManagerError> {
         let now = self.clock.now();
         let retire_at = now
@@ -223,8 +241,9 @@ impl KeyManager {
             .ok_or_else(|| KeyManagerError::InvalidKey("the grace period is too long".into()))?;
         let old = self.owned(account_id, key_id).await?;
         let secret = self.format.try_generate(old.principal.kind())?;
+        let successor_id = try_generate_key_id()?;
         let record = KeyRecord {
-            principal: successor(&old.principal, try_generate_key_id()?),
+            principal: successor(&old.principal, successor_id.clone()),
             hash: secret.hash(),
             label: old.label.clone(),
             display_prefix: self.format.display_prefix(secret.expose_secret()),
@@ -237,7 +256,14 @@ impl KeyManager {
         // included, and stores the successor in the same atomic step, so
         // rotating each successor at once cannot grow the account past it.
         let rotation = Rotation::new(key_id, record.clone(), retire_at, now).max_active(self.max_active_keys);
-        match self.store.rotate(rotation).await? {
+        // The successor cannot authenticate before the store's rotation
+        // inserts it, so its list is in place before it can be used.
+        let copied = self.copy_allowlist(key_id, &successor_id).await?;
+        let rotated = self.store.rotate(rotation).await;
+        if copied && !matches!(rotated, Ok(Ok(_))) {
+            self.clear_allowlist(&successor_id).await;
+        }
+        match rotated? {
             Ok(_) => Ok(CreatedKey {
                 info: KeyInfo::from(&record),
                 secret,
@@ -255,6 +281,36 @@ impl KeyManager {
                     Err(KeyManagerError::AlreadyRevoked)
                 }
             }
+        }
+    }
+
+    // Copies the old key's own IP list, if any, to its successor; returns
+    // whether there was one to copy.
+    async fn copy_allowlist(&self, old_id: &str, successor_id: &str) -> Result<bool, KeyManagerError> {
+        let Some(allowlists) = &self.allowlists else {
+            return Ok(false);
+        };
+        let Some(list) = allowlists.key_allowlist(old_id).await.map_err(KeyManagerError::Store)? else {
+            return Ok(false);
+        };
+        allowlists
+            .set_key_allowlist(successor_id, (*list).clone())
+            .await
+            .map_err(KeyManagerError::Store)?;
+        Ok(true)
+    }
+
+    // Removes the list copied for a successor that was never stored.
+    async fn clear_allowlist(&self, successor_id: &str) {
+        let Some(allowlists) = &self.allowlists else {
+            return;
+        };
+        if let Err(error) = allowlists.clear_key_allowlist(successor_id).await {
+            tracing::warn!(
+                key_id = %successor_id,
+                %error,
+                "could not remove the IP allowlist copied for a rotation that did not happen"
+            );
         }
     }
 

@@ -43,7 +43,8 @@ impl AppState {
         let plans = plans(&config);
         let keys = KeyManager::from_shared(stores.keys.clone())
             .clock(clock.clone())
-            .max_active_keys(config.max_keys_per_account);
+            .max_active_keys(config.max_keys_per_account)
+            .allowlists(stores.allowlists.clone());
         let url_guard = webhook_url_guard(&config);
         let allow_private = config.allow_private_webhook_urls;
         let deliverer = Deliverer::new(

@@ -1,4 +1,5 @@
 use ipnet::IpNet;
+use tollgate_core::allowlist::{AllowlistStore, IpSet, MemoryAllowlistStore};
 use tollgate_core::conformance::FakeStore;
 use tollgate_core::keys::MemoryKeyStore;
 use tollgate_core::{Clock, KeyKind, ManualClock, Scope, StoreError};
@@ -494,4 +495,105 @@ fn the_manager_debug_shows_configuration_only() {
     let keys = KeyManager::new(MemoryKeyStore::new()).max_active_keys(3);
     let debug = format!("{keys:?}");
     assert!(debug.contains("max_active_keys: Some(3)"), "{debug}");
+}
+
+fn with_allowlists() -> (KeyManager, FakeStore<MemoryAllowlistStore>) {
+    let lists = FakeStore::new(MemoryAllowlistStore::new());
+    let keys = KeyManager::new(MemoryKeyStore::new())
+        .clock(ManualClock::at_unix_secs(1_700_000_000))
+        .allowlists(Arc::new(lists.clone()));
+    (keys, lists)
+}
+
+fn networks(list: Option<Arc<IpSet>>) -> Option<Vec<IpNet>> {
+    list.map(|list| list.networks().to_vec())
+}
+
+#[tokio::test]
+async fn a_rotated_keys_successor_keeps_its_ip_allowlist() {
+    let (keys, lists) = with_allowlists();
+    let old = keys.create(production("acct_1")).await.unwrap();
+    let plain = keys.create(production("acct_1")).await.unwrap();
+    let list = IpSet::parse(["203.0.113.0/24", "2001:db8::/32"]).unwrap();
+    lists.set_key_allowlist(&old.info.id, list.clone()).await.unwrap();
+
+    let new = keys
+        .rotate("acct_1", &old.info.id, Duration::from_secs(60))
+        .await
+        .unwrap();
+    assert_eq!(
+        networks(lists.key_allowlist(&new.info.id).await.unwrap()),
+        Some(list.networks().to_vec()),
+        "the successor works from no more addresses than the old key"
+    );
+    assert_eq!(
+        networks(lists.key_allowlist(&old.info.id).await.unwrap()),
+        Some(list.networks().to_vec()),
+        "the old key keeps its list through its grace period"
+    );
+
+    let plain_new = keys
+        .rotate("acct_1", &plain.info.id, Duration::from_secs(60))
+        .await
+        .unwrap();
+    assert_eq!(lists.key_allowlist(&plain_new.info.id).await.unwrap().map(|_| ()), None);
+    assert_eq!(lists.calls("set_key_allowlist"), 2, "the test's list and one copy");
+}
+
+#[tokio::test]
+async fn a_refused_rotation_leaves_no_allowlist_behind() {
+    let (keys, lists) = with_allowlists();
+    let keys = keys.max_active_keys(1);
+    let old = keys.create(production("acct_1")).await.unwrap();
+    lists
+        .set_key_allowlist(&old.info.id, IpSet::parse(["203.0.113.0/24"]).unwrap())
+        .await
+        .unwrap();
+    let error = keys
+        .rotate("acct_1", &old.info.id, Duration::from_secs(60))
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(error, KeyManagerError::KeyLimitReached { limit: 1 }),
+        "{error}"
+    );
+    assert_eq!(
+        lists.calls("set_key_allowlist"),
+        2,
+        "copied before the store's rotation"
+    );
+    assert_eq!(lists.calls("clear_key_allowlist"), 1, "and removed after its refusal");
+    assert_eq!(keys.list("acct_1").await.unwrap().len(), 1);
+    assert!(lists.inner().key_allowlist(&old.info.id).await.unwrap().is_some());
+}
+
+#[tokio::test]
+async fn a_failing_allowlist_store_stops_the_rotation() {
+    let (keys, lists) = with_allowlists();
+    let old = keys.create(production("acct_1")).await.unwrap();
+    lists.fail("key_allowlist");
+    let error = keys
+        .rotate("acct_1", &old.info.id, Duration::from_secs(60))
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(error, KeyManagerError::Store(StoreError::Backend(_))),
+        "{error}"
+    );
+    let listed = keys.list("acct_1").await.unwrap();
+    assert_eq!(listed.len(), 1, "no successor was stored");
+    assert_eq!(listed[0].status_at(keys.clock.now()), KeyStatus::Active);
+
+    lists.heal();
+    lists
+        .set_key_allowlist(&old.info.id, IpSet::parse(["203.0.113.0/24"]).unwrap())
+        .await
+        .unwrap();
+    lists.fail("set_key_allowlist");
+    let error = keys
+        .rotate("acct_1", &old.info.id, Duration::from_secs(60))
+        .await
+        .unwrap_err();
+    assert!(matches!(error, KeyManagerError::Store(_)), "{error}");
+    assert_eq!(keys.list("acct_1").await.unwrap().len(), 1, "no successor was stored");
 }
