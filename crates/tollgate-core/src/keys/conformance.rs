@@ -527,19 +527,7 @@ where
         .insert(record(&account, KeyKind::Production, t0), Some(3), t0)
         .await
         .expect("insert");
-    let rotations = (0..20)
-        .map(|_| {
-            let (store, key_id, successor) = (
-                store.clone(),
-                old.id().to_owned(),
-                record(&account, KeyKind::Production, t0),
-            );
-            async move {
-                let rotation = Rotation::new(key_id, successor, retire_at, t0).max_active(3);
-                Outcome::Rotated(store.rotate(rotation).await)
-            }
-        })
-        .collect();
+    let rotations = rotations_of(store, &account, &[old.id()], retire_at, t0);
     let outcomes = in_parallel(store, &spawn, &account, 3, t0, rotations).await;
     assert_eq!(
         count(&outcomes, |o| matches!(o, Outcome::Rotated(Ok(Ok(_))))),
@@ -562,16 +550,7 @@ where
     for key in &keys {
         store.insert(key.clone(), Some(3), t0).await.expect("insert");
     }
-    let rotations = (0..20)
-        .map(|i| {
-            let (store, key_id) = (store.clone(), keys[i % 2].id().to_owned());
-            let successor = record(&account, KeyKind::Production, t0);
-            async move {
-                let rotation = Rotation::new(key_id, successor, retire_at, t0).max_active(3);
-                Outcome::Rotated(store.rotate(rotation).await)
-            }
-        })
-        .collect();
+    let rotations = rotations_of(store, &account, &[keys[0].id(), keys[1].id()], retire_at, t0);
     let outcomes = in_parallel(store, &spawn, &account, 3, t0, rotations).await;
     assert_eq!(
         count(&outcomes, |o| matches!(o, Outcome::Rotated(Ok(Ok(_))))),
@@ -627,6 +606,27 @@ where
         "{outcomes:?}"
     );
     assert_eq!(working_keys(store, &account, t0).await, LIMIT);
+}
+
+// 20 rotations under a limit of 3, the i-th of `key_ids[i % len]`, each
+// with a fresh successor in `account`.
+fn rotations_of<S: KeyRegistry + Clone>(
+    store: &S,
+    account: &str,
+    key_ids: &[&str],
+    retire_at: SystemTime,
+    now: SystemTime,
+) -> Vec<impl Future<Output = Outcome> + Send + 'static> {
+    (0..20)
+        .map(|i| {
+            let (store, key_id) = (store.clone(), key_ids[i % key_ids.len()].to_owned());
+            let successor = record(account, KeyKind::Production, now);
+            async move {
+                let rotation = Rotation::new(key_id, successor, retire_at, now).max_active(3);
+                Outcome::Rotated(store.rotate(rotation).await)
+            }
+        })
+        .collect()
 }
 
 #[derive(Debug)]
