@@ -2,11 +2,12 @@
 //! refusal is rendered ([`Rejection`], from the [`Code`] catalogue), time
 //! ([`Clock`]), the [`gate`] every deciding layer is built on, and every
 //! storage concept — [`keys`], [`rate_limit`], [`idempotency`],
-//! [`allowlist`], [`replay`] — each with its types, its store trait, its
+//! [`allowlist`], [`replay`], [`usage`] — each with its types, its store trait, its
 //! memory store and (behind the `conformance` feature) its conformance suite.
 //!
 //! Store methods return [`StoreFuture`]s: ready at once from a memory
-//! store, boxed from a network store. Store crates (Redis, SQL) depend on
+//! store, boxed from a network store. [`changes`] carries other instances'
+//! writes to local caches. Store crates (Redis, SQL) depend on
 //! this crate only.
 
 #![forbid(unsafe_code)]
@@ -14,6 +15,7 @@
 
 pub mod allowlist;
 pub mod body;
+pub mod changes;
 mod client_ip;
 mod clock;
 mod code;
@@ -28,6 +30,7 @@ mod principal;
 pub mod rate_limit;
 mod rejection;
 pub mod replay;
+pub mod usage;
 
 pub use client_ip::ClientIp;
 pub use clock::{unix_nanos, unix_secs, Clock, ManualClock, SharedClock, SystemClock};
