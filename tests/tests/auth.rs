@@ -3,6 +3,7 @@
 
 mod support;
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use axum::routing::{delete, get};
@@ -12,7 +13,8 @@ use http::StatusCode;
 use serde_json::{json, Value};
 use support::{TestResponse, TestServer};
 use tollgate_auth::{BearerAuthLayer, KeyManager, NewKey, RequireScopeLayer};
-use tollgate_core::keys::MemoryKeyStore;
+use tollgate_core::allowlist::AllowlistStore;
+use tollgate_core::keys::{KeyRegistry, MemoryKeyStore};
 use tollgate_core::{Clock, KeyKind, ManualClock, Principal, Scope};
 
 const MISSING_KEY: &str = r#"{"error":{"code":"UNAUTHORIZED","message":"Missing API key. Send it in the Authorization header: Bearer YOUR_API_KEY."}}"#;
@@ -293,4 +295,65 @@ async fn last_use_is_visible_to_the_key_manager() {
     api.call("GET", "/v1/me", Some(&key)).await;
     let used = api.keys.get("acct_1", &id).await.unwrap();
     assert_eq!(used.last_used_at, Some(api.clock.now()));
+}
+
+/// A rotation carries the whole key over — label, kind, scopes, plan,
+/// expiry and IP allowlist — on the backend given; the successor is
+/// refused from the addresses the old key was.
+async fn rotation_carries_the_key_over(keys: Arc<dyn KeyRegistry>, lists: Arc<dyn AllowlistStore>) {
+    let account = tollgate_core::conformance::unique_name("acct_rot");
+    let manager = KeyManager::from_shared(keys).allowlists(lists.clone());
+    let network: ipnet::IpNet = "203.0.113.0/24".parse().expect("a network");
+    let expires = std::time::SystemTime::now() + Duration::from_secs(86_400);
+    let old = manager
+        .create(
+            NewKey::new(account.as_str(), KeyKind::ReadOnly)
+                .label("Dashboards")
+                .plan("premium")
+                .scopes([Scope::new("analytics:read")])
+                .expires_at(expires)
+                .ip_allowlist([network]),
+        )
+        .await
+        .expect("a key");
+    let new = manager
+        .rotate(&account, &old.info.id, Duration::from_secs(60))
+        .await
+        .expect("a rotation");
+    let (old, new) = (old.info, new.info);
+    assert_ne!(new.id, old.id);
+    assert_eq!(
+        (&new.label, new.kind, &new.scopes, &new.plan),
+        (&old.label, old.kind, &old.scopes, &old.plan)
+    );
+    // Backends keep times at their own resolution; the expiry is carried as stored.
+    assert_eq!(
+        new.expires_at,
+        manager.get(&account, &old.id).await.expect("old").expires_at
+    );
+    let list = lists.key_allowlist(&new.id).await.expect("read the list");
+    assert_eq!(list.map(|list| list.networks().to_vec()), Some(vec![network]));
+    let again = manager.rotate(&account, &old.id, Duration::from_secs(60)).await;
+    assert!(
+        matches!(again, Err(tollgate_auth::KeyManagerError::Retiring)),
+        "{again:?}"
+    );
+}
+
+#[tokio::test]
+async fn rotation_carries_the_key_over_in_memory() {
+    rotation_carries_the_key_over(
+        Arc::new(MemoryKeyStore::new()),
+        Arc::new(tollgate_core::allowlist::MemoryAllowlistStore::new()),
+    )
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn rotation_carries_the_key_over_on_redis() {
+    let Some(redis) = tollgate_redis::testing::TestRedis::connect("rotation_carries_the_key_over_on_redis").await
+    else {
+        return;
+    };
+    rotation_carries_the_key_over(Arc::new(redis.key_store()), Arc::new(redis.allowlist_store())).await;
 }

@@ -4,6 +4,8 @@
 
 mod support;
 
+use std::sync::Arc;
+
 use axum::routing::get;
 use axum::Router;
 use http::StatusCode;
@@ -106,7 +108,8 @@ async fn behind_a_trusted_proxy_the_forwarded_client_is_judged() {
 #[tokio::test]
 async fn per_account_and_per_key_lists_apply_after_authentication() {
     let keys = MemoryKeyStore::new();
-    let manager = KeyManager::new(keys.clone());
+    let allowlists = MemoryAllowlistStore::new();
+    let manager = KeyManager::new(keys.clone()).allowlists(Arc::new(allowlists.clone()));
     let unrestricted = manager
         .create(NewKey::new("acct_ip", KeyKind::Production))
         .await
@@ -115,11 +118,12 @@ async fn per_account_and_per_key_lists_apply_after_authentication() {
         .create(NewKey::new("acct_ip", KeyKind::Production))
         .await
         .expect("a key");
-    let mut own_list = NewKey::new("acct_ip", KeyKind::Production);
-    own_list.ip_allowlist = Some(vec!["192.0.2.0/24".parse().expect("a network")]);
-    let restricted_on_principal = manager.create(own_list).await.expect("a key");
+    // Given its list at creation: the manager writes it to the store first.
+    let created_restricted = manager
+        .create(NewKey::new("acct_ip", KeyKind::Production).ip_allowlist(["192.0.2.0/24".parse().expect("a network")]))
+        .await
+        .expect("a key");
 
-    let allowlists = MemoryAllowlistStore::new();
     allowlists
         .set_account_allowlist("acct_ip", list(&["127.0.0.0/8", "203.0.113.0/24"]))
         .await
@@ -147,7 +151,7 @@ async fn per_account_and_per_key_lists_apply_after_authentication() {
     assert_eq!(response.status, StatusCode::OK, "{}", response.text());
     assert_eq!(response.text(), "127.0.0.1");
     assert_refused(&call(elsewhere.secret.expose_secret().to_owned()).await);
-    assert_refused(&call(restricted_on_principal.secret.expose_secret().to_owned()).await);
+    assert_refused(&call(created_restricted.secret.expose_secret().to_owned()).await);
 
     // Narrowing the account's list refuses even the unrestricted key.
     allowlists

@@ -1031,3 +1031,93 @@ async fn a_retried_key_creation_is_409_with_the_key_id_and_the_key_is_never_stor
     assert!(!holds(&recording, &secret), "the created key is nowhere in the store");
     assert!(!holds(&recording, &new_secret), "nor the rotated one");
 }
+
+#[tokio::test]
+async fn one_accounts_flood_of_idempotent_requests_does_not_evict_anothers_records() {
+    let clock = ManualClock::new(SystemTime::UNIX_EPOCH + Duration::from_secs(1_796_031_199));
+    let mut stores = Stores::memory(SharedClock::from(clock.clone()));
+    // Room for eight records in all: the flood meets the store's ceiling.
+    stores.idempotency = std::sync::Arc::new(
+        MemoryIdempotencyStore::new()
+            .with_clock(clock.clone())
+            .with_max_entries(8),
+    );
+    let quiet_key = tollgate_auth::KeyManager::from_shared(stores.keys.clone())
+        .create(tollgate_auth::NewKey::new("acct_quiet", tollgate_core::KeyKind::Production).plan("tiny"))
+        .await
+        .expect("a key for the quiet account");
+    let quiet_key = quiet_key.secret.expose_secret().to_owned();
+    let mut config = demo_account_on(tiny_plan(10_000), None);
+    let mut quiet = config.accounts[0].clone();
+    quiet.id = "acct_quiet".into();
+    config.accounts.push(quiet);
+    let api = Api::start_on(config, stores, clock).await;
+
+    let quiet_id = [("x-request-id", "quiet-1")];
+    let first = api
+        .call_with("POST", "/v1/messages", &quiet_key, Some(SEND), &quiet_id)
+        .await;
+    assert_eq!(first.status, 201, "{}", first.text());
+    for n in 0..20 {
+        let id = format!("flood-{n}");
+        let sent = api
+            .call_with(
+                "POST",
+                "/v1/messages",
+                &api.key,
+                Some(SEND),
+                &[("x-request-id", id.as_str())],
+            )
+            .await;
+        assert_eq!(sent.status, 201, "{}", sent.text());
+    }
+    let again = api
+        .call_with("POST", "/v1/messages", &quiet_key, Some(SEND), &quiet_id)
+        .await;
+    assert_eq!(again.status, 201);
+    assert_eq!(
+        again.header("idempotent-replayed"),
+        "true",
+        "the quiet account's record survived"
+    );
+    assert_eq!(again.body, first.body);
+    // The flooding account paid with its own oldest records.
+    let oldest = api
+        .call_with(
+            "POST",
+            "/v1/messages",
+            &api.key,
+            Some(SEND),
+            &[("x-request-id", "flood-0")],
+        )
+        .await;
+    assert_eq!(oldest.status, 201);
+    assert_eq!(oldest.header("idempotent-replayed"), "");
+}
+
+#[tokio::test]
+async fn revoked_keys_leave_the_list_after_thirty_days() {
+    let api = Api::start(Config::default()).await;
+    let (key_id, _) = api.create_key("sandbox").await;
+    let listed = |response: TestResponse| -> Vec<String> {
+        response.json()["data"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|key| format!("{} {}", key["id"].as_str().unwrap(), key["status"].as_str().unwrap()))
+            .collect()
+    };
+    assert_eq!(
+        api.call("DELETE", &format!("/v1/keys/{key_id}"), &api.key, None)
+            .await
+            .status,
+        204
+    );
+    api.clock.advance(Duration::from_secs(30 * 86_400 - 1));
+    let keys = listed(api.call("GET", "/v1/keys", &api.key, None).await);
+    assert!(keys.contains(&format!("{key_id} revoked")), "{keys:?}");
+    api.clock.advance(Duration::from_secs(1));
+    let keys = listed(api.call("GET", "/v1/keys", &api.key, None).await);
+    assert_eq!(keys.len(), 1, "only the bootstrap key is left: {keys:?}");
+    assert!(!keys.iter().any(|key| key.starts_with(&key_id)), "{keys:?}");
+}

@@ -31,7 +31,9 @@ pub struct NewKey {
     pub scopes: Option<Vec<Scope>>,
     /// When the key stops working by itself, if ever.
     pub expires_at: Option<SystemTime>,
-    /// The only networks the key may be used from, if restricted.
+    /// The only networks the key may be used from, if restricted. Kept in
+    /// the manager's [allowlist store](crate::KeyManager::allowlists), the
+    /// one place a key's list lives, before the key can authenticate.
     pub ip_allowlist: Option<Vec<IpNet>>,
 }
 
@@ -74,7 +76,8 @@ impl NewKey {
         self
     }
 
-    /// Restricts the key to these networks.
+    /// Restricts the key to these networks (needs a manager with an
+    /// [allowlist store](crate::KeyManager::allowlists)).
     pub fn ip_allowlist(mut self, networks: impl IntoIterator<Item = IpNet>) -> NewKey {
         self.ip_allowlist = Some(networks.into_iter().collect());
         self
@@ -96,6 +99,9 @@ impl NewKey {
         }
         if self.expires_at.is_some_and(|at| at <= now) {
             return invalid("the expiry time has already passed");
+        }
+        if self.ip_allowlist.as_ref().is_some_and(Vec::is_empty) {
+            return invalid("the IP allowlist is empty and would allow no address (omit it for no restriction)");
         }
         Ok(())
     }
@@ -147,8 +153,6 @@ pub struct KeyInfo {
     pub plan: String,
     /// The first characters of the key, such as `tg_live_4Fq1`.
     pub display_prefix: String,
-    /// The networks the key is restricted to, if any.
-    pub ip_allowlist: Option<Vec<IpNet>>,
     /// When the key was created.
     pub created_at: SystemTime,
     /// When it expires, if ever.
@@ -182,7 +186,6 @@ impl From<&KeyRecord> for KeyInfo {
             scopes: principal.scopes().to_vec(),
             plan: principal.plan().to_owned(),
             display_prefix: record.display_prefix.clone(),
-            ip_allowlist: principal.ip_allowlist().map(<[IpNet]>::to_vec),
             created_at: record.created_at,
             expires_at: record.expires_at,
             revoked_at: record.revoked_at,
@@ -222,7 +225,6 @@ mod tests {
             scopes: vec![Scope::ALL],
             plan: "free".into(),
             display_prefix: "tg_live_abcd".into(),
-            ip_allowlist: None,
             created_at: at(0),
             expires_at: expires_at.map(at),
             revoked_at: revoked_at.map(at),

@@ -41,7 +41,7 @@ use std::fmt;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
-use tollgate_core::allowlist::AllowlistStore;
+use tollgate_core::allowlist::{AllowlistStore, IpSet};
 use tollgate_core::keys::{KeyRecord, KeyRegistry, RotateRefusal, Rotation};
 use tollgate_core::{Principal, SharedClock};
 
@@ -98,10 +98,11 @@ impl KeyManager {
         }
     }
 
-    /// The store holding per-key IP lists; rotation copies the retiring
-    /// key's list to its successor before the successor can authenticate.
-    /// Without it, a successor gets only the allowlist kept in the key
-    /// record itself.
+    /// The store holding per-key IP lists, the one place a key's list
+    /// lives: [`create`](KeyManager::create) and [`import`](KeyManager::import)
+    /// write a [`NewKey::ip_allowlist`] there, and rotation copies the
+    /// retiring key's list to its successor, each before the key can
+    /// authenticate. Without it, a key cannot be given a list here.
     pub fn allowlists(mut self, allowlists: Arc<dyn AllowlistStore>) -> Self {
         self.allowlists = Some(allowlists);
         self
@@ -146,7 +147,7 @@ impl KeyManager {
         new.validate(now)?;
         let secret = self.format.try_generate(new.kind)?;
         let record = self.record(&new, &secret, now)?;
-        self.store.insert(record.clone(), self.max_active_keys, now).await?;
+        self.insert(record.clone(), &new, now).await?;
         Ok(CreatedKey {
             info: KeyInfo::from(&record),
             secret,
@@ -191,7 +192,7 @@ impl KeyManager {
         }
         let secret = ApiKeySecret::new(plaintext.to_owned());
         let record = self.record(&new, &secret, now)?;
-        self.store.insert(record.clone(), self.max_active_keys, now).await?;
+        self.insert(record.clone(), &new, now).await?;
         Ok(KeyInfo::from(&record))
     }
 
@@ -231,7 +232,7 @@ impl KeyManager {
     /// expired one [`KeyManagerError::Expired`].
     ///
     /// With an [`allowlists`](KeyManager::allowlists) store, the old key's
-    /// own IP list is copied to the successor first, so the successor never
+    /// IP list is copied to the successor first, so the successor never
     /// works from an address the old key could not; if that copy fails, the
     /// rotation does not happen ([`KeyManagerError::Store`]).
     pub async fn rotate(&self, account_id: &str, key_id: &str, grace: Duration) -> Result<CreatedKey, KeyManagerError> {
@@ -258,9 +259,13 @@ impl KeyManager {
         let rotation = Rotation::new(key_id, record.clone(), retire_at, now).max_active(self.max_active_keys);
         // The successor cannot authenticate before the store's rotation
         // inserts it, so its list is in place before it can be used.
-        let copied = self.copy_allowlist(key_id, &successor_id).await?;
+        let list = match &self.allowlists {
+            Some(allowlists) => allowlists.key_allowlist(key_id).await.map_err(KeyManagerError::Store)?,
+            None => None,
+        };
+        let staged = self.stage_allowlist(&successor_id, list.as_deref()).await?;
         let rotated = self.store.rotate(rotation).await;
-        if copied && !matches!(rotated, Ok(Ok(_))) {
+        if staged && !matches!(rotated, Ok(Ok(_))) {
             self.clear_allowlist(&successor_id).await;
         }
         match rotated? {
@@ -284,32 +289,51 @@ impl KeyManager {
         }
     }
 
-    // Copies the old key's own IP list, if any, to its successor; returns
-    // whether there was one to copy.
-    async fn copy_allowlist(&self, old_id: &str, successor_id: &str) -> Result<bool, KeyManagerError> {
-        let Some(allowlists) = &self.allowlists else {
+    // Stores a new key under the limit, its IP list (if any) first, so the
+    // key never authenticates without it.
+    async fn insert(&self, record: KeyRecord, new: &NewKey, now: SystemTime) -> Result<(), KeyManagerError> {
+        let list = new
+            .ip_allowlist
+            .as_ref()
+            .map(|networks| IpSet::new(networks.iter().copied()));
+        let staged = self.stage_allowlist(record.id(), list.as_ref()).await?;
+        let key_id = record.id().to_owned();
+        let inserted = self.store.insert(record, self.max_active_keys, now).await;
+        if staged && inserted.is_err() {
+            self.clear_allowlist(&key_id).await;
+        }
+        Ok(inserted?)
+    }
+
+    // Writes the IP list of a key that is not stored yet; returns whether
+    // there was one. A list with no allowlist store to keep it is refused:
+    // the key would otherwise work from anywhere.
+    async fn stage_allowlist(&self, key_id: &str, list: Option<&IpSet>) -> Result<bool, KeyManagerError> {
+        let Some(list) = list else {
             return Ok(false);
         };
-        let Some(list) = allowlists.key_allowlist(old_id).await.map_err(KeyManagerError::Store)? else {
-            return Ok(false);
+        let Some(allowlists) = &self.allowlists else {
+            return Err(KeyManagerError::InvalidKey(
+                "an IP allowlist needs a key manager with an allowlist store".into(),
+            ));
         };
         allowlists
-            .set_key_allowlist(successor_id, (*list).clone())
+            .set_key_allowlist(key_id, list.clone())
             .await
             .map_err(KeyManagerError::Store)?;
         Ok(true)
     }
 
-    // Removes the list copied for a successor that was never stored.
-    async fn clear_allowlist(&self, successor_id: &str) {
+    // Removes the list written for a key that was never stored.
+    async fn clear_allowlist(&self, key_id: &str) {
         let Some(allowlists) = &self.allowlists else {
             return;
         };
-        if let Err(error) = allowlists.clear_key_allowlist(successor_id).await {
+        if let Err(error) = allowlists.clear_key_allowlist(key_id).await {
             tracing::warn!(
-                key_id = %successor_id,
+                %key_id,
                 %error,
-                "could not remove the IP allowlist copied for a rotation that did not happen"
+                "could not remove the IP allowlist written for a key that was not stored"
             );
         }
     }
@@ -324,9 +348,8 @@ impl KeyManager {
     }
 
     fn record(&self, new: &NewKey, secret: &ApiKeySecret, now: SystemTime) -> Result<KeyRecord, KeyManagerError> {
-        let mut principal = Principal::new(new.account_id.as_str(), try_generate_key_id()?, new.kind)
-            .with_plan(new.plan.as_str())
-            .with_ip_allowlist(new.ip_allowlist.clone());
+        let mut principal =
+            Principal::new(new.account_id.as_str(), try_generate_key_id()?, new.kind).with_plan(new.plan.as_str());
         if let Some(scopes) = &new.scopes {
             principal = principal.with_scopes(scopes.iter().cloned());
         }
@@ -349,7 +372,6 @@ fn successor(old: &Principal, key_id: String) -> Principal {
         .with_scopes(old.scopes().iter().cloned())
         .with_plan(old.plan())
         .with_environment(old.environment())
-        .with_ip_allowlist(old.ip_allowlist().map(<[_]>::to_vec))
 }
 
 // Long, so in `manager/tests.rs`.

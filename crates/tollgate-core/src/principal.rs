@@ -5,8 +5,6 @@ use std::borrow::Cow;
 use std::fmt;
 use std::sync::Arc;
 
-use ipnet::IpNet;
-
 /// The seed API's key types. Each kind maps to default scopes and to an
 /// access rule that the bearer-auth layer enforces before any route runs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -134,7 +132,6 @@ struct PrincipalData {
     scopes: Vec<Scope>,
     plan: Arc<str>,
     environment: Environment,
-    ip_allowlist: Option<Vec<IpNet>>,
 }
 
 impl Principal {
@@ -148,7 +145,6 @@ impl Principal {
             scopes: kind.default_scopes(),
             plan: Arc::from("free"),
             environment: kind.environment(),
-            ip_allowlist: None,
         }))
     }
 
@@ -173,12 +169,6 @@ impl Principal {
     /// Sets the environment.
     pub fn with_environment(mut self, environment: Environment) -> Principal {
         self.data_mut().environment = environment;
-        self
-    }
-
-    /// Restricts the key to these networks (checked by the IP allowlist layer).
-    pub fn with_ip_allowlist(mut self, networks: Option<Vec<IpNet>>) -> Principal {
-        self.data_mut().ip_allowlist = networks;
         self
     }
 
@@ -219,11 +209,6 @@ impl Principal {
     pub fn environment(&self) -> Environment {
         self.0.environment
     }
-
-    /// The key's own IP allowlist, if it has one.
-    pub fn ip_allowlist(&self) -> Option<&[IpNet]> {
-        self.0.ip_allowlist.as_deref()
-    }
 }
 
 impl fmt::Debug for Principal {
@@ -235,7 +220,6 @@ impl fmt::Debug for Principal {
             .field("scopes", &self.scopes())
             .field("plan", &self.plan())
             .field("environment", &self.environment())
-            .field("ip_allowlist", &self.ip_allowlist())
             .finish()
     }
 }

@@ -7,8 +7,9 @@
 //!   ([`IpAllowlistLayer::global`]);
 //! - **account**: the authenticated account's list, from an
 //!   [`AllowlistStore`] ([`IpAllowlistLayer::store`]);
-//! - **key**: the key's own list, from the store and from
-//!   [`Principal::ip_allowlist`] (when both exist, both apply).
+//! - **key**: the key's own list, from the same store. The store is the one
+//!   place a key's list lives (it is not part of the key record), so a
+//!   rotation that copies it there carries it over to the successor.
 //!
 //! The levels *intersect*: a key's list narrows its account's list and the
 //! global list, it never widens them. An empty stored list allows nothing.
@@ -77,7 +78,7 @@ use std::sync::Arc;
 use bytes::Bytes;
 use http::{HeaderMap, Request};
 use http_body_util::Full;
-use tollgate_core::allowlist::{networks_contain, AllowlistStore, Allowlists, IpSet};
+use tollgate_core::allowlist::{AllowlistStore, Allowlists, IpSet};
 use tollgate_core::gate::{Gate, Policy, Verdict};
 use tollgate_core::{ClientIp, Code, MaybeReady, Principal, Rejection, Renderer, StoreError};
 use tower_layer::Layer;
@@ -97,18 +98,16 @@ pub type IpAllowlist<S> = Gate<S, RestrictIp>;
 pub struct IpAllowlistLayer {
     global: Option<Arc<IpSet>>,
     store: Option<Arc<dyn AllowlistStore>>,
-    principal_lists: bool,
     renderer: Renderer,
 }
 
 impl IpAllowlistLayer {
     /// A layer with no list yet: add a [global](Self::global) list, a
-    /// [store](Self::store), or rely on the principal's own list.
+    /// [store](Self::store), or both.
     pub fn new() -> IpAllowlistLayer {
         IpAllowlistLayer {
             global: None,
             store: None,
-            principal_lists: true,
             renderer: Renderer::default(),
         }
     }
@@ -132,12 +131,6 @@ impl IpAllowlistLayer {
         self
     }
 
-    /// Whether [`Principal::ip_allowlist`] applies (default `true`).
-    pub fn principal_allowlist(mut self, enabled: bool) -> IpAllowlistLayer {
-        self.principal_lists = enabled;
-        self
-    }
-
     /// How refusals are rendered (default: the seed's JSON, gRPC for gRPC).
     pub fn renderer(mut self, renderer: Renderer) -> IpAllowlistLayer {
         self.renderer = renderer;
@@ -148,7 +141,6 @@ impl IpAllowlistLayer {
         f.debug_struct(name)
             .field("global", &self.global)
             .field("store", &self.store.is_some())
-            .field("principal_allowlist", &self.principal_lists)
             .finish_non_exhaustive()
     }
 }
@@ -179,8 +171,8 @@ impl<S> Layer<S> for IpAllowlistLayer {
 }
 
 /// The policy of [`IpAllowlist`]: lets a request through only if its
-/// [`ClientIp`] is in the global list, the principal's own list and the
-/// account's and key's stored lists, each where there is one; fails closed.
+/// [`ClientIp`] is in the global list and the account's and key's stored
+/// lists, each where there is one; fails closed.
 /// Built by [`IpAllowlistLayer`].
 #[derive(Clone)]
 pub struct RestrictIp {
@@ -215,14 +207,6 @@ impl<B: Send + 'static> Policy<B> for RestrictIp {
         let Some(principal) = request.extensions().get::<Principal>() else {
             return MaybeReady::ready(Verdict::Proceed(request, ()));
         };
-        if config.principal_lists {
-            if let Some(networks) = principal.ip_allowlist() {
-                if !networks_contain(networks, ip) {
-                    tracing::debug!(client_ip = %ip, key_id = principal.key_id(), "not in the key's IP allowlist");
-                    return MaybeReady::ready(refuse(&config.renderer, &ip_not_allowed(), request.headers()));
-                }
-            }
-        }
         let Some(store) = &config.store else {
             return MaybeReady::ready(Verdict::Proceed(request, ()));
         };
@@ -278,7 +262,6 @@ mod tests {
     use http::header::CONTENT_TYPE;
     use http::{HeaderValue, Response, StatusCode};
     use http_body_util::BodyExt;
-    use ipnet::IpNet;
     use tollgate_core::allowlist::MemoryAllowlistStore;
     use tollgate_core::conformance::FakeStore;
     use tollgate_core::{KeyKind, ResponseBody};
@@ -472,50 +455,6 @@ mod tests {
         )
         .await;
         assert_eq!(handler.calls(), 5);
-    }
-
-    #[tokio::test]
-    async fn the_principal_list_applies_with_the_stored_lists() {
-        let store = MemoryAllowlistStore::new();
-        store
-            .set_key_allowlist("key_1", set(&["203.0.113.0/24"]))
-            .await
-            .unwrap();
-        let own: Vec<IpNet> = vec!["203.0.113.0/28".parse().unwrap(), "198.51.100.0/24".parse().unwrap()];
-        let principal = principal().with_ip_allowlist(Some(own));
-        let handler = Handler::default();
-        let service = IpAllowlistLayer::new().store(store).layer(handler.service());
-        let from = |client: &str| request(Some(client), Some(principal.clone()));
-        expect(&service, from("203.0.113.2"), allowed(), "in both").await;
-        expect(&service, from("::ffff:203.0.113.2"), allowed(), "mapped").await;
-        expect(&service, from("203.0.113.200"), refused(), "only in the stored list").await;
-        expect(
-            &service,
-            from("198.51.100.1"),
-            refused(),
-            "only in the principal's list",
-        )
-        .await;
-
-        let ignoring = IpAllowlistLayer::new()
-            .principal_allowlist(false)
-            .layer(handler.service());
-        expect(&ignoring, from("192.0.2.1"), allowed(), "the principal's list ignored").await;
-        let principal_only = IpAllowlistLayer::new().layer(handler.service());
-        expect(
-            &principal_only,
-            from("198.51.100.1"),
-            allowed(),
-            "in the principal's list",
-        )
-        .await;
-        expect(
-            &principal_only,
-            from("192.0.2.1"),
-            refused(),
-            "outside the principal's list",
-        )
-        .await;
     }
 
     #[tokio::test]

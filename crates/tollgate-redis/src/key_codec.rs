@@ -10,7 +10,6 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::SystemTime;
 
-use ipnet::IpNet;
 use serde::{Deserialize, Serialize};
 use tollgate_core::keys::{KeyHash, KeyRecord};
 use tollgate_core::{unix_nanos, Environment, KeyKind, Principal, Scope, StoreError};
@@ -32,7 +31,9 @@ struct StoredKey {
     scopes: Vec<String>,
     plan: String,
     environment: String,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    /// Written by earlier versions, which kept a key's IP list in its
+    /// record; the list now lives only in the allowlist store. Never written.
+    #[serde(default, skip_serializing)]
     ip_allowlist: Option<Vec<String>>,
     label: String,
     display_prefix: String,
@@ -56,9 +57,7 @@ pub(crate) fn encode(record: &KeyRecord) -> Vec<(&'static str, String)> {
             .collect(),
         plan: principal.plan().to_owned(),
         environment: principal.environment().as_str().to_owned(),
-        ip_allowlist: principal
-            .ip_allowlist()
-            .map(|networks| networks.iter().map(ToString::to_string).collect()),
+        ip_allowlist: None,
         label: record.label.clone(),
         display_prefix: record.display_prefix.clone(),
         created_at: unix_nanos(record.created_at),
@@ -89,21 +88,20 @@ pub(crate) fn decode(hash: &KeyHash, fields: &HashMap<String, String>) -> Result
         "sandbox" => Environment::Sandbox,
         other => return Err(StoreError::Corrupt(format!("unknown environment {other:?}"))),
     };
-    let ip_allowlist = stored
-        .ip_allowlist
-        .map(|networks| {
-            networks
-                .iter()
-                .map(|network| network.parse::<IpNet>())
-                .collect::<Result<Vec<_>, _>>()
-        })
-        .transpose()
-        .map_err(|error| StoreError::Corrupt(format!("key allowlist: {error}")))?;
+    // Ignoring such a list would let the key work from anywhere: refuse the
+    // record (the key fails closed) until the list is moved to the
+    // allowlist store.
+    if stored.ip_allowlist.is_some() {
+        return Err(StoreError::Corrupt(format!(
+            "key {} holds an IP allowlist in its record, as earlier versions stored it; \
+             set it with the allowlist store and rewrite the record",
+            stored.key_id
+        )));
+    }
     let principal = Principal::new(stored.account_id, stored.key_id, kind)
         .with_scopes(stored.scopes.into_iter().map(Scope::new))
         .with_plan(stored.plan)
-        .with_environment(environment)
-        .with_ip_allowlist(ip_allowlist);
+        .with_environment(environment);
     Ok(Some(Arc::new(KeyRecord {
         principal,
         hash: *hash,
@@ -160,11 +158,7 @@ mod tests {
         KeyRecord {
             principal: Principal::new("acct", "key_1", KeyKind::Sandbox)
                 .with_scopes([Scope::new("messages:write"), Scope::new("templates:read")])
-                .with_plan("premium")
-                .with_ip_allowlist(Some(vec![
-                    "10.0.0.0/8".parse().unwrap(),
-                    "2001:db8::/32".parse().unwrap(),
-                ])),
+                .with_plan("premium"),
             hash: KeyHash::from_bytes([7; 32]),
             label: "Staging \"east\"".into(),
             display_prefix: "tg_test_ab".into(),
@@ -196,6 +190,23 @@ mod tests {
         assert!(decode(&hash, &HashMap::new()).unwrap().is_none());
         let corrupt = HashMap::from([(DATA.to_owned(), "{".to_owned())]);
         assert!(matches!(decode(&hash, &corrupt), Err(StoreError::Corrupt(_))));
+    }
+
+    #[test]
+    fn a_record_holding_an_ip_list_of_an_earlier_version_fails_closed() {
+        let record = sample();
+        let mut fields: HashMap<String, String> = encode(&record)
+            .into_iter()
+            .map(|(name, value)| (name.to_owned(), value))
+            .collect();
+        assert!(!fields[DATA].contains("ip_allowlist"));
+        let data = fields[DATA].replacen('{', r#"{"ip_allowlist":["10.0.0.0/8"],"#, 1);
+        fields.insert(DATA.to_owned(), data);
+        let error = decode(&record.hash, &fields).unwrap_err();
+        assert!(
+            matches!(&error, StoreError::Corrupt(message) if message.contains("key_1") && message.contains("allowlist store")),
+            "{error}"
+        );
     }
 
     #[test]

@@ -1,13 +1,14 @@
 //! [`RedisReplayStore`]: ids of accepted webhook messages, remembered in
 //! Redis so a replay is caught whichever instance it reaches.
 //!
-//! One key per id, `<prefix>replay:{<id>}`, written with `SET NX PX`: the
+//! One key per id, `<prefix>replay:{<scope length>:<scope><id>}` (for scope
+//! `sender` and id `msg_1`: `replay:{6:sendermsg_1}`), written with `SET NX PX`: the
 //! check and the record are one command, so of any number of concurrent
 //! sightings exactly one is first, and the key expires with the window.
 
 use std::time::Duration;
 
-use tollgate_core::replay::ReplayStore;
+use tollgate_core::replay::{storage_key, ReplayStore};
 use tollgate_core::{MaybeReady, StoreFuture};
 
 use crate::backend::{backend_error, ttl_millis, Backend};
@@ -24,14 +25,14 @@ impl RedisReplayStore {
         RedisReplayStore { backend }
     }
 
-    fn id_key(&self, id: &str) -> String {
-        self.backend.key("replay", id, "")
+    fn id_key(&self, scope: &str, id: &str) -> String {
+        self.backend.key("replay", &storage_key(scope, id), "")
     }
 }
 
 impl ReplayStore for RedisReplayStore {
-    fn check_and_remember(&self, id: &str, ttl: Duration) -> StoreFuture<bool> {
-        let (backend, key) = (self.backend.clone(), self.id_key(id));
+    fn check_and_remember(&self, scope: &str, id: &str, ttl: Duration) -> StoreFuture<bool> {
+        let (backend, key) = (self.backend.clone(), self.id_key(scope, id));
         MaybeReady::boxed(async move {
             backend
                 .run(async {
@@ -50,8 +51,8 @@ impl ReplayStore for RedisReplayStore {
         })
     }
 
-    fn forget(&self, id: &str) -> StoreFuture<()> {
-        let (backend, key) = (self.backend.clone(), self.id_key(id));
+    fn forget(&self, scope: &str, id: &str) -> StoreFuture<()> {
+        let (backend, key) = (self.backend.clone(), self.id_key(scope, id));
         MaybeReady::boxed(async move {
             backend
                 .run(async {

@@ -117,7 +117,7 @@ async fn every_store_fails(stores: &RedisStores, expect: fn(&StoreError) -> bool
             "replay",
             stores
                 .replay_store()
-                .check_and_remember("m", Duration::from_secs(1))
+                .check_and_remember("sender", "m", Duration::from_secs(1))
                 .await
                 .map(drop),
         ),

@@ -88,6 +88,7 @@ impl WebhookSignatureLayer {
                 renderer: Renderer::default(),
                 max_body_size: DEFAULT_MAX_BODY_SIZE,
                 replay: None,
+                replay_scope: Arc::from(DEFAULT_REPLAY_SCOPE),
                 fail_open: false,
                 forget_on_server_error: true,
             },
@@ -125,6 +126,15 @@ impl WebhookSignatureLayer {
         self
     }
 
+    /// The replay store's scope for this layer's messages (default
+    /// `"webhooks"`): give each sender or tenant a layer with its own scope
+    /// and their ids never collide, and one cannot use up another's share
+    /// of a bounded store.
+    pub fn replay_scope(mut self, scope: impl Into<Arc<str>>) -> WebhookSignatureLayer {
+        self.config.replay_scope = scope.into();
+        self
+    }
+
     /// When the replay store fails: `false` (the default) answers 503,
     /// `true` lets the message through unchecked for replays. Either way
     /// the failure is logged.
@@ -140,6 +150,9 @@ impl WebhookSignatureLayer {
         self
     }
 }
+
+/// The replay scope of a layer that was given none.
+pub const DEFAULT_REPLAY_SCOPE: &str = "webhooks";
 
 impl<S> Layer<S> for WebhookSignatureLayer {
     type Service = WebhookSignature<S>;
@@ -522,6 +535,34 @@ mod tests {
         let other = signed(Scheme::standard_webhooks(), SECRET, b"{}", NOW + 299, "msg_2");
         assert_eq!(send(&h.service, request(&other, full(b"{}"))).await.0, StatusCode::OK);
         assert_eq!(h.calls.load(Ordering::SeqCst), 2);
+    }
+
+    #[tokio::test]
+    async fn each_layers_scope_keeps_its_ids_and_its_share_of_the_store() {
+        let clock = ManualClock::at_unix_secs(NOW);
+        let store = MemoryReplayStore::new()
+            .with_clock(clock.clone())
+            .with_scope_capacity(1);
+        // Every clock here starts at NOW and stays there.
+        let layers = ["tenant_a", "tenant_b"].map(|scope| {
+            harness(Scheme::standard_webhooks(), |layer, _| {
+                layer.replay_store(store.clone()).replay_scope(scope)
+            })
+        });
+        let message = |id: &str| signed(Scheme::standard_webhooks(), SECRET, b"{}", NOW, id);
+        for h in &layers {
+            let (status, _, _) = send(&h.service, request(&message("msg_1"), full(b"{}"))).await;
+            assert_eq!(status, StatusCode::OK, "the same id is new to each tenant");
+        }
+        let (status, _, body) = send(&layers[0].service, request(&message("msg_2"), full(b"{}"))).await;
+        assert_eq!(
+            (status, code(&body).as_str()),
+            (StatusCode::SERVICE_UNAVAILABLE, "SERVICE_UNAVAILABLE"),
+            "a tenant over its share is refused, nothing evicted"
+        );
+        let (status, _, body) = send(&layers[0].service, request(&message("msg_1"), full(b"{}"))).await;
+        assert_eq!((status, code(&body).as_str()), (StatusCode::UNAUTHORIZED, "REPLAYED"));
+        assert_eq!(store.scope_len("tenant_b"), 1);
     }
 
     #[tokio::test]

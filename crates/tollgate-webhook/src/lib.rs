@@ -76,7 +76,7 @@ mod sign;
 pub mod url_guard;
 mod verify;
 
-pub use layer::{WebhookSignature, WebhookSignatureLayer, DEFAULT_MAX_BODY_SIZE};
+pub use layer::{WebhookSignature, WebhookSignatureLayer, DEFAULT_MAX_BODY_SIZE, DEFAULT_REPLAY_SCOPE};
 pub use policy::{ForgetOnFailure, VerifySignature};
 pub use scheme::{
     Scheme, STRIPE_SIGNATURE, WEBHOOK_ID, WEBHOOK_SIGNATURE, WEBHOOK_TIMESTAMP, X_HUB_SIGNATURE_256,

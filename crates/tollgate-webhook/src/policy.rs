@@ -34,6 +34,7 @@ pub(crate) struct Config {
     pub(crate) renderer: Renderer,
     pub(crate) max_body_size: usize,
     pub(crate) replay: Option<Arc<dyn ReplayStore>>,
+    pub(crate) replay_scope: Arc<str>,
     pub(crate) fail_open: bool,
     pub(crate) forget_on_server_error: bool,
 }
@@ -66,6 +67,7 @@ impl fmt::Debug for Config {
             .field("verifier", &self.verifier)
             .field("max_body_size", &self.max_body_size)
             .field("replay_store", &self.replay.is_some())
+            .field("replay_scope", &self.replay_scope)
             .field("fail_open", &self.fail_open)
             .field("forget_on_server_error", &self.forget_on_server_error)
             .finish_non_exhaustive()
@@ -170,24 +172,28 @@ fn verify(
     };
     let (id, ttl) = (verified.replay_id(), config.replay_ttl(&verified));
     let request = with_verified(parts, bytes, verified);
-    store.check_and_remember(&id, ttl).map(move |first| match first {
-        Ok(true) => {
-            let forget = config.forget_on_server_error.then_some((store, id));
-            Verdict::Proceed(request, ForgetOnFailure(forget))
-        }
-        Ok(false) => {
-            tracing::info!("webhook refused: replayed message");
-            config.refuse(&rejections::replayed(), request.headers())
-        }
-        Err(error) if config.fail_open => {
-            tracing::error!(%error, "replay store failed; letting the webhook through (fail open)");
-            Verdict::Proceed(request, ForgetOnFailure(None))
-        }
-        Err(error) => {
-            tracing::error!(%error, "replay store failed; refusing the webhook (fail closed)");
-            config.refuse(&Rejection::store_unavailable(), request.headers())
-        }
-    })
+    store
+        .check_and_remember(&config.replay_scope, &id, ttl)
+        .map(move |first| match first {
+            Ok(true) => {
+                let forget = config
+                    .forget_on_server_error
+                    .then(|| (store, config.replay_scope.clone(), id));
+                Verdict::Proceed(request, ForgetOnFailure(forget))
+            }
+            Ok(false) => {
+                tracing::info!("webhook refused: replayed message");
+                config.refuse(&rejections::replayed(), request.headers())
+            }
+            Err(error) if config.fail_open => {
+                tracing::error!(%error, "replay store failed; letting the webhook through (fail open)");
+                Verdict::Proceed(request, ForgetOnFailure(None))
+            }
+            Err(error) => {
+                tracing::error!(%error, "replay store failed; refusing the webhook (fail closed)");
+                config.refuse(&Rejection::store_unavailable(), request.headers())
+            }
+        })
 }
 
 // The request the inner service receives: the exact bytes that were signed.
@@ -200,7 +206,7 @@ fn with_verified(parts: Parts, bytes: Bytes, verified: VerifiedWebhook) -> Reque
 /// The finishing step of [`VerifySignature`]: when the handler answered a
 /// remembered message with a 5xx, the replay store forgets its id so the
 /// sender's retry is accepted. Otherwise the response goes out untouched.
-pub struct ForgetOnFailure(Option<(Arc<dyn ReplayStore>, String)>);
+pub struct ForgetOnFailure(Option<(Arc<dyn ReplayStore>, Arc<str>, String)>);
 
 impl fmt::Debug for ForgetOnFailure {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -216,8 +222,8 @@ where
 
     fn finish(self, result: Result<Response<ResBody>, E>) -> MaybeReady<Result<Response<ResBody>, E>> {
         match (self.0, result) {
-            (Some((store, id)), Ok(response)) if response.status().is_server_error() => {
-                store.forget(&id).map(move |forgotten| {
+            (Some((store, scope, id)), Ok(response)) if response.status().is_server_error() => {
+                store.forget(&scope, &id).map(move |forgotten| {
                     if let Err(error) = forgotten {
                         tracing::error!(%error, "replay store failed to forget a webhook the handler failed on");
                     }

@@ -28,8 +28,9 @@ pub fn check_bootstrap_key(key: &str) -> Result<(), String> {
 }
 
 /// Applies the configured accounts and ensures `acct_demo` has a key.
-/// Returns the key's value when one was created or imported now (print it
-/// once), `None` when the account already had what it needs. A
+/// Returns the key's value when one was generated now (print it once);
+/// `None` when the account already had what it needs or the operator's
+/// `bootstrap_key` was imported (the operator knows it: it is never echoed). A
 /// `bootstrap_key` failing [`check_bootstrap_key`] is refused before anything is stored.
 pub async fn bootstrap(state: &AppState, bootstrap_key: Option<&str>) -> Result<Option<String>, String> {
     if let Some(key) = bootstrap_key {
@@ -67,8 +68,7 @@ pub async fn bootstrap(state: &AppState, bootstrap_key: Option<&str>) -> Result<
     };
     if let Some(plaintext) = bootstrap_key {
         return match state.keys().import(new_key(), plaintext).await {
-            Ok(_) => Ok(Some(plaintext.to_owned())),
-            Err(KeyManagerError::Duplicate) => Ok(None),
+            Ok(_) | Err(KeyManagerError::Duplicate) => Ok(None),
             Err(error) => Err(format!("BOOTSTRAP_KEY: {error}")),
         };
     }
@@ -148,6 +148,10 @@ mod tests {
 
         let key = KeyFormat::default().generate(KeyKind::Production);
         let imported = bootstrap(&state, Some(key.expose_secret())).await.unwrap();
-        assert_eq!(imported.as_deref(), Some(key.expose_secret()));
+        assert_eq!(
+            imported, None,
+            "an operator's key is imported, never handed back to print"
+        );
+        assert_eq!(state.keys().list(Config::DEMO_ACCOUNT).await.unwrap().len(), 1);
     }
 }

@@ -165,6 +165,8 @@ async fn revoking_twice_is_already_revoked() {
 #[tokio::test]
 async fn rotation_copies_the_key_and_schedules_the_old_ones_revocation() {
     let (keys, clock) = manager();
+    let lists = MemoryAllowlistStore::new();
+    let keys = keys.allowlists(Arc::new(lists.clone()));
     let network: IpNet = "203.0.113.0/24".parse().unwrap();
     let expires = clock.now() + Duration::from_secs(86_400);
     let old = keys
@@ -190,7 +192,10 @@ async fn rotation_copies_the_key_and_schedules_the_old_ones_revocation() {
     assert_eq!(new.info.label, "Dashboards");
     assert_eq!(new.info.plan, "enterprise");
     assert_eq!(new.info.scopes, [Scope::new("analytics:read")]);
-    assert_eq!(new.info.ip_allowlist, Some(vec![network]));
+    assert_eq!(
+        networks(lists.key_allowlist(&new.info.id).await.unwrap()),
+        Some(vec![network])
+    );
     assert_eq!(new.info.expires_at, Some(expires), "a rotation never extends access");
     assert_eq!(new.info.created_at, clock.now());
 
@@ -596,4 +601,43 @@ async fn a_failing_allowlist_store_stops_the_rotation() {
         .unwrap_err();
     assert!(matches!(error, KeyManagerError::Store(_)), "{error}");
     assert_eq!(keys.list("acct_1").await.unwrap().len(), 1, "no successor was stored");
+}
+
+#[tokio::test]
+async fn a_new_keys_ip_allowlist_is_stored_before_the_key_and_only_where_it_can_be() {
+    let (keys, lists) = with_allowlists();
+    let network: IpNet = "198.51.100.0/24".parse().unwrap();
+    let created = keys.create(production("acct_1").ip_allowlist([network])).await.unwrap();
+    assert_eq!(
+        networks(lists.key_allowlist(&created.info.id).await.unwrap()),
+        Some(vec![network])
+    );
+
+    // At the limit: refused, and the list written for it is gone again.
+    let keys = keys.max_active_keys(1);
+    let error = keys
+        .create(production("acct_1").ip_allowlist([network]))
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(error, KeyManagerError::KeyLimitReached { limit: 1 }),
+        "{error}"
+    );
+    assert_eq!(lists.calls("set_key_allowlist"), 2);
+    assert_eq!(lists.calls("clear_key_allowlist"), 1);
+
+    // An empty list would lock the key out; a list with nowhere to live
+    // would be ignored, so the key would work from anywhere.
+    let error = keys.create(production("acct_2").ip_allowlist([])).await.unwrap_err();
+    assert!(matches!(error, KeyManagerError::InvalidKey(_)), "{error}");
+    let (bare, _) = manager();
+    let error = bare
+        .create(production("acct_1").ip_allowlist([network]))
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(&error, KeyManagerError::InvalidKey(reason) if reason.contains("allowlist store")),
+        "{error}"
+    );
+    assert!(bare.list("acct_1").await.unwrap().is_empty());
 }

@@ -264,8 +264,8 @@ fake!(AllowlistStore {
 });
 
 fake!(ReplayStore {
-    fn check_and_remember(&self, id: &str, ttl: Duration) -> bool;
-    fn forget(&self, id: &str) -> ();
+    fn check_and_remember(&self, scope: &str, id: &str, ttl: Duration) -> bool;
+    fn forget(&self, scope: &str, id: &str) -> ();
 });
 
 #[cfg(test)]

@@ -1,7 +1,7 @@
 //! [`MemoryIdempotencyStore`]: idempotency keys in process memory, for one
-//! instance, bounded in entries and bytes.
+//! instance, bounded in entries and bytes per scope and in all.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, SystemTime};
 
@@ -25,20 +25,27 @@ const SWEEP_BATCH: usize = 32;
 ///
 /// # Bounds and eviction
 ///
-/// The store holds at most [`max_entries`](Self::with_max_entries) entries
-/// (default 100 000) and [`max_bytes`](Self::with_max_bytes) bytes (default
-/// 64 MiB, counting keys, stored responses and a fixed overhead per entry).
-/// Expired entries are swept a few at a time by every operation, so no
-/// background task is needed. When a new claim or a response does not fit,
-/// the store drops, in order: every expired entry, then the completed entries
-/// that were completed longest ago (their retries would run again, as after
-/// their TTL).
+/// Budgets are per [scope](IdempotencyKey::scope) (the idempotency layer's
+/// scope is the caller's account and environment), so one tenant's large
+/// responses cannot push out another tenant's records: each scope holds at
+/// most [`scope_max_entries`](Self::with_scope_max_entries) entries (default
+/// 10 000) and [`scope_max_bytes`](Self::with_scope_max_bytes) bytes (default
+/// 8 MiB), and the store as a whole at most
+/// [`max_entries`](Self::with_max_entries) (default 100 000) and
+/// [`max_bytes`](Self::with_max_bytes) (default 64 MiB), counting keys,
+/// stored responses and a fixed overhead per entry. Expired entries are
+/// swept a few at a time by every operation, so no background task is
+/// needed. When a new claim or a response does not fit, the store drops, in
+/// order: every expired entry; then, over the scope's own budget, that
+/// scope's oldest completed entries; then, over the store's ceiling, the
+/// oldest completed entries of the scope using the most bytes (the largest
+/// consumer pays first). A dropped record's retry runs again, as after its TTL.
 ///
 /// An in-flight claim is never evicted: dropping it would let a retry run
 /// while the first execution is still going, which is the one thing this
-/// store exists to prevent. When live claims alone fill the store, `begin`
+/// store exists to prevent. When live claims alone fill a budget, `begin`
 /// fails with [`StoreError::Backend`] (the layer's fail-closed policy answers
-/// 503) instead; and a response too large for the byte budget is refused by
+/// 503) instead; and a response too large for a byte budget is refused by
 /// `complete` with the same error, after deleting its claim so a retry can run.
 ///
 /// One mutex guards the entries: every operation is a few map and tree
@@ -46,8 +53,7 @@ const SWEEP_BATCH: usize = 32;
 #[derive(Debug, Clone)]
 pub struct MemoryIdempotencyStore {
     clock: SharedClock,
-    max_entries: usize,
-    max_bytes: usize,
+    limits: Limits,
     state: Arc<Mutex<State>>,
 }
 
@@ -62,8 +68,12 @@ impl MemoryIdempotencyStore {
     pub fn new() -> MemoryIdempotencyStore {
         MemoryIdempotencyStore {
             clock: SharedClock::default(),
-            max_entries: 100_000,
-            max_bytes: 64 * 1024 * 1024,
+            limits: Limits {
+                max_entries: 100_000,
+                max_bytes: 64 * 1024 * 1024,
+                scope_max_entries: 10_000,
+                scope_max_bytes: 8 * 1024 * 1024,
+            },
             state: Arc::default(),
         }
     }
@@ -76,14 +86,32 @@ impl MemoryIdempotencyStore {
 
     /// Holds at most `max_entries` entries (claims and responses), at least one.
     pub fn with_max_entries(mut self, max_entries: usize) -> MemoryIdempotencyStore {
-        self.max_entries = max_entries.max(1);
+        self.limits.max_entries = max_entries.max(1);
         self
     }
 
     /// Holds at most `max_bytes` bytes of keys, responses and per-entry overhead.
     pub fn with_max_bytes(mut self, max_bytes: usize) -> MemoryIdempotencyStore {
-        self.max_bytes = max_bytes;
+        self.limits.max_bytes = max_bytes;
         self
+    }
+
+    /// Holds at most `max_entries` entries of any one scope, at least one.
+    pub fn with_scope_max_entries(mut self, max_entries: usize) -> MemoryIdempotencyStore {
+        self.limits.scope_max_entries = max_entries.max(1);
+        self
+    }
+
+    /// Holds at most `max_bytes` bytes of any one scope.
+    pub fn with_scope_max_bytes(mut self, max_bytes: usize) -> MemoryIdempotencyStore {
+        self.limits.scope_max_bytes = max_bytes;
+        self
+    }
+
+    /// How many entries of `scope` the store holds (expired ones not yet
+    /// swept included).
+    pub fn scope_len(&self, scope: &str) -> usize {
+        self.lock().scopes.get(scope).map_or(0, |usage| usage.entries)
     }
 
     /// How many entries (in-flight claims and stored responses, expired ones
@@ -108,13 +136,6 @@ impl MemoryIdempotencyStore {
         self.state.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
-    fn limits(&self) -> Limits {
-        Limits {
-            max_entries: self.max_entries,
-            max_bytes: self.max_bytes,
-        }
-    }
-
     fn begin_locked(
         &self,
         key: &IdempotencyKey,
@@ -135,13 +156,13 @@ impl MemoryIdempotencyStore {
         }
         state.remove(key);
         let size = ENTRY_OVERHEAD + key.scope().len() + key.key().len();
-        state.make_room(now, self.limits(), 1, size)?;
+        state.make_room(now, self.limits, key.scope(), 1, size)?;
         let seq = state.next_seq();
         let token = ClaimToken::from_u128(u128::from(seq));
         let key = Arc::new(key.clone());
         let expires_at = expiry(now, lock_ttl);
         state.expiries.insert((expires_at, seq), key.clone());
-        state.bytes += size;
+        state.charge(key.scope(), 1, size, None);
         state.entries.insert(
             key,
             Entry {
@@ -169,7 +190,7 @@ impl MemoryIdempotencyStore {
             return Ok(false);
         }
         let extra = response.stored_size();
-        if let Err(full) = state.make_room(now, self.limits(), 0, extra) {
+        if let Err(full) = state.make_room(now, self.limits, key.scope(), 0, extra) {
             // The response will never be replayed: free the key so a retry
             // runs instead of waiting for the lock to expire.
             state.remove(key);
@@ -180,8 +201,7 @@ impl MemoryIdempotencyStore {
         let (shared_key, mut entry) = state.entries.remove_entry(key).expect("the claim was just checked");
         state.expiries.remove(&(entry.expires_at, entry.seq));
         state.expiries.insert((expires_at, seq), shared_key.clone());
-        state.completed.insert(seq, shared_key.clone());
-        state.bytes += extra;
+        state.charge(key.scope(), 0, extra, Some((seq, shared_key.clone())));
         entry.expires_at = expires_at;
         entry.seq = seq;
         entry.size += extra;
@@ -232,6 +252,8 @@ struct StoreFull(&'static str);
 struct Limits {
     max_entries: usize,
     max_bytes: usize,
+    scope_max_entries: usize,
+    scope_max_bytes: usize,
 }
 
 #[derive(Debug)]
@@ -255,10 +277,21 @@ struct State {
     entries: HashMap<Arc<IdempotencyKey>, Entry>,
     // Every entry by (expiry, seq): the sweep pops from the front.
     expiries: BTreeMap<(SystemTime, u64), Arc<IdempotencyKey>>,
-    // Completed entries by completion order: eviction pops the oldest.
-    completed: BTreeMap<u64, Arc<IdempotencyKey>>,
+    scopes: HashMap<String, ScopeUsage>,
+    // The scopes holding completed entries, by bytes used: over the
+    // store's ceiling, the last one (the largest consumer) gives way first.
+    by_size: BTreeSet<(usize, String)>,
     bytes: usize,
     next_seq: u64,
+}
+
+// What one scope holds.
+#[derive(Debug, Default)]
+struct ScopeUsage {
+    entries: usize,
+    bytes: usize,
+    // Completed entries by completion order: eviction pops the oldest.
+    completed: BTreeMap<u64, Arc<IdempotencyKey>>,
 }
 
 impl State {
@@ -275,13 +308,49 @@ impl State {
         matches!(self.live(key, now), Some(Entry { kind: EntryKind::InFlight(held), .. }) if *held == token)
     }
 
+    // Charges `entries` and `bytes` to the scope (and the store), and
+    // indexes a newly completed entry for eviction.
+    fn charge(&mut self, scope: &str, entries: usize, bytes: usize, completed: Option<(u64, Arc<IdempotencyKey>)>) {
+        self.bytes += bytes;
+        self.update_scope(scope, |usage| {
+            usage.entries += entries;
+            usage.bytes += bytes;
+            if let Some((seq, key)) = completed {
+                usage.completed.insert(seq, key);
+            }
+        });
+    }
+
     fn remove(&mut self, key: &IdempotencyKey) {
         if let Some(entry) = self.entries.remove(key) {
             self.expiries.remove(&(entry.expires_at, entry.seq));
-            if matches!(entry.kind, EntryKind::Completed(_)) {
-                self.completed.remove(&entry.seq);
-            }
             self.bytes -= entry.size;
+            self.update_scope(key.scope(), |usage| {
+                usage.entries -= 1;
+                usage.bytes -= entry.size;
+                usage.completed.remove(&entry.seq);
+            });
+        }
+    }
+
+    // Changes a scope's usage, keeping `by_size` in step and dropping the
+    // scope once it holds nothing.
+    fn update_scope(&mut self, scope: &str, change: impl FnOnce(&mut ScopeUsage)) {
+        if !self.scopes.contains_key(scope) {
+            self.scopes.insert(scope.to_owned(), ScopeUsage::default());
+        }
+        let Some(usage) = self.scopes.get_mut(scope) else {
+            return;
+        };
+        if !usage.completed.is_empty() {
+            self.by_size.remove(&(usage.bytes, scope.to_owned()));
+        }
+        change(usage);
+        if !usage.completed.is_empty() {
+            self.by_size.insert((usage.bytes, scope.to_owned()));
+        }
+        if usage.entries == 0 {
+            self.scopes.remove(scope);
         }
     }
 
@@ -298,34 +367,66 @@ impl State {
         }
     }
 
-    fn fits(&self, limits: Limits, extra_entries: usize, extra_bytes: usize) -> bool {
+    fn fits_store(&self, limits: Limits, extra_entries: usize, extra_bytes: usize) -> bool {
         self.entries.len() + extra_entries <= limits.max_entries
             && self.bytes.saturating_add(extra_bytes) <= limits.max_bytes
     }
 
-    // Frees room for `extra_entries` and `extra_bytes`: expired entries
-    // first, then the oldest completed ones; never an in-flight claim.
+    fn fits_scope(&self, limits: Limits, scope: &str, extra_entries: usize, extra_bytes: usize) -> bool {
+        let (entries, bytes) = self
+            .scopes
+            .get(scope)
+            .map_or((0, 0), |usage| (usage.entries, usage.bytes));
+        entries + extra_entries <= limits.scope_max_entries
+            && bytes.saturating_add(extra_bytes) <= limits.scope_max_bytes
+    }
+
+    // The oldest completed entry of `scope`.
+    fn oldest_of(&self, scope: &str) -> Option<Arc<IdempotencyKey>> {
+        let usage = self.scopes.get(scope)?;
+        usage.completed.first_key_value().map(|(_, key)| key.clone())
+    }
+
+    // Frees room in `scope` for `extra_entries` and `extra_bytes`: expired
+    // entries first, then the scope's own oldest completed ones while it is
+    // over its budget, then the largest consumer's oldest completed ones
+    // while the store is over its ceiling; never an in-flight claim.
     fn make_room(
         &mut self,
         now: SystemTime,
         limits: Limits,
+        scope: &str,
         extra_entries: usize,
         extra_bytes: usize,
     ) -> Result<(), StoreError> {
-        if self.fits(limits, extra_entries, extra_bytes) {
+        if self.fits_scope(limits, scope, extra_entries, extra_bytes)
+            && self.fits_store(limits, extra_entries, extra_bytes)
+        {
             return Ok(());
         }
         self.sweep(now, usize::MAX);
-        while !self.fits(limits, extra_entries, extra_bytes) {
-            let Some((_, oldest)) = self.completed.first_key_value() else {
-                let why = if extra_entries > 0 && self.entries.len() + extra_entries > limits.max_entries {
-                    "every entry is an in-flight claim"
+        let full = |why| Err(StoreError::backend(StoreFull(why)));
+        while !self.fits_scope(limits, scope, extra_entries, extra_bytes) {
+            let Some(oldest) = self.oldest_of(scope) else {
+                return full(if extra_entries > 0 {
+                    "every entry of this scope is an in-flight claim"
                 } else {
-                    "the response does not fit in the byte budget"
-                };
-                return Err(StoreError::backend(StoreFull(why)));
+                    "the response does not fit in the scope's byte budget"
+                });
             };
-            let oldest = oldest.clone();
+            self.remove(&oldest);
+        }
+        while !self.fits_store(limits, extra_entries, extra_bytes) {
+            let largest = self.by_size.last().map(|(_, scope)| scope.clone());
+            let Some(oldest) = largest.and_then(|largest| self.oldest_of(&largest)) else {
+                return full(
+                    if extra_entries > 0 && self.entries.len() + extra_entries > limits.max_entries {
+                        "every entry is an in-flight claim"
+                    } else {
+                        "the response does not fit in the byte budget"
+                    },
+                );
+            };
             self.remove(&oldest);
         }
         Ok(())
@@ -547,6 +648,112 @@ mod tests {
         assert!(store
             .complete_locked(&key("a"), token, response(b"\0\0\0\0\0"), DAY)
             .unwrap());
+    }
+
+    fn complete_in(store: &MemoryIdempotencyStore, scope: &str, name: &str, body: &'static [u8]) {
+        let key = IdempotencyKey::new(scope, name);
+        let BeginOutcome::Claimed(token) = store.begin_locked(&key, fingerprint(1), LOCK).unwrap() else {
+            panic!("expected a claim on {scope}/{name}");
+        };
+        assert!(store.complete_locked(&key, token, response(body), DAY).unwrap());
+    }
+
+    fn replays(store: &MemoryIdempotencyStore, scope: &str, name: &str) -> bool {
+        matches!(
+            store
+                .begin_locked(&IdempotencyKey::new(scope, name), fingerprint(1), LOCK)
+                .unwrap(),
+            BeginOutcome::Completed(_)
+        )
+    }
+
+    #[test]
+    fn one_scope_over_its_budget_evicts_only_its_own_records() {
+        let (store, _clock) = store();
+        let store = store.with_scope_max_entries(3);
+        complete_in(&store, "account:quiet:live", "q1", b"{}");
+        for n in 0..50 {
+            complete_in(&store, "account:noisy:live", &format!("n{n}"), b"{}");
+        }
+        assert_eq!(store.scope_len("account:noisy:live"), 3);
+        assert!(
+            replays(&store, "account:quiet:live", "q1"),
+            "the other tenant's record stays"
+        );
+        for n in 47..50 {
+            assert!(
+                replays(&store, "account:noisy:live", &format!("n{n}")),
+                "the newest stay"
+            );
+        }
+        assert!(!replays(&store, "account:noisy:live", "n0"), "the oldest went first");
+
+        // A scope full of in-flight claims is refused; others are not.
+        let (store, _clock) = self::store();
+        let store = store.with_scope_max_entries(2);
+        for name in ["a", "b"] {
+            store
+                .begin_locked(&IdempotencyKey::new("account:busy:live", name), fingerprint(1), LOCK)
+                .unwrap();
+        }
+        let error = store
+            .begin_locked(&IdempotencyKey::new("account:busy:live", "c"), fingerprint(1), LOCK)
+            .unwrap_err();
+        assert!(error.to_string().contains("scope is an in-flight claim"), "{error}");
+        complete_in(&store, "account:other:live", "o", b"{}");
+    }
+
+    #[test]
+    fn the_store_ceiling_evicts_the_largest_consumers_oldest_records_first() {
+        let (store, _clock) = store();
+        let big: &'static [u8] = &[b'x'; 2000];
+        let small_entry = ENTRY_OVERHEAD + "account:small:live".len() + 2 + response(b"{}").stored_size();
+        let big_entry = ENTRY_OVERHEAD + "account:large:live".len() + 2 + response(big).stored_size();
+        // Room for the small tenant's two records and three large ones.
+        let store = store.with_max_bytes(small_entry * 2 + big_entry * 3);
+        complete_in(&store, "account:small:live", "s0", b"{}");
+        complete_in(&store, "account:small:live", "s1", b"{}");
+        for n in 0..6 {
+            complete_in(&store, "account:large:live", &format!("l{n}"), big);
+            assert!(store.bytes() <= small_entry * 2 + big_entry * 3);
+        }
+        assert!(
+            replays(&store, "account:small:live", "s0"),
+            "the small tenant keeps its oldest"
+        );
+        assert!(replays(&store, "account:small:live", "s1"));
+        for n in 3..6 {
+            assert!(replays(&store, "account:large:live", &format!("l{n}")));
+        }
+        // Asked last: asking claims the key anew.
+        assert!(
+            !replays(&store, "account:large:live", "l2"),
+            "the largest consumer's oldest went"
+        );
+    }
+
+    #[test]
+    fn in_flight_claims_survive_the_ceiling_whoever_is_largest() {
+        let (store, _clock) = store();
+        let store = store.with_max_entries(3);
+        for name in ["a", "b"] {
+            store
+                .begin_locked(&IdempotencyKey::new("account:large:live", name), fingerprint(1), LOCK)
+                .unwrap();
+        }
+        complete_in(&store, "account:small:live", "s", b"{}");
+        // Full: the only completed record is the small tenant's, so it goes;
+        // the large tenant's claims are never touched.
+        complete_in(&store, "account:third:live", "t", b"{}");
+        assert!(!replays(&store, "account:small:live", "s"));
+        for name in ["a", "b"] {
+            assert_eq!(
+                store
+                    .begin_locked(&IdempotencyKey::new("account:large:live", name), fingerprint(1), LOCK)
+                    .unwrap(),
+                BeginOutcome::InProgress
+            );
+        }
     }
 
     #[test]

@@ -1,13 +1,14 @@
 //! [`MemoryReplayStore`]: the ids of accepted webhook messages in process
 //! memory, bounded, with expired ids swept away as a side effect of use.
 
+use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use dashmap::DashMap;
 
-use super::ReplayStore;
+use super::{storage_key, ReplayStore};
 use crate::clock::{unix_nanos, SharedClock};
 use crate::error::StoreError;
 use crate::maybe_ready::{MaybeReady, StoreFuture};
@@ -16,6 +17,10 @@ use crate::maybe_ready::{MaybeReady, StoreFuture};
 /// tolerance window (five minutes by default) is over 300 per second.
 pub const DEFAULT_REPLAY_CAPACITY: usize = 100_000;
 
+/// How many ids one scope may hold by default: a quarter of the store, so
+/// no one sender can fill it for the others.
+pub const DEFAULT_REPLAY_SCOPE_CAPACITY: usize = DEFAULT_REPLAY_CAPACITY / 4;
+
 // Expired ids are swept at most this often (and whenever the store is full),
 // so the O(n) sweep is amortised over many calls.
 const SWEEP_INTERVAL_NANOS: u64 = 10_000_000_000;
@@ -23,23 +28,28 @@ const SWEEP_INTERVAL_NANOS: u64 = 10_000_000_000;
 /// Remembered message ids in process memory, for one instance. Clones share
 /// the same ids.
 ///
-/// The store is bounded: once it holds [`capacity`](Self::with_capacity) ids
-/// that have not expired, a new id is refused with [`StoreError::Backend`]
-/// (a layer's fail-closed policy then answers 503 and the sender retries)
-/// rather than evicting an id early, which would let that message be
-/// replayed. Expired ids are removed during calls — no background task or
-/// user loop is needed.
+/// The store is bounded, in all and per scope: once it holds
+/// [`capacity`](Self::with_capacity) ids that have not expired, or a scope
+/// holds its [`scope_capacity`](Self::with_scope_capacity), a new id (of that
+/// scope) is refused with [`StoreError::Backend`] (a layer's fail-closed
+/// policy then answers 503 and the sender retries) rather than evicting an
+/// id early, which would let that message be replayed. Expired ids are
+/// removed during calls — no background task or user loop is needed.
 #[derive(Debug, Clone)]
 pub struct MemoryReplayStore {
     clock: SharedClock,
     capacity: usize,
+    scope_capacity: usize,
     state: Arc<State>,
 }
 
 #[derive(Debug)]
 struct State {
-    // id → expiry, in nanoseconds since the Unix epoch.
+    // storage key (scope and id) → expiry, in nanoseconds since the Unix epoch.
     expiries: DashMap<String, u64>,
+    // How many ids each scope holds. Locked only while a shard of
+    // `expiries` is held or after, never before one: no lock-order cycle.
+    scopes: Mutex<HashMap<String, usize>>,
     // Kept beside the map because `DashMap::len` locks every shard, which
     // would deadlock while an entry of one shard is held.
     len: AtomicUsize,
@@ -56,8 +66,10 @@ impl MemoryReplayStore {
         MemoryReplayStore {
             clock: SharedClock::default(),
             capacity: DEFAULT_REPLAY_CAPACITY,
+            scope_capacity: DEFAULT_REPLAY_SCOPE_CAPACITY,
             state: Arc::new(State {
                 expiries: DashMap::new(),
+                scopes: Mutex::default(),
                 len: AtomicUsize::new(0),
                 earliest_expiry: AtomicU64::new(u64::MAX),
                 next_sweep: AtomicU64::new(0),
@@ -75,6 +87,17 @@ impl MemoryReplayStore {
     pub fn with_capacity(mut self, capacity: usize) -> MemoryReplayStore {
         self.capacity = capacity;
         self
+    }
+
+    /// Holds at most `capacity` ids of any one scope.
+    pub fn with_scope_capacity(mut self, capacity: usize) -> MemoryReplayStore {
+        self.scope_capacity = capacity;
+        self
+    }
+
+    /// How many ids of `scope` the store holds, expired ones not yet swept included.
+    pub fn scope_len(&self, scope: &str) -> usize {
+        self.state.scope_counts().get(scope).copied().unwrap_or(0)
     }
 
     /// How many ids the store holds, including expired ones not yet swept.
@@ -119,28 +142,37 @@ impl MemoryReplayStore {
         // seen by it or lowers the bound again after this store.
         state.earliest_expiry.store(u64::MAX, Ordering::SeqCst);
         let mut earliest = u64::MAX;
-        let mut removed = 0;
-        state.expiries.retain(|_, expiry| {
+        let mut removed = Vec::new();
+        state.expiries.retain(|key, expiry| {
             if *expiry <= now {
-                removed += 1;
+                removed.push(key.clone());
                 false
             } else {
                 earliest = earliest.min(*expiry);
                 true
             }
         });
-        state.len.fetch_sub(removed, Ordering::SeqCst);
+        state.len.fetch_sub(removed.len(), Ordering::SeqCst);
+        let mut scopes = state.scope_counts();
+        for key in &removed {
+            release(&mut scopes, scope_of(key));
+        }
+        drop(scopes);
         state.earliest_expiry.fetch_min(earliest, Ordering::SeqCst);
     }
 
-    fn remember(&self, id: &str, ttl: Duration) -> Result<bool, StoreError> {
+    fn remember(&self, scope: &str, id: &str, ttl: Duration) -> Result<bool, StoreError> {
         let now = unix_nanos(self.clock.now());
-        self.sweep_if_due(now);
+        if self.scope_len(scope) >= self.scope_capacity && now >= self.state.earliest_expiry.load(Ordering::SeqCst) {
+            self.sweep(now); // the scope may hold expired ids: make room now
+        } else {
+            self.sweep_if_due(now);
+        }
         let ttl = u64::try_from(ttl.as_nanos()).unwrap_or(u64::MAX);
         let expiry = now.saturating_add(ttl);
         let state = &*self.state;
         // The entry holds its shard's write lock: check and record are atomic.
-        let first = match state.expiries.entry(id.to_owned()) {
+        let first = match state.expiries.entry(storage_key(scope, id)) {
             dashmap::Entry::Occupied(mut entry) => {
                 if *entry.get() > now {
                     return Ok(false);
@@ -158,6 +190,18 @@ impl MemoryReplayStore {
                         self.capacity
                     )));
                 }
+                let mut scopes = state.scope_counts();
+                let held = scopes.get(scope).copied().unwrap_or(0);
+                if held >= self.scope_capacity {
+                    drop(scopes);
+                    state.len.fetch_sub(1, Ordering::SeqCst);
+                    return Err(StoreError::backend(format!(
+                        "this sender's share of the replay store is full ({} ids within their window)",
+                        self.scope_capacity
+                    )));
+                }
+                scopes.insert(scope.to_owned(), held + 1);
+                drop(scopes);
                 slot.insert(expiry);
                 true
             }
@@ -174,16 +218,41 @@ impl Default for MemoryReplayStore {
 }
 
 impl ReplayStore for MemoryReplayStore {
-    fn check_and_remember(&self, id: &str, ttl: Duration) -> StoreFuture<bool> {
-        MaybeReady::ready(self.remember(id, ttl))
+    fn check_and_remember(&self, scope: &str, id: &str, ttl: Duration) -> StoreFuture<bool> {
+        MaybeReady::ready(self.remember(scope, id, ttl))
     }
 
-    fn forget(&self, id: &str) -> StoreFuture<()> {
-        if self.state.expiries.remove(id).is_some() {
+    fn forget(&self, scope: &str, id: &str) -> StoreFuture<()> {
+        if self.state.expiries.remove(&storage_key(scope, id)).is_some() {
             self.state.len.fetch_sub(1, Ordering::SeqCst);
+            release(&mut self.state.scope_counts(), scope);
         }
         MaybeReady::ready(Ok(()))
     }
+}
+
+impl State {
+    fn scope_counts(&self) -> std::sync::MutexGuard<'_, HashMap<String, usize>> {
+        // Nothing panics while the lock is held: the counts stay consistent.
+        self.scopes.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+}
+
+// One id of `scope` is gone.
+fn release(scopes: &mut HashMap<String, usize>, scope: &str) {
+    if let Some(count) = scopes.get_mut(scope) {
+        *count -= 1;
+        if *count == 0 {
+            scopes.remove(scope);
+        }
+    }
+}
+
+// The scope of a `storage_key`.
+fn scope_of(key: &str) -> &str {
+    let (len, rest) = key.split_once(':').unwrap_or(("0", key));
+    let len = len.parse::<usize>().unwrap_or(0);
+    rest.get(..len).unwrap_or_default()
 }
 
 #[cfg(test)]
@@ -201,7 +270,43 @@ mod tests {
     }
 
     fn remember(store: &MemoryReplayStore, id: &str, secs: u64) -> Result<bool, StoreError> {
-        now_or_never(store.check_and_remember(id, Duration::from_secs(secs)))
+        remember_in(store, "sender", id, secs)
+    }
+
+    fn remember_in(store: &MemoryReplayStore, scope: &str, id: &str, secs: u64) -> Result<bool, StoreError> {
+        now_or_never(store.check_and_remember(scope, id, Duration::from_secs(secs)))
+    }
+
+    #[test]
+    fn a_scope_over_its_quota_is_refused_and_never_evicted() {
+        let clock = ManualClock::at_unix_secs(1_700_000_000);
+        let store = MemoryReplayStore::new()
+            .with_clock(clock.clone())
+            .with_scope_capacity(2);
+        for id in ["a", "b"] {
+            assert!(remember_in(&store, "noisy", id, 60).unwrap());
+        }
+        let error = remember_in(&store, "noisy", "c", 60).unwrap_err();
+        assert!(error.is_unavailable(), "{error}");
+        assert!(error.to_string().contains("share"), "{error}");
+        assert!(
+            !remember_in(&store, "noisy", "a", 60).unwrap(),
+            "its ids are all still known"
+        );
+        assert!(
+            remember_in(&store, "quiet", "a", 60).unwrap(),
+            "other scopes are unaffected"
+        );
+        assert_eq!((store.scope_len("noisy"), store.len()), (2, 3));
+
+        now_or_never(store.forget("noisy", "a")).unwrap();
+        assert!(remember_in(&store, "noisy", "c", 60).unwrap(), "forgetting made room");
+        assert!(remember_in(&store, "quiet", "b", 60).is_ok());
+        clock.advance(Duration::from_secs(60));
+        assert!(remember_in(&store, "noisy", "d", 60).unwrap());
+        assert!(remember_in(&store, "noisy", "e", 60).unwrap());
+        assert_eq!(store.scope_len("noisy"), 2, "expired ids gave their room back");
+        assert_eq!(store.scope_len("quiet"), 0);
     }
 
     #[tokio::test]
@@ -268,10 +373,10 @@ mod tests {
     fn forgotten_ids_count_as_new() {
         let store = MemoryReplayStore::new();
         assert!(remember(&store, "msg", 60).unwrap());
-        now_or_never(store.forget("msg")).unwrap();
+        now_or_never(store.forget("sender", "msg")).unwrap();
         assert_eq!(store.len(), 0);
         assert!(remember(&store, "msg", 60).unwrap());
-        now_or_never(store.forget("unknown")).unwrap();
+        now_or_never(store.forget("sender", "unknown")).unwrap();
         assert_eq!(store.len(), 1);
     }
 

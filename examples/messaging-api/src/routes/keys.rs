@@ -3,6 +3,8 @@
 //! Creating, revoking and rotating keys and setting or removing allowlists need a
 //! Production key (the router mounts a rule for that).
 
+use std::time::{Duration, SystemTime};
+
 use axum::extract::{Path, State};
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
@@ -54,11 +56,24 @@ pub async fn create(
     Ok(shown_once(body, already_created(&created.info.id, None)))
 }
 
-/// Lists the account's keys, without secrets.
+/// How long a revoked key stays in `GET /v1/keys`: long enough to see what
+/// happened to it, short enough that a list never grows without end however
+/// many keys an account creates and revokes.
+pub const REVOKED_KEYS_LISTED_FOR: Duration = Duration::from_secs(30 * 86_400);
+
+/// Lists the account's keys, without secrets: every key that is not
+/// revoked, and those revoked within [`REVOKED_KEYS_LISTED_FOR`].
 pub async fn list(State(state): State<AppState>, principal: Principal) -> Result<Json<Value>, ApiError> {
     let keys = state.keys().list(principal.account_id()).await?;
     let now = state.now();
-    let data: Vec<Value> = keys.iter().map(|key| info_json(key, now)).collect();
+    let shown_since = now
+        .checked_sub(REVOKED_KEYS_LISTED_FOR)
+        .unwrap_or(SystemTime::UNIX_EPOCH);
+    let data: Vec<Value> = keys
+        .iter()
+        .filter(|key| key.revoked_at.is_none_or(|at| at > shown_since))
+        .map(|key| info_json(key, now))
+        .collect();
     Ok(Json(json!({ "data": data })))
 }
 
