@@ -876,6 +876,7 @@ mod tests {
         let emptied = CachedKeyStore {
             inner: Arc::new(MemoryKeyStore::new()),
             cache: keys.cache.clone(),
+            changes: None,
         };
         clock.advance(1000 * MS);
         assert!(ready(emptied.find_by_hash(&hash_of(1))).expect("no fault").is_none());
