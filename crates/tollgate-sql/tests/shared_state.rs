@@ -276,3 +276,42 @@ on_both!(usage_from_two_instances_adds_up_per_key_and_day, |db| {
         vec![]
     );
 });
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn usage_past_the_retention_is_deleted_on_the_configured_clock() {
+    let clock = ManualClock::new(t0());
+    let db = common::sqlite_with("usage_retention", |config| {
+        config.clock(clock.clone()).usage_retention_days(3)
+    })
+    .await;
+    let today = Day::from_unix_secs(tollgate_core::unix_secs(t0()));
+    let day = |ago: u32| Day(today.0 - ago);
+    let key_id = "key_retained";
+    let deltas = [0, 2, 3].map(|ago| UsageDelta {
+        key_id: key_id.into(),
+        day: day(ago),
+        requests: 1,
+        rate_limited: 0,
+    });
+    db.usage_store().add(deltas.to_vec()).await.expect("add");
+    assert_eq!(
+        db.purge_expired().await.expect("purge"),
+        1,
+        "three days kept, today included"
+    );
+    let kept: Vec<Day> = db
+        .usage_store()
+        .days(key_id, day(10), today)
+        .await
+        .expect("days")
+        .into_iter()
+        .map(|usage| usage.day)
+        .collect();
+    assert_eq!(kept, vec![day(2), today]);
+    clock.advance(Duration::from_secs(86_400));
+    assert_eq!(
+        db.purge_expired().await.expect("purge"),
+        1,
+        "a day later the oldest goes"
+    );
+}
