@@ -13,6 +13,7 @@ use quick_cache::sync::{DefaultLifecycle, EntryAction, EntryResult};
 use quick_cache::UnitWeighter;
 
 use super::{BuildDigestHasher, KeyHash, KeyRecord, KeyRegistry, KeyStore, RotateRefusal, Rotation};
+use crate::changes::{Change, ChangeListener, Changes};
 use crate::clock::SharedClock;
 use crate::maybe_ready::{MaybeReady, StoreFuture};
 
@@ -64,6 +65,12 @@ const MIN_INDEX_PRUNE: usize = 1024;
 ///   cache that evicts the entries least likely to be asked for again. A
 ///   stale entry stays in memory until it is read again, replaced or
 ///   evicted: capacity alone bounds memory.
+///
+/// - **With a [`Changes`] hub, other instances' writes arrive sooner**:
+///   [`invalidated_by`](CachedKeyStore::invalidated_by) drops a key's entry
+///   when the hub delivers [`Change::Key`] with its hash, and every entry on
+///   [`Change::Everything`] (a source that reconnected). The TTL stays the
+///   bound when no change arrives (the source is down, a message is lost).
 ///
 /// A cached record's `last_used_at` may lag the backend's by up to the TTL.
 /// [`record_last_use`](KeyStore::record_last_use) updates the cached copy
@@ -121,7 +128,12 @@ impl<S: KeyStore> CachedKeyStore<S> {
     pub fn from_shared(inner: Arc<S>) -> CachedKeyStore<S> {
         CachedKeyStore {
             inner,
-            cache: Arc::new(Cache::new(DEFAULT_TTL, DEFAULT_MAX_ENTRIES, SharedClock::default())),
+            cache: Arc::new(Cache::new(
+                DEFAULT_TTL,
+                DEFAULT_MAX_ENTRIES,
+                SharedClock::default(),
+                None,
+            )),
         }
     }
 }
@@ -131,26 +143,60 @@ impl<S> CachedKeyStore<S> {
     /// again: the longest another instance's revocation can go unnoticed
     /// here. `Duration::ZERO` turns caching off.
     pub fn ttl(self, ttl: Duration) -> Self {
-        let cache = Cache::new(ttl, self.cache.max_entries, self.cache.clock.clone());
+        let cache = Cache::new(
+            ttl,
+            self.cache.max_entries,
+            self.cache.clock.clone(),
+            self.cache.changes.clone(),
+        );
         self.with_cache(cache)
     }
 
     /// The most records cached at once (0 turns caching off).
     pub fn max_entries(self, max_entries: usize) -> Self {
-        let cache = Cache::new(self.cache.ttl, max_entries, self.cache.clock.clone());
+        let cache = Cache::new(
+            self.cache.ttl,
+            max_entries,
+            self.cache.clock.clone(),
+            self.cache.changes.clone(),
+        );
         self.with_cache(cache)
     }
 
     /// The clock that ages cached records.
     pub fn clock(self, clock: impl Into<SharedClock>) -> Self {
-        let cache = Cache::new(self.cache.ttl, self.cache.max_entries, clock.into());
+        let cache = Cache::new(
+            self.cache.ttl,
+            self.cache.max_entries,
+            clock.into(),
+            self.cache.changes.clone(),
+        );
+        self.with_cache(cache)
+    }
+
+    /// Drops cached records as `changes` announces them changed elsewhere:
+    /// a key's entry on [`Change::Key`], every entry on [`Change::Everything`].
+    /// The hub holds the cache weakly: it listens as long as a clone of this
+    /// store lives.
+    pub fn invalidated_by(self, changes: &Changes) -> Self {
+        let cache = Cache::new(
+            self.cache.ttl,
+            self.cache.max_entries,
+            self.cache.clock.clone(),
+            Some(changes.clone()),
+        );
         self.with_cache(cache)
     }
 
     fn with_cache(self, cache: Cache) -> Self {
+        let cache = Arc::new(cache);
+        if let Some(changes) = &cache.changes {
+            let listener: Arc<dyn ChangeListener> = cache.clone();
+            changes.subscribe(&listener);
+        }
         CachedKeyStore {
             inner: self.inner,
-            cache: Arc::new(cache),
+            cache,
         }
     }
 
@@ -318,6 +364,9 @@ struct Cache {
     ttl: Duration,
     max_entries: usize,
     clock: SharedClock,
+    // The hub this cache listens to, if any (kept so the builder methods
+    // can subscribe the cache they make instead).
+    changes: Option<Changes>,
 }
 
 #[derive(Clone)]
@@ -328,7 +377,7 @@ struct Entry {
 }
 
 impl Cache {
-    fn new(ttl: Duration, max_entries: usize, clock: SharedClock) -> Cache {
+    fn new(ttl: Duration, max_entries: usize, clock: SharedClock, changes: Option<Changes>) -> Cache {
         Cache {
             entries: entries(max_entries),
             hash_by_id: DashMap::new(),
@@ -336,6 +385,7 @@ impl Cache {
             ttl,
             max_entries,
             clock,
+            changes,
         }
     }
 
@@ -432,6 +482,21 @@ impl Cache {
         }
     }
 
+    // Like a write here: counted, so a lookup that read before the change
+    // does not cache what it read.
+    fn invalidate_hash(&self, hash: &KeyHash) {
+        let mut writes = write(&self.writes);
+        *writes = writes.wrapping_add(1);
+        self.entries.remove(hash);
+    }
+
+    fn invalidate_all(&self) {
+        let mut writes = write(&self.writes);
+        *writes = writes.wrapping_add(1);
+        self.entries.clear();
+        self.hash_by_id.clear();
+    }
+
     fn note_last_use(&self, key_id: &str, at: SystemTime) {
         if !self.caches() {
             return;
@@ -453,6 +518,16 @@ impl Cache {
         });
         // No entry (evicted meanwhile): the slot offered is given back.
         drop(found);
+    }
+}
+
+impl ChangeListener for Cache {
+    fn changed(&self, change: &Change) {
+        match change {
+            Change::Key(hash) => self.invalidate_hash(hash),
+            Change::Everything => self.invalidate_all(),
+            Change::AccountAllowlist(_) | Change::KeyAllowlist(_) => {}
+        }
     }
 }
 
@@ -1027,6 +1102,67 @@ mod tests {
             "the write that landed is seen"
         );
         assert_eq!(lookup(&keys, 2).revoked_at, Some(t0()), "so is the rotation");
+    }
+
+    #[test]
+    fn changes_from_the_hub_drop_one_key_or_everything_and_the_ttl_bounds_the_rest() {
+        let (clock, probe, _) = cached([1, 2, 3]);
+        let changes = Changes::new();
+        // The hub set before another builder method still holds.
+        let keys = CachedKeyStore::new(probe.clone())
+            .invalidated_by(&changes)
+            .ttl(Duration::from_secs(60))
+            .clock(clock.clone());
+        for n in [1, 2, 3] {
+            lookup(&keys, n);
+        }
+        assert_eq!(lookups(&probe), 3);
+
+        // Revoked by another instance, which announces it.
+        ready(probe.inner().revoke("key_1", t0())).expect("revoke");
+        changes.deliver(&Change::AccountAllowlist("acct_1".into()));
+        changes.deliver(&Change::KeyAllowlist("key_1".into()));
+        assert_eq!(keys.cached_entries(), 3, "allowlist changes are not key changes");
+        assert!(lookup(&keys, 1).is_valid_at(clock.now()), "not announced yet");
+        changes.deliver(&Change::Key(hash_of(1)));
+        assert!(
+            !lookup(&keys, 1).is_valid_at(clock.now()),
+            "refused once announced, long before the TTL"
+        );
+        assert_eq!(lookups(&probe), 4, "only key_1 was read again");
+
+        changes.deliver(&Change::Everything);
+        assert_eq!(keys.cached_entries(), 0);
+        for n in [1, 2, 3] {
+            lookup(&keys, n);
+        }
+        assert_eq!(lookups(&probe), 7, "everything was read again");
+
+        // Unannounced (the source is down): the TTL is the bound.
+        ready(probe.inner().revoke("key_2", t0())).expect("revoke");
+        clock.advance(Duration::from_secs(59));
+        assert!(lookup(&keys, 2).is_valid_at(clock.now()));
+        clock.advance(Duration::from_secs(1));
+        assert!(!lookup(&keys, 2).is_valid_at(clock.now()));
+
+        // A dropped store stops listening.
+        drop(keys);
+        changes.deliver(&Change::Everything);
+    }
+
+    #[test]
+    fn a_lookup_that_read_before_an_announced_change_does_not_cache_what_it_read() {
+        let (_, probe, _) = cached([1]);
+        let changes = Changes::new();
+        let keys = CachedKeyStore::new(probe.clone()).invalidated_by(&changes);
+        let gate = Gate::closed();
+        probe.gate(Some(gate.clone()));
+        let mut early = keys.find_by_hash(&hash_of(1));
+        assert!(poll_once(&mut early).is_pending(), "read the valid record, then held");
+        changes.deliver(&Change::Key(hash_of(1)));
+        gate.open();
+        assert!(matches!(poll_once(&mut early), Poll::Ready(Ok(Some(_)))));
+        assert_eq!(keys.cached_entries(), 0, "what it read may predate the change");
     }
 
     #[test]
