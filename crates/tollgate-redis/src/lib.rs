@@ -26,6 +26,7 @@
 //! | [idempotency](RedisIdempotencyStore) | `idem:{<scope>:<key>}` | `SET NX GET PX`, scripts checking the claim token |
 //! | [allowlists](RedisAllowlistStore) | `allow:account:{<account>}`, `allow:key:{<key id>}` | one `HSET` per list |
 //! | [replay](RedisReplayStore) | `replay:{<message id>}` | `SET NX PX` |
+//! | [usage](RedisUsageStore) | `usage:{<key id>}:<day>` | pipelined `HINCRBY`, `EXPIREAT` at the end of the retention |
 //!
 //! Needs Redis 7.0 or later (idempotency's `SET NX GET`).
 //!
@@ -93,6 +94,7 @@ mod stores;
 #[cfg(any(test, feature = "testing"))]
 pub mod testing;
 mod timestamp;
+mod usage;
 
 pub use allowlist::RedisAllowlistStore;
 pub use config::RedisConfig;
@@ -101,3 +103,4 @@ pub use key_store::RedisKeyStore;
 pub use rate_limit::RedisRateLimitStore;
 pub use replay::RedisReplayStore;
 pub use stores::RedisStores;
+pub use usage::RedisUsageStore;
