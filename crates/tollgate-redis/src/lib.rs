@@ -30,6 +30,14 @@
 //!
 //! Needs Redis 7.0 or later (idempotency's `SET NX GET`).
 //!
+//! # Changes
+//!
+//! Revocations, rotations and allowlist writes `PUBLISH` what changed on
+//! `<prefix>changes` in the same atomic step as the write;
+//! [`subscribe_changes`] delivers it to a [`Changes`](tollgate_core::changes::Changes)
+//! hub, so a `CachedKeyStore` with a long TTL drops a revoked key on every
+//! instance at once (the TTL stays the bound while the subscription is down).
+//!
 //! # Failures
 //!
 //! A down server (connection refused, reset) is `StoreError::Backend`; a
@@ -83,6 +91,7 @@
 
 mod allowlist;
 mod backend;
+mod changes;
 mod config;
 mod idempotency;
 mod key_codec;
@@ -97,6 +106,7 @@ mod timestamp;
 mod usage;
 
 pub use allowlist::RedisAllowlistStore;
+pub use changes::{subscribe_changes, ChangeSubscription, CHANGES_HEALTH_CHECK};
 pub use config::RedisConfig;
 pub use idempotency::RedisIdempotencyStore;
 pub use key_store::RedisKeyStore;
