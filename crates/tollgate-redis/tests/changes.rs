@@ -256,8 +256,8 @@ async fn the_subscriber_marks_a_lost_server_and_reconnects_by_itself() {
         let back = eventually("reconnected", PATIENCE, || changes.is_connected()).await;
         println!("round {round}: resubscribed {back:?} after the server was up");
         assert!(
-            back < Duration::from_millis(500),
-            "within the 100 ms backoff and a connection"
+            back < Duration::from_secs(1),
+            "within the 100 ms backoff and a connection: {back:?}"
         );
         heard_exactly(&heard, vec![Change::Everything]).await;
         assert_eq!(publish(change.encode()).await, 1, "subscribed again");
