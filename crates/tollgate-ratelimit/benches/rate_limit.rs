@@ -19,6 +19,7 @@ use governor::{Quota, RateLimiter};
 use http::{Request, Response};
 use http_body_util::Full;
 use tollgate_core::rate_limit::{Limits, MemoryRateLimitStore, Plan, RateLimitStore};
+use tollgate_core::usage::{MemoryUsageStore, UsageRecorder};
 use tollgate_core::{KeyKind, Principal};
 use tollgate_ratelimit::{Plans, RateLimitLayer};
 use tower::{Layer, Service};
@@ -143,8 +144,13 @@ fn layer(c: &mut Criterion) {
         .plans(plans.clone())
         .layer(handler);
     let mut legacy = RateLimitLayer::new(MemoryRateLimitStore::new())
-        .plans(plans)
+        .plans(plans.clone())
         .legacy_headers(true)
+        .layer(handler);
+    let recorder = UsageRecorder::new(std::sync::Arc::new(MemoryUsageStore::new()));
+    let mut counting = RateLimitLayer::new(MemoryRateLimitStore::new())
+        .plans(plans)
+        .count_usage(recorder.clone())
         .layer(handler);
     let mut bare = handler;
 
@@ -170,6 +176,27 @@ fn layer(c: &mut Criterion) {
             black_box(poll_now(legacy.call(request(i))).unwrap())
         })
     });
+    group.bench_function("rate_limit_layer_counting_usage", |b| {
+        b.iter(|| {
+            i += 1;
+            poll_now(std::future::poll_fn(|cx| counting.poll_ready(cx))).unwrap();
+            black_box(poll_now(counting.call(request(i))).unwrap())
+        })
+    });
+    group.finish();
+
+    // The count alone, on one thread and on two at once (wall time per count).
+    let key_ids: Vec<String> = (0..KEYS).map(|i| format!("key_{i:08}")).collect();
+    let mut group = c.benchmark_group("usage_record_10k_keys");
+    for threads in [1, 2] {
+        group.bench_function(BenchmarkId::new("usage_recorder", format!("{threads}_threads")), |b| {
+            b.iter_custom(|iters| {
+                on_threads(threads, iters, |thread, i| {
+                    recorder.record(black_box(&key_ids[key_index(thread, i)]), false);
+                })
+            })
+        });
+    }
     group.finish();
 }
 

@@ -11,13 +11,16 @@
 //! callgrind_annotate callgrind.out.<pid>
 //! ```
 //!
-//! Scenarios: `bare`, `layer`, `layer_legacy_headers`, `layer_free_plan`, `store`.
+//! Scenarios: `bare`, `layer`, `layer_legacy_headers`, `layer_free_plan`,
+//! `layer_counting_usage` (with `count_usage`), `store`, `usage_record`
+//! (one `UsageRecorder::record` alone).
 //! Run without valgrind it prints each scenario's mean time.
 
 use std::convert::Infallible;
 use std::future::Future;
 use std::hint::black_box;
 use std::pin::pin;
+use std::sync::Arc;
 use std::task::{Context, Poll, Waker};
 use std::time::Instant;
 
@@ -25,6 +28,7 @@ use bytes::Bytes;
 use http::{Request, Response};
 use http_body_util::Full;
 use tollgate_core::rate_limit::{Limits, MemoryRateLimitStore, Plan, RateLimitStore};
+use tollgate_core::usage::{MemoryUsageStore, UsageRecorder};
 use tollgate_core::{KeyKind, Principal};
 use tollgate_ratelimit::{Plans, RateLimitLayer};
 use tower::{Layer, Service};
@@ -90,7 +94,15 @@ fn main() {
     };
 
     let scenarios: Vec<&str> = match scenario.as_str() {
-        "all" => vec!["bare", "layer", "layer_legacy_headers", "layer_free_plan", "store"],
+        "all" => vec![
+            "bare",
+            "layer",
+            "layer_legacy_headers",
+            "layer_free_plan",
+            "layer_counting_usage",
+            "store",
+            "usage_record",
+        ],
         one => vec![one],
     };
     for scenario in scenarios {
@@ -101,15 +113,18 @@ fn main() {
                     black_box(poll_now(bare.call(request(&principals, i))).unwrap());
                 })
             }
-            "layer" | "layer_legacy_headers" | "layer_free_plan" => {
+            "layer" | "layer_legacy_headers" | "layer_free_plan" | "layer_counting_usage" => {
                 let (plans, principals) = match scenario {
                     "layer_free_plan" => (free_plans(), &free_principals),
                     _ => (bench_plans(), &principals),
                 };
-                let mut limited = RateLimitLayer::new(MemoryRateLimitStore::new())
+                let mut layer = RateLimitLayer::new(MemoryRateLimitStore::new())
                     .plans(plans)
-                    .legacy_headers(scenario == "layer_legacy_headers")
-                    .layer(handler);
+                    .legacy_headers(scenario == "layer_legacy_headers");
+                if scenario == "layer_counting_usage" {
+                    layer = layer.count_usage(UsageRecorder::new(Arc::new(MemoryUsageStore::new())));
+                }
+                let mut limited = layer.layer(handler);
                 run(iters, |i| {
                     poll_now(std::future::poll_fn(|cx| limited.poll_ready(cx))).unwrap();
                     let response = poll_now(limited.call(request(principals, i))).unwrap();
@@ -124,6 +139,11 @@ fn main() {
                 run(iters, |i| {
                     black_box(poll_now(store.check(&keys[i % KEYS], &limits, 1)).unwrap());
                 })
+            }
+            "usage_record" => {
+                let recorder = UsageRecorder::new(Arc::new(MemoryUsageStore::new()));
+                let keys: Vec<String> = (0..KEYS).map(|i| format!("key_{i:08}")).collect();
+                run(iters, |i| recorder.record(black_box(&keys[i % KEYS]), false))
             }
             other => panic!("unknown scenario {other:?}"),
         };

@@ -7,6 +7,7 @@ use std::sync::Arc;
 use http::request::Parts;
 use tollgate_core::gate::Gate;
 use tollgate_core::rate_limit::{MemoryRateLimitStore, Plan, RateLimitStore};
+use tollgate_core::usage::UsageRecorder;
 use tollgate_core::Renderer;
 use tower_layer::Layer;
 
@@ -52,6 +53,7 @@ impl RateLimitLayer {
                 failure_policy: FailurePolicy::default(),
                 legacy_headers: false,
                 renderer: Renderer::default(),
+                usage: None,
             },
         }
     }
@@ -107,6 +109,18 @@ impl RateLimitLayer {
     /// `X-RateLimit-Reset` (seconds from now), for older clients.
     pub fn legacy_headers(mut self, enabled: bool) -> RateLimitLayer {
         self.config.legacy_headers = enabled;
+        self
+    }
+
+    /// Counts every request the layer decides for an authenticated key in
+    /// `recorder`: one request for the [`Principal`](tollgate_core::Principal)'s
+    /// key id, rate limited when refused for a limit or quota (429). Requests
+    /// without a principal are not counted; a request let through or
+    /// refused because the store failed counts as a request, not rate
+    /// limited. Costs one in-memory count per request (see
+    /// [`UsageRecorder`]); the recorder's flush sends them to the usage store.
+    pub fn count_usage(mut self, recorder: UsageRecorder) -> RateLimitLayer {
+        self.config.usage = Some(recorder);
         self
     }
 

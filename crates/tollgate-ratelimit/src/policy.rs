@@ -14,6 +14,7 @@ use http::{HeaderMap, Request, Response};
 use http_body_util::Full;
 use tollgate_core::gate::{Finish, Policy, Verdict};
 use tollgate_core::rate_limit::{Decision, Plan, RateLimitStore};
+use tollgate_core::usage::UsageRecorder;
 use tollgate_core::{MaybeReady, Principal, Rejection, Renderer, StoreError, StoreFuture};
 
 use crate::head::Head;
@@ -59,6 +60,7 @@ pub(crate) struct Config {
     pub(crate) failure_policy: FailurePolicy,
     pub(crate) legacy_headers: bool,
     pub(crate) renderer: Renderer,
+    pub(crate) usage: Option<UsageRecorder>,
 }
 
 impl Config {
@@ -98,13 +100,24 @@ impl Config {
         // A memory store (or a cache hit) has answered already: decide now,
         // with nothing shared or boxed. Otherwise the answer is awaited.
         match self.store.check(key.as_str(), &plan.limits, cost).into_ready() {
-            Ok(answer) => Step::Decided(self.judge(answer, &plan, head.headers())),
+            Ok(answer) => Step::Decided(self.judge(answer, &plan, head.headers(), principal)),
             Err(pending) => Step::Wait(pending, plan.into_shared()),
         }
     }
 
-    /// What the store's answer means for the request.
-    fn judge(&self, answer: Result<Decision, StoreError>, plan: &ResolvedPlan, request_headers: &HeaderMap) -> Outcome {
+    /// What the store's answer means for the request; counted as the
+    /// principal's usage, if usage is counted.
+    fn judge(
+        &self,
+        answer: Result<Decision, StoreError>,
+        plan: &ResolvedPlan,
+        request_headers: &HeaderMap,
+        principal: Option<&Principal>,
+    ) -> Outcome {
+        let limited = matches!(&answer, Ok(decision) if !decision.is_allowed());
+        if let (Some(usage), Some(principal)) = (&self.usage, principal) {
+            usage.record(principal.key_id(), limited);
+        }
         let decision = match answer {
             Ok(decision) => decision,
             Err(error) if error.is_unavailable() => {
@@ -147,6 +160,7 @@ impl Config {
             .field("missing_key", &self.missing_key)
             .field("failure_policy", &self.failure_policy)
             .field("legacy_headers", &self.legacy_headers)
+            .field("counts_usage", &self.usage.is_some())
             .finish_non_exhaustive()
     }
 }
@@ -201,7 +215,12 @@ impl Throttle {
             Step::Decided(outcome) => MaybeReady::ready(outcome.into_verdict(request)),
             Step::Wait(check, plan) => {
                 let config = Arc::clone(&self.config);
-                check.map(move |answer| config.judge(answer, &plan, request.headers()).into_verdict(request))
+                check.map(move |answer| {
+                    let principal = request.extensions().get::<Principal>();
+                    config
+                        .judge(answer, &plan, request.headers(), principal)
+                        .into_verdict(request)
+                })
             }
         }
     }
@@ -357,6 +376,44 @@ mod tests {
         ] {
             assert_eq!(twelve_answers(layer).await, expected);
         }
+    }
+
+    #[tokio::test]
+    async fn counted_usage_is_every_decided_request_of_a_key_and_its_429s() {
+        use tollgate_core::usage::{Day, DayUsage, MemoryUsageStore, UsageStore};
+        let usage = MemoryUsageStore::new();
+        let recorder = UsageRecorder::new(Arc::new(usage.clone()));
+        let store = FakeStore::new(memory());
+        let layer = RateLimitLayer::new(store.clone()).count_usage(recorder.clone());
+        assert!(format!("{layer:?}").contains("counts_usage: true"));
+        // 12 answered at once (10 admitted, 2 limited), 3 answered later
+        // (limited), one failed store (503, a request), one without a key.
+        let service = layer.layer(handler());
+        for _ in 0..12 {
+            service.clone().oneshot(free_request()).await.unwrap();
+        }
+        let asynchronous = store.clone().asynchronous();
+        for _ in 0..3 {
+            let response = service.clone().oneshot(free_request()).await.unwrap();
+            assert_eq!(response.status(), 429);
+        }
+        asynchronous.fail_all();
+        assert_eq!(service.clone().oneshot(free_request()).await.unwrap().status(), 503);
+        asynchronous.heal();
+        let anonymous = service.clone().oneshot(Request::new(Body::default())).await.unwrap();
+        assert_eq!(anonymous.status(), 401);
+
+        assert_eq!(recorder.unsent_requests(), 16);
+        assert_eq!(recorder.flush().await.unwrap(), 1);
+        let today = Day::from_unix_secs(tollgate_core::unix_secs(std::time::SystemTime::now()));
+        assert_eq!(
+            usage.days("key_1", today, today).await.unwrap(),
+            vec![DayUsage {
+                day: today,
+                requests: 16,
+                rate_limited: 5
+            }]
+        );
     }
 
     #[tokio::test]

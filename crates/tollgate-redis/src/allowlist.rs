@@ -9,7 +9,9 @@
 //! with the same id never share a list). Fields: `list`, the networks
 //! separated by commas (empty for an empty list, which allows nothing), and
 //! `v`, a random version changed by every write. One `HSET` writes both, so
-//! readers see the old list or the new one, never a mixture.
+//! readers see the old list or the new one, never a mixture. Every write
+//! (set or clear) publishes its [`Change`] on the changes channel in the
+//! same `MULTI` transaction, for caches in front of any allowlist store.
 //!
 //! # Reads
 //!
@@ -25,6 +27,7 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex, PoisonError};
 
 use tollgate_core::allowlist::{AllowlistStore, Allowlists, IpSet};
+use tollgate_core::changes::Change;
 use tollgate_core::{MaybeReady, StoreError, StoreFuture};
 
 use crate::backend::{backend_error, Backend};
@@ -136,23 +139,37 @@ impl RedisAllowlistStore {
         Ok(self.read(&[key]).await?.pop().flatten())
     }
 
-    async fn write(&self, key: &str, list: &IpSet) -> Result<(), StoreError> {
+    // The write and its announcement in one transaction.
+    async fn write(&self, key: &str, list: &IpSet, change: Change) -> Result<(), StoreError> {
         let version = new_version()?;
-        redis::cmd("HSET")
+        redis::pipe()
+            .atomic()
+            .cmd("HSET")
             .arg(key)
             .arg("v")
             .arg(&version)
             .arg("list")
             .arg(format_list(list))
-            .query_async::<i64>(&mut self.backend.connection())
+            .ignore()
+            .cmd("PUBLISH")
+            .arg(self.backend.changes_channel())
+            .arg(change.encode())
+            .ignore()
+            .query_async::<()>(&mut self.backend.connection())
             .await
             .map_err(backend_error)?;
         Ok(())
     }
 
-    async fn clear(&self, key: &str) -> Result<bool, StoreError> {
-        let deleted: i64 = redis::cmd("DEL")
+    async fn clear(&self, key: &str, change: Change) -> Result<bool, StoreError> {
+        let (deleted,): (i64,) = redis::pipe()
+            .atomic()
+            .cmd("DEL")
             .arg(key)
+            .cmd("PUBLISH")
+            .arg(self.backend.changes_channel())
+            .arg(change.encode())
+            .ignore()
             .query_async(&mut self.backend.connection())
             .await
             .map_err(backend_error)?;
@@ -188,12 +205,14 @@ impl AllowlistStore for RedisAllowlistStore {
 
     fn set_account_allowlist(&self, account_id: &str, list: IpSet) -> StoreFuture<()> {
         let (store, key) = (self.clone(), self.account_key(account_id));
-        MaybeReady::boxed(async move { store.backend.run(store.write(&key, &list)).await })
+        let change = Change::AccountAllowlist(account_id.to_owned());
+        MaybeReady::boxed(async move { store.backend.run(store.write(&key, &list, change)).await })
     }
 
     fn clear_account_allowlist(&self, account_id: &str) -> StoreFuture<bool> {
         let (store, key) = (self.clone(), self.account_key(account_id));
-        MaybeReady::boxed(async move { store.backend.run(store.clear(&key)).await })
+        let change = Change::AccountAllowlist(account_id.to_owned());
+        MaybeReady::boxed(async move { store.backend.run(store.clear(&key, change)).await })
     }
 
     fn key_allowlist(&self, key_id: &str) -> StoreFuture<Option<Arc<IpSet>>> {
@@ -203,12 +222,14 @@ impl AllowlistStore for RedisAllowlistStore {
 
     fn set_key_allowlist(&self, key_id: &str, list: IpSet) -> StoreFuture<()> {
         let (store, key) = (self.clone(), self.key_key(key_id));
-        MaybeReady::boxed(async move { store.backend.run(store.write(&key, &list)).await })
+        let change = Change::KeyAllowlist(key_id.to_owned());
+        MaybeReady::boxed(async move { store.backend.run(store.write(&key, &list, change)).await })
     }
 
     fn clear_key_allowlist(&self, key_id: &str) -> StoreFuture<bool> {
         let (store, key) = (self.clone(), self.key_key(key_id));
-        MaybeReady::boxed(async move { store.backend.run(store.clear(&key)).await })
+        let change = Change::KeyAllowlist(key_id.to_owned());
+        MaybeReady::boxed(async move { store.backend.run(store.clear(&key, change)).await })
     }
 
     // Both lists in one pipelined round trip (two while a list changed).

@@ -37,6 +37,12 @@ impl Backend {
         &self.prefix
     }
 
+    /// The channel changes to keys and allowlists are published on:
+    /// `<prefix>changes`, one per prefix (see [`crate::subscribe_changes`]).
+    pub(crate) fn changes_channel(&self) -> String {
+        changes_channel(&self.prefix)
+    }
+
     /// Runs one store operation, all its round trips, within the timeout.
     pub(crate) async fn run<T>(&self, operation: impl Future<Output = Result<T, StoreError>>) -> Result<T, StoreError> {
         match tokio::time::timeout(self.timeout, operation).await {
@@ -61,6 +67,10 @@ impl fmt::Debug for Backend {
             .field("timeout", &self.timeout)
             .finish_non_exhaustive()
     }
+}
+
+pub(crate) fn changes_channel(prefix: &str) -> String {
+    format!("{prefix}changes")
 }
 
 pub(crate) fn key_name(prefix: &str, area: &str, tag: &str, rest: &str) -> String {

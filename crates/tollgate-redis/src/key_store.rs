@@ -41,8 +41,12 @@
 //! Revocation writes the record first (the one authentication reads) and
 //! then the account index (the earliest revocation time wins in both).
 //! Until the index is written the key still counts toward the limit, never
-//! the other way round. There is no cache: the next `find_by_hash` on any
-//! instance sees it.
+//! the other way round. The record's write publishes [`Change::Key`] on the
+//! changes channel in the same script, so instances with a cache in front
+//! of this store (a `CachedKeyStore` fed by [`crate::subscribe_changes`])
+//! drop the key at once; without a cache, the next `find_by_hash` on any
+//! instance sees it. Rotation announces the retiring key the same way.
+//! Creation is not announced: caches never hold unknown keys.
 //!
 //! # Rotation
 //!
@@ -62,6 +66,7 @@ use std::sync::{Arc, LazyLock};
 use std::time::SystemTime;
 
 use redis::Script;
+use tollgate_core::changes::Change;
 use tollgate_core::keys::{KeyHash, KeyRecord, KeyRegistry, KeyStore, RotateRefusal, Rotation};
 use tollgate_core::{MaybeReady, StoreError, StoreFuture};
 
@@ -193,6 +198,8 @@ impl RedisKeyStore {
         let fields: Option<HashMap<String, String>> = REVOKE
             .key(self.record_key(&hash))
             .arg(timestamp::encode(at))
+            .arg(self.backend.changes_channel())
+            .arg(Change::Key(hash).encode())
             .invoke_async(&mut connection)
             .await
             .map_err(backend_error)?;
@@ -269,7 +276,9 @@ impl RedisKeyStore {
             .arg(successor.id())
             .arg(successor.hash.to_hex())
             .arg(key_codec::account_entry(&successor))
-            .arg(limit_arg(max_active));
+            .arg(limit_arg(max_active))
+            .arg(self.backend.changes_channel())
+            .arg(Change::Key(hash).encode());
         for (field, value) in key_codec::encode(&successor) {
             rotate.arg(field).arg(value);
         }

@@ -26,8 +26,17 @@
 //! | [idempotency](RedisIdempotencyStore) | `idem:{<scope>:<key>}` | `SET NX GET PX`, scripts checking the claim token |
 //! | [allowlists](RedisAllowlistStore) | `allow:account:{<account>}`, `allow:key:{<key id>}` | one `HSET` per list |
 //! | [replay](RedisReplayStore) | `replay:{<message id>}` | `SET NX PX` |
+//! | [usage](RedisUsageStore) | `usage:{<key id>}:<day>` | pipelined `HINCRBY`, `EXPIREAT` at the end of the retention |
 //!
 //! Needs Redis 7.0 or later (idempotency's `SET NX GET`).
+//!
+//! # Changes
+//!
+//! Revocations, rotations and allowlist writes `PUBLISH` what changed on
+//! `<prefix>changes` in the same atomic step as the write;
+//! [`subscribe_changes`] delivers it to a [`Changes`](tollgate_core::changes::Changes)
+//! hub, so a `CachedKeyStore` with a long TTL drops a revoked key on every
+//! instance at once (the TTL stays the bound while the subscription is down).
 //!
 //! # Failures
 //!
@@ -82,6 +91,7 @@
 
 mod allowlist;
 mod backend;
+mod changes;
 mod config;
 mod idempotency;
 mod key_codec;
@@ -93,11 +103,14 @@ mod stores;
 #[cfg(any(test, feature = "testing"))]
 pub mod testing;
 mod timestamp;
+mod usage;
 
 pub use allowlist::RedisAllowlistStore;
+pub use changes::{subscribe_changes, ChangeSubscription, CHANGES_HEALTH_CHECK};
 pub use config::RedisConfig;
 pub use idempotency::RedisIdempotencyStore;
 pub use key_store::RedisKeyStore;
 pub use rate_limit::RedisRateLimitStore;
 pub use replay::RedisReplayStore;
 pub use stores::RedisStores;
+pub use usage::RedisUsageStore;

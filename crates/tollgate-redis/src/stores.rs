@@ -13,6 +13,7 @@ use crate::idempotency::RedisIdempotencyStore;
 use crate::key_store::RedisKeyStore;
 use crate::rate_limit::RedisRateLimitStore;
 use crate::replay::RedisReplayStore;
+use crate::usage::RedisUsageStore;
 
 /// The entry point: a connection manager (one multiplexed connection that
 /// reconnects by itself) and constructors for each store, all sharing it.
@@ -87,6 +88,11 @@ impl RedisStores {
     /// The webhook replay store.
     pub fn replay_store(&self) -> RedisReplayStore {
         RedisReplayStore::new(self.backend.clone())
+    }
+
+    /// The usage store (counts per key and UTC day).
+    pub fn usage_store(&self) -> RedisUsageStore {
+        RedisUsageStore::new(self.backend.clone())
     }
 
     #[cfg(test)]

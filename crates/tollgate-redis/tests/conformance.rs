@@ -61,3 +61,25 @@ async fn the_key_limit_holds_under_parallel_rotations_and_creations() {
     .await;
     redis.cleanup().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn usage_store_conforms() {
+    let Some(redis) = TestRedis::connect("usage_store_conforms").await else {
+        return;
+    };
+    tollgate_core::conformance::usage_store(&redis.stores.usage_store()).await;
+    redis.cleanup().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn usage_adds_from_many_tasks_sum_exactly() {
+    let Some(redis) = TestRedis::connect("usage_in_parallel").await else {
+        return;
+    };
+    tollgate_core::conformance::usage_in_parallel(&redis.stores.usage_store(), |task| {
+        let handle = tokio::spawn(task);
+        Box::pin(async move { handle.await.expect("the task finished") })
+    })
+    .await;
+    redis.cleanup().await;
+}

@@ -1,6 +1,7 @@
 //! IP allowlists: [`IpSet`], a set of networks that answers "is this
-//! address listed?" in logarithmic time, and the [`AllowlistStore`] trait
-//! that keeps each account's and each key's list.
+//! address listed?" in logarithmic time, the [`AllowlistStore`] trait
+//! that keeps each account's and each key's list, and the
+//! [`CachedAllowlistStore`] that puts a local cache in front of a shared one.
 //!
 //! ```
 //! use std::net::IpAddr;
@@ -15,10 +16,12 @@
 //! assert!(IpSet::parse(["203.0.113.0/33"]).is_err());
 //! ```
 
+mod cached;
 #[cfg(any(test, feature = "conformance"))]
 pub(crate) mod conformance;
 mod memory;
 
+pub use cached::{CachedAllowlistStore, DEFAULT_ALLOWLIST_TTL, DEFAULT_MAX_ALLOWLISTS};
 pub use memory::*;
 
 use std::fmt;

@@ -7,8 +7,10 @@
 #[cfg(any(test, feature = "conformance"))]
 pub(crate) mod conformance;
 mod memory;
+mod recorder;
 
 pub use memory::{MemoryUsageStore, DEFAULT_USAGE_RETENTION_DAYS};
+pub use recorder::{UsageRecorder, DEFAULT_FLUSH_INTERVAL};
 
 use crate::maybe_ready::StoreFuture;
 

@@ -9,7 +9,8 @@
 -- ARGV[1] old key id, ARGV[2] old key's expiry (or -), ARGV[3] now,
 -- ARGV[4] retire at, ARGV[5] successor id, ARGV[6] successor's hash (hex),
 -- ARGV[7] successor's account index entry, ARGV[8] limit (-1: none),
--- ARGV[9..] successor's record fields and values.
+-- ARGV[9] the changes channel, ARGV[10] the old key's change (published
+-- with the write), ARGV[11..] successor's record fields and values.
 -- Returns {status, fields}: {1, the old record's fields after the change}
 -- rotated; else no fields and 0 the old key is unknown, -1 it is retiring,
 -- -2 it is no longer valid, -3 the successor's id exists, -4 a record with
@@ -62,8 +63,9 @@ if redis.call('EXISTS', KEYS[4]) == 1 then
 end
 redis.call('HSET', KEYS[5], ARGV[5], ARGV[7])
 redis.call('SET', KEYS[3], ARGV[6])
-redis.call('HSET', KEYS[4], unpack(ARGV, 9))
+redis.call('HSET', KEYS[4], unpack(ARGV, 11))
 redis.call('HSET', KEYS[1], 'revoked_at', ARGV[4])
+redis.call('PUBLISH', ARGV[9], ARGV[10])
 local entry = redis.call('HGET', KEYS[2], ARGV[1])
 if entry then
   local head = string.match(entry, '^(%x+ %S+) %S+$')
