@@ -120,7 +120,8 @@ pub mod fuzzing {
     /// The headers the layer writes for `decision` under `plan`.
     pub fn render(plan: &Plan, decision: &Decision, legacy: bool) -> HeaderMap {
         let mut headers = HeaderMap::new();
-        crate::headers::RateLimitHeaders::new(crate::headers::policy(plan), plan, decision, legacy).write_to(&mut headers);
+        crate::headers::RateLimitHeaders::new(crate::headers::policy(plan), plan, decision, legacy)
+            .write_to(&mut headers);
         headers
     }
 }

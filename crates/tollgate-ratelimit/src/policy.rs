@@ -120,7 +120,10 @@ impl Config {
                 };
             }
             Err(StoreError::CapacityReached { capacity }) => {
-                tracing::warn!(capacity, "rate-limit store full of keys in debt; refusing a new key (fail closed)");
+                tracing::warn!(
+                    capacity,
+                    "rate-limit store full of keys in debt; refusing a new key (fail closed)"
+                );
                 return Outcome::Refuse(self.render(&rejections::at_capacity(), request_headers));
             }
             Err(error) => {

@@ -410,7 +410,10 @@ mod tests {
     }
 
     fn answer(store: &MemoryRateLimitStore, key: &str, limits: &Limits, cost: u32) -> Result<Decision, StoreError> {
-        store.check(key, limits, cost).into_ready().expect("the memory store answers at once")
+        store
+            .check(key, limits, cost)
+            .into_ready()
+            .expect("the memory store answers at once")
     }
 
     fn store_at(secs: u64) -> (MemoryRateLimitStore, ManualClock) {
@@ -658,7 +661,9 @@ mod tests {
     fn capped(secs: u64) -> (MemoryRateLimitStore, ManualClock) {
         let clock = ManualClock::at_unix_secs(secs);
         // 64 keys: one per shard.
-        let store = MemoryRateLimitStore::new().with_clock(clock.clone()).with_capacity(SHARDS);
+        let store = MemoryRateLimitStore::new()
+            .with_clock(clock.clone())
+            .with_capacity(SHARDS);
         (store, clock)
     }
 
@@ -669,7 +674,10 @@ mod tests {
         assert!(store.decision("debtor", &limits, 10).is_allowed());
         let newcomer = same_shard(&store, "debtor", "new");
         let refused = answer(&store, &newcomer, &limits, 1).unwrap_err();
-        assert!(matches!(refused, StoreError::CapacityReached { capacity: 64 }), "{refused:?}");
+        assert!(
+            matches!(refused, StoreError::CapacityReached { capacity: 64 }),
+            "{refused:?}"
+        );
         assert!(!refused.is_unavailable(), "an answer, not a fault: never failed open");
         // The debtor's debt is intact: nothing regained, nothing forgotten.
         assert!(!store.decision("debtor", &limits, 1).is_allowed());
@@ -677,18 +685,26 @@ mod tests {
         assert!(answer(&store, &newcomer, &limits, 0).unwrap().is_allowed());
         assert_eq!(
             answer(&store, &newcomer, &limits, 11).unwrap().verdict,
-            Verdict::CostExceedsLimit { limit: LimitKind::PerSecond }
+            Verdict::CostExceedsLimit {
+                limit: LimitKind::PerSecond
+            }
         );
         // Once the burst is refilled the debtor is a fresh key: it may go.
         clock.advance(Duration::from_millis(999));
-        assert!(answer(&store, &newcomer, &limits, 1).is_err(), "still in debt by a millisecond");
+        assert!(
+            answer(&store, &newcomer, &limits, 1).is_err(),
+            "still in debt by a millisecond"
+        );
         clock.advance(Duration::from_millis(1));
         assert!(store.decision(&newcomer, &limits, 1).is_allowed());
         assert_eq!(store.len(), 1);
         // The forgotten debtor is now a new key, and the newcomer is in debt.
         assert!(answer(&store, "debtor", &limits, 1).is_err());
         clock.advance(Duration::from_millis(100));
-        assert!(store.decision("debtor", &limits, 10).is_allowed(), "a full burst, as a fresh key");
+        assert!(
+            store.decision("debtor", &limits, 10).is_allowed(),
+            "a full burst, as a fresh key"
+        );
     }
 
     #[test]
@@ -698,11 +714,18 @@ mod tests {
         assert!(store.decision("counted", &free, 1).is_allowed());
         let newcomer = same_shard(&store, "counted", "new");
         clock.advance(Duration::from_secs(60));
-        assert!(answer(&store, &newcomer, &free, 1).is_err(), "today's count must be kept");
+        assert!(
+            answer(&store, &newcomer, &free, 1).is_err(),
+            "today's count must be kept"
+        );
         let until_midnight = NANOS_PER_DAY - (T0 + 60) * 1_000_000_000 % NANOS_PER_DAY;
         clock.advance(Duration::from_nanos(until_midnight));
         assert!(store.decision(&newcomer, &free, 1).is_allowed());
-        assert_eq!(store.decision("counted", &free, 0).daily.unwrap().remaining, 1_000, "a new day");
+        assert_eq!(
+            store.decision("counted", &free, 0).daily.unwrap().remaining,
+            1_000,
+            "a new day"
+        );
     }
 
     #[test]
@@ -735,9 +758,16 @@ mod tests {
         // Every admitted key is in debt for the day, so every one is still tracked.
         assert_eq!(store.len(), admitted);
         assert_eq!(admitted + refused, keys);
-        assert!(admitted >= capacity * 9 / 10, "only {admitted} admitted before the shards filled");
+        assert!(
+            admitted >= capacity * 9 / 10,
+            "only {admitted} admitted before the shards filled"
+        );
         let bucket_bound = SHARDS * (per_shard * 8 / 7 + 1).next_power_of_two() * 29;
-        assert!(store.table_bytes() <= bucket_bound, "{} > {bucket_bound} bytes", store.table_bytes());
+        assert!(
+            store.table_bytes() <= bucket_bound,
+            "{} > {bucket_bound} bytes",
+            store.table_bytes()
+        );
     }
 
     // RSS delta for 1,000,000 tracked keys. Run alone:
