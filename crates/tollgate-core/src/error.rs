@@ -25,6 +25,14 @@ pub enum StoreError {
     /// A record with the same identity already exists.
     #[error("conflict: {0}")]
     Conflict(String),
+    /// A bounded store is full of state it may not drop (keys in debt), so
+    /// it refuses to track another: the request is refused (fail closed),
+    /// never admitted untracked.
+    #[error("the store already tracks its maximum of {capacity} entries")]
+    CapacityReached {
+        /// The configured maximum.
+        capacity: usize,
+    },
     /// The backend holds data this version cannot read.
     #[error("stored data is corrupt: {0}")]
     Corrupt(String),

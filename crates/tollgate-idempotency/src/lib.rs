@@ -219,6 +219,20 @@ pub use policy::Deduplicate;
 pub use replay::IDEMPOTENT_REPLAYED;
 pub use storable::{Storable, StoredReplacement};
 
+/// The key parser, for the fuzz targets in `fuzz/` (feature `fuzzing`). Not a stable API.
+#[cfg(feature = "fuzzing")]
+#[doc(hidden)]
+pub mod fuzzing {
+    use http::{HeaderMap, HeaderName};
+
+    /// The key the layer reads from the first of `names` present:
+    /// `Ok(None)` for none, `Err(())` for an invalid or ambiguous header.
+    #[allow(clippy::result_unit_err)]
+    pub fn read_key(headers: &HeaderMap, names: &[HeaderName]) -> Result<Option<String>, ()> {
+        crate::key::read_key(headers, names).map_err(|_| ())
+    }
+}
+
 /// The layer's response body: the inner service's body as the layer hands
 /// it on (`Left`: untouched, or read whole and stored), or a body the layer
 /// made (`Right`: a refusal or a replay, trailers included).

@@ -109,3 +109,19 @@ pub use key::KeyExtractor;
 pub use layer::{RateLimit, RateLimitLayer};
 pub use plans::Plans;
 pub use policy::{AddHeaders, FailurePolicy, MissingKey, Throttle};
+
+/// The header rendering, for the fuzz targets in `fuzz/` (feature `fuzzing`). Not a stable API.
+#[cfg(feature = "fuzzing")]
+#[doc(hidden)]
+pub mod fuzzing {
+    use http::HeaderMap;
+    use tollgate_core::rate_limit::{Decision, Plan};
+
+    /// The headers the layer writes for `decision` under `plan`.
+    pub fn render(plan: &Plan, decision: &Decision, legacy: bool) -> HeaderMap {
+        let mut headers = HeaderMap::new();
+        crate::headers::RateLimitHeaders::new(crate::headers::policy(plan), plan, decision, legacy)
+            .write_to(&mut headers);
+        headers
+    }
+}

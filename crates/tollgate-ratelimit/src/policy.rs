@@ -132,6 +132,13 @@ impl Config {
                     }
                 };
             }
+            Err(StoreError::CapacityReached { capacity }) => {
+                tracing::warn!(
+                    capacity,
+                    "rate-limit store full of keys in debt; refusing a new key (fail closed)"
+                );
+                return Outcome::Refuse(self.render(&rejections::at_capacity(), request_headers));
+            }
             Err(error) => {
                 tracing::error!(%error, "rate-limit store failed");
                 return Outcome::Refuse(self.render(&rejections::store_error(), request_headers));

@@ -56,6 +56,18 @@ pub(crate) fn no_plan() -> Rejection {
     Rejection::new(Code::InternalError, "No rate-limit plan applies to this request.")
 }
 
+/// The 503 for a new key a full store cannot track: the server is short of
+/// capacity, not the client over its limit, so not a 429. Whatever the
+/// failure policy, it is refused: admitting an untracked key would be
+/// admitting it unlimited.
+pub(crate) fn at_capacity() -> Rejection {
+    Rejection::new(
+        Code::ServiceUnavailable,
+        "The rate limiter is at capacity. Retry shortly.",
+    )
+    .with_header(RETRY_AFTER, HeaderValue::from_static("1"))
+}
+
 /// The 500 for a store answer that is not a backend fault (corrupt state).
 pub(crate) fn store_error() -> Rejection {
     Rejection::new(Code::InternalError, "The rate-limit state could not be read.")

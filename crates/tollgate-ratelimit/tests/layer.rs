@@ -451,3 +451,44 @@ fn concurrent_requests_through_the_layer_admit_exactly_the_limit() {
         assert_eq!(handler.calls(), 370);
     });
 }
+
+#[tokio::test]
+async fn a_full_store_refuses_new_keys_with_503_even_failing_open() {
+    let (store, _clock) = manual_store();
+    // One key per shard; free keys owe their daily usage until midnight.
+    let store = store.with_capacity(64);
+    let handler = Handler::default();
+    let mut service = RateLimitLayer::new(store.clone())
+        .failure_policy(FailurePolicy::Open)
+        .layer(handler.service());
+    let (mut admitted, mut refused) = (0, 0);
+    let mut known = None;
+    for i in 0..1_000 {
+        let principal = caller("acct_1", &format!("key_{i}"), "free");
+        let reply = send(&mut service, request_as(Some(&principal))).await;
+        match reply.status {
+            StatusCode::OK => {
+                admitted += 1;
+                known.get_or_insert(principal);
+            }
+            StatusCode::SERVICE_UNAVAILABLE => {
+                refused += 1;
+                assert_eq!(
+                    reply.body,
+                    r#"{"error":{"code":"SERVICE_UNAVAILABLE","message":"The rate limiter is at capacity. Retry shortly."}}"#
+                );
+                assert_eq!(reply.header("retry-after"), "1");
+                assert_eq!(reply.header("ratelimit"), "", "no decision was made");
+            }
+            other => panic!("unexpected {other}"),
+        }
+    }
+    assert_eq!(admitted + refused, 1_000);
+    assert!(admitted <= 64 && refused >= 936, "{admitted} admitted");
+    assert_eq!(store.len(), admitted, "every admitted key is tracked");
+    assert_eq!(handler.calls(), admitted);
+    // A key already tracked keeps its limits at the cap.
+    let reply = send(&mut service, request_as(known.as_ref())).await;
+    assert_eq!(reply.status, StatusCode::OK);
+    assert_eq!(reply.header("ratelimit"), "\"per-second\";r=8;t=1");
+}

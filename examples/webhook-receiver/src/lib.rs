@@ -10,6 +10,8 @@
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
+mod serve;
+
 use std::net::SocketAddr;
 
 use axum::extract::State;
@@ -20,6 +22,8 @@ use tokio::sync::broadcast;
 use tollgate_core::replay::MemoryReplayStore;
 use tollgate_webhook::{Scheme, Verifier, WebhookSecret, WebhookSignatureLayer};
 
+pub use serve::{serve, HttpLimits};
+
 /// The receiver's settings.
 #[derive(Debug, Clone)]
 pub struct Options {
@@ -29,6 +33,9 @@ pub struct Options {
     pub scheme: String,
     /// The shared secret.
     pub secret: WebhookSecret,
+    /// HTTP limits (`--header-read-timeout SECS`, `--idle-timeout SECS`,
+    /// `--request-timeout SECS`, `--max-connections N`, `--max-header-bytes N`).
+    pub limits: HttpLimits,
 }
 
 impl Options {
@@ -36,12 +43,18 @@ impl Options {
     pub fn from_args(args: impl IntoIterator<Item = String>) -> Result<Options, String> {
         let mut listen: SocketAddr = ([127, 0, 0, 1], 8081).into();
         let mut scheme = "seed".to_owned();
+        let mut limits = HttpLimits::default();
         let mut args = args.into_iter();
         while let Some(arg) = args.next() {
             let mut value = |name: &str| args.next().ok_or(format!("{name} needs a value"));
             match arg.as_str() {
                 "--listen" => listen = value("--listen")?.parse().map_err(|_| "invalid --listen address")?,
                 "--scheme" => scheme = value("--scheme")?,
+                "--header-read-timeout" => limits.header_read_timeout = seconds(&value(&arg)?, &arg)?,
+                "--idle-timeout" => limits.idle_timeout = seconds(&value(&arg)?, &arg)?,
+                "--request-timeout" => limits.request_timeout = seconds(&value(&arg)?, &arg)?,
+                "--max-connections" => limits.max_connections = number(&value(&arg)?, &arg)?,
+                "--max-header-bytes" => limits.max_header_bytes = number(&value(&arg)?, &arg)?,
                 other => return Err(format!("unknown argument {other:?}\n{USAGE}")),
             }
         }
@@ -51,11 +64,23 @@ impl Options {
             listen,
             scheme,
             secret: WebhookSecret::new(secret),
+            limits,
         })
     }
 }
 
-const USAGE: &str = "usage: WEBHOOK_SECRET=... webhook-receiver [--listen ADDR] [--scheme seed|github|stripe|standard]";
+fn number(text: &str, flag: &str) -> Result<usize, String> {
+    match text.parse() {
+        Ok(0) | Err(_) => Err(format!("{flag} needs a positive number")),
+        Ok(n) => Ok(n),
+    }
+}
+
+fn seconds(text: &str, flag: &str) -> Result<std::time::Duration, String> {
+    number(text, flag).map(|secs| std::time::Duration::from_secs(secs as u64))
+}
+
+const USAGE: &str = "usage: WEBHOOK_SECRET=... webhook-receiver [--listen ADDR] [--scheme seed|github|stripe|standard] [--header-read-timeout SECS] [--idle-timeout SECS] [--request-timeout SECS] [--max-connections N] [--max-header-bytes N]";
 
 /// The scheme for a command-line name.
 pub fn scheme_named(name: &str) -> Result<Scheme, String> {

@@ -4,7 +4,7 @@
 #![forbid(unsafe_code)]
 
 use tokio::sync::broadcast;
-use webhook_receiver::{router, Options};
+use webhook_receiver::{router, serve, Options};
 
 #[tokio::main]
 async fn main() {
@@ -38,7 +38,7 @@ async fn main() {
     let shutdown = async {
         let _ = tokio::signal::ctrl_c().await;
     };
-    if let Err(error) = axum::serve(listener, app).with_graceful_shutdown(shutdown).await {
+    if let Err(error) = serve(listener, app, options.limits.clone(), shutdown).await {
         eprintln!("server error: {error}");
         std::process::exit(1);
     }

@@ -7,7 +7,11 @@ use std::sync::{Arc, Mutex, PoisonError};
 
 use super::{Decision, KeyState, Limits, RateLimitStore};
 use crate::clock::{unix_nanos, SharedClock};
+use crate::error::StoreError;
 use crate::maybe_ready::{MaybeReady, StoreFuture};
+
+/// Keys a [`MemoryRateLimitStore`] tracks at most by default (about 61 MB).
+pub const DEFAULT_RATE_LIMIT_CAPACITY: usize = 1_000_000;
 
 // A power of two well above the core count, so concurrent checks of
 // different keys rarely meet on one lock.
@@ -39,6 +43,19 @@ const IDLE_GRACE_NANOS: u64 = 1_000_000_000;
 ///   amortised sweep of its shard; no background task is needed. Keys with
 ///   a daily quota are kept until 00:00 UTC, since their count matters
 ///   until then.
+/// - **Capped**: at most [`capacity`](Self::with_capacity) keys
+///   ([`DEFAULT_RATE_LIMIT_CAPACITY`]; each of the 64 shards holds a 64th,
+///   rounded up). A shard at its cap first forgets every key whose state is
+///   that of a fresh key (full burst, no usage today), grace period or not:
+///   forgetting those admits nothing extra. It never drops a key *in debt*
+///   (a burst being refilled, or today's usage under a daily quota), since
+///   a forgotten debt would be admitted again. When only keys in debt are
+///   left, a new key that would need tracking is refused with
+///   [`StoreError::CapacityReached`] (fail closed): known keys keep their
+///   limits, new ones wait until some debt is repaid. The rate-limit layer
+///   answers it 503 `SERVICE_UNAVAILABLE` with `Retry-After: 1`. Size the
+///   cap above the keys one instance sees in a day when plans have daily
+///   quotas, since their usage is held until midnight.
 ///
 /// Time comes from the store's clock ([`with_clock`](Self::with_clock)),
 /// read with [`SharedClock::approximate_now`]: the system clock to within
@@ -49,6 +66,7 @@ pub struct MemoryRateLimitStore {
     shards: Arc<[Mutex<Shard>]>,
     hasher: KeyHasher,
     clock: SharedClock,
+    capacity: usize,
 }
 
 impl MemoryRateLimitStore {
@@ -58,7 +76,43 @@ impl MemoryRateLimitStore {
             shards: (0..SHARDS).map(|_| Mutex::new(Shard::default())).collect(),
             hasher: KeyHasher::default(),
             clock: SharedClock::default(),
+            capacity: DEFAULT_RATE_LIMIT_CAPACITY,
         }
+    }
+
+    /// Tracks at most `capacity` keys (at least one per shard, so at least
+    /// 64), refusing new keys with [`StoreError::CapacityReached`] when
+    /// only keys in debt remain. Set it on the new store, before use.
+    pub fn with_capacity(mut self, capacity: usize) -> MemoryRateLimitStore {
+        self.capacity = capacity.max(1);
+        self
+    }
+
+    /// The configured cap on tracked keys.
+    pub fn capacity(&self) -> usize {
+        self.capacity
+    }
+
+    /// Bytes the shards' tables hold now: their buckets (a power of two
+    /// per shard) times an entry and its control byte.
+    pub fn table_bytes(&self) -> usize {
+        let entry = std::mem::size_of::<(CompactKey, PackedState)>() + 1;
+        self.shards
+            .iter()
+            .map(|shard| {
+                let capacity = lock(shard).map.capacity();
+                if capacity == 0 {
+                    0
+                } else {
+                    (capacity * 8 / 7).next_power_of_two() * entry
+                }
+            })
+            .sum()
+    }
+
+    // Keys one shard holds at most.
+    fn shard_capacity(&self) -> usize {
+        self.capacity.div_ceil(SHARDS)
     }
 
     /// Uses `clock` for every check.
@@ -78,12 +132,16 @@ impl MemoryRateLimitStore {
     }
 
     // The check itself: it never waits.
-    fn decide(&self, key: &str, limits: &Limits, cost: u32) -> Decision {
+    fn decide(&self, key: &str, limits: &Limits, cost: u32) -> Result<Decision, StoreError> {
         // A limit cannot tell a millisecond's error apart, and on the
         // system clock an exact reading would be a quarter of the check.
         let now = unix_nanos(self.clock.approximate_now());
         let key = self.hasher.compact(key);
-        lock(&self.shards[key.shard()]).check(key, limits, now, cost)
+        lock(&self.shards[key.shard()])
+            .check(key, limits, now, cost, self.shard_capacity())
+            .ok_or(StoreError::CapacityReached {
+                capacity: self.capacity,
+            })
     }
 }
 
@@ -96,7 +154,7 @@ impl Default for MemoryRateLimitStore {
 impl RateLimitStore for MemoryRateLimitStore {
     /// Always ready: the state is in this process.
     fn check(&self, key: &str, limits: &Limits, cost: u32) -> StoreFuture<Decision> {
-        MaybeReady::ready(Ok(self.decide(key, limits, cost)))
+        MaybeReady::ready(self.decide(key, limits, cost))
     }
 }
 
@@ -111,10 +169,37 @@ struct Shard {
     map: HashMap<CompactKey, PackedState, PassThrough>,
     checks_since_sweep: usize,
     kept_at_last_sweep: usize,
+    // No tracked key turns fresh-equivalent before this (a lower bound), so
+    // a full shard is not scanned again for room before it: a flood of new
+    // keys against a shard full of debts costs a comparison each.
+    no_room_before: u64,
 }
 
 impl Shard {
-    fn check(&mut self, key: CompactKey, limits: &Limits, now: u64, cost: u32) -> Decision {
+    // `None`: a new key would need tracking and only keys in debt fill the shard.
+    fn check(&mut self, key: CompactKey, limits: &Limits, now: u64, cost: u32, capacity: usize) -> Option<Decision> {
+        if self.map.len() >= capacity && !self.map.contains_key(&key) {
+            let mut state = KeyState::default();
+            let decision = state.check(limits, now, cost);
+            if state.is_idle_at(now) {
+                // Refused or a query: nothing to keep, so no room is needed.
+                return Some(decision);
+            }
+            if now < self.no_room_before {
+                return None;
+            }
+            // Fresh-equivalent state can go at once; debts never.
+            let mut earliest = u64::MAX;
+            self.map.retain(|_, state| {
+                let state = state.unpack();
+                earliest = earliest.min(idle_from(&state));
+                !state.is_idle_at(now)
+            });
+            self.no_room_before = earliest;
+            if self.map.len() >= capacity {
+                return None;
+            }
+        }
         let decision = match self.map.entry(key) {
             Entry::Occupied(mut slot) => {
                 let mut state = slot.get().unpack();
@@ -130,6 +215,7 @@ impl Shard {
                 let decision = state.check(limits, now, cost);
                 // Refusals and queries leave a fresh state: nothing to keep.
                 if !state.is_idle_at(now) {
+                    self.no_room_before = self.no_room_before.min(idle_from(&state));
                     slot.insert(PackedState::pack(&state));
                 }
                 decision
@@ -139,7 +225,7 @@ impl Shard {
         if self.checks_since_sweep >= self.kept_at_last_sweep.max(MIN_CHECKS_BETWEEN_SWEEPS) {
             self.sweep(now);
         }
-        decision
+        Some(decision)
     }
 
     fn sweep(&mut self, now: u64) {
@@ -152,6 +238,17 @@ impl Shard {
             self.map.shrink_to(2 * self.map.len());
         }
     }
+}
+
+// When a state becomes that of a fresh key: its burst refilled and, if it
+// counts usage, its day over.
+fn idle_from(state: &KeyState) -> u64 {
+    let day_over = if state.used == 0 {
+        0
+    } else {
+        (u64::from(state.day) + 1).saturating_mul(super::NANOS_PER_DAY)
+    };
+    state.tat_nanos.max(day_over)
 }
 
 // 96 bits of a key string's hash: SipHash-1-3 under a random key (the first
@@ -310,6 +407,13 @@ mod tests {
                 .expect("the memory store answers at once")
                 .expect("the memory store does not fail")
         }
+    }
+
+    fn answer(store: &MemoryRateLimitStore, key: &str, limits: &Limits, cost: u32) -> Result<Decision, StoreError> {
+        store
+            .check(key, limits, cost)
+            .into_ready()
+            .expect("the memory store answers at once")
     }
 
     fn store_at(secs: u64) -> (MemoryRateLimitStore, ManualClock) {
@@ -543,6 +647,127 @@ mod tests {
         // size in checks, so a few seconds' keys are tracked at once, not
         // all 200,000.
         assert!(most <= 5 * 2_000, "{most} keys tracked at once");
+    }
+
+    // A key landing in the same shard as `key`, so a shard cap of one is reached.
+    fn same_shard(store: &MemoryRateLimitStore, key: &str, tag: &str) -> String {
+        let shard = store.hasher.compact(key).shard();
+        (0..)
+            .map(|i| format!("{tag}_{i}"))
+            .find(|other| store.hasher.compact(other).shard() == shard)
+            .unwrap()
+    }
+
+    fn capped(secs: u64) -> (MemoryRateLimitStore, ManualClock) {
+        let clock = ManualClock::at_unix_secs(secs);
+        // 64 keys: one per shard.
+        let store = MemoryRateLimitStore::new()
+            .with_clock(clock.clone())
+            .with_capacity(SHARDS);
+        (store, clock)
+    }
+
+    #[test]
+    fn at_the_cap_a_key_in_debt_is_never_dropped_and_new_keys_are_refused() {
+        let (store, clock) = capped(T0);
+        let limits = Limits::per_second(10);
+        assert!(store.decision("debtor", &limits, 10).is_allowed());
+        let newcomer = same_shard(&store, "debtor", "new");
+        let refused = answer(&store, &newcomer, &limits, 1).unwrap_err();
+        assert!(
+            matches!(refused, StoreError::CapacityReached { capacity: 64 }),
+            "{refused:?}"
+        );
+        assert!(!refused.is_unavailable(), "an answer, not a fault: never failed open");
+        // The debtor's debt is intact: nothing regained, nothing forgotten.
+        assert!(!store.decision("debtor", &limits, 1).is_allowed());
+        // Queries and refusals of new keys need no room and are answered.
+        assert!(answer(&store, &newcomer, &limits, 0).unwrap().is_allowed());
+        assert_eq!(
+            answer(&store, &newcomer, &limits, 11).unwrap().verdict,
+            Verdict::CostExceedsLimit {
+                limit: LimitKind::PerSecond
+            }
+        );
+        // Once the burst is refilled the debtor is a fresh key: it may go.
+        clock.advance(Duration::from_millis(999));
+        assert!(
+            answer(&store, &newcomer, &limits, 1).is_err(),
+            "still in debt by a millisecond"
+        );
+        clock.advance(Duration::from_millis(1));
+        assert!(store.decision(&newcomer, &limits, 1).is_allowed());
+        assert_eq!(store.len(), 1);
+        // The forgotten debtor is now a new key, and the newcomer is in debt.
+        assert!(answer(&store, "debtor", &limits, 1).is_err());
+        clock.advance(Duration::from_millis(100));
+        assert!(
+            store.decision("debtor", &limits, 10).is_allowed(),
+            "a full burst, as a fresh key"
+        );
+    }
+
+    #[test]
+    fn daily_usage_is_a_debt_until_midnight() {
+        let (store, clock) = capped(T0);
+        let free = Plan::free().limits();
+        assert!(store.decision("counted", &free, 1).is_allowed());
+        let newcomer = same_shard(&store, "counted", "new");
+        clock.advance(Duration::from_secs(60));
+        assert!(
+            answer(&store, &newcomer, &free, 1).is_err(),
+            "today's count must be kept"
+        );
+        let until_midnight = NANOS_PER_DAY - (T0 + 60) * 1_000_000_000 % NANOS_PER_DAY;
+        clock.advance(Duration::from_nanos(until_midnight));
+        assert!(store.decision(&newcomer, &free, 1).is_allowed());
+        assert_eq!(
+            store.decision("counted", &free, 0).daily.unwrap().remaining,
+            1_000,
+            "a new day"
+        );
+    }
+
+    #[test]
+    fn a_flood_of_new_keys_stays_within_the_cap_and_admits_only_tracked_keys() {
+        let keys: usize = if std::env::var_os("TOLLGATE_FULL_BOUNDS").is_some() {
+            1_000_000
+        } else {
+            20_000
+        };
+        let capacity = keys / 4;
+        let (store, clock) = store_at(T0);
+        let store = store.with_capacity(capacity);
+        let limits = Limits::per_second(10).with_daily_quota(Some(100));
+        let (mut admitted, mut refused) = (0, 0);
+        for i in 0..keys {
+            match answer(&store, &format!("spoofed_{i}"), &limits, 1) {
+                Ok(decision) => {
+                    assert!(decision.is_allowed());
+                    admitted += 1;
+                }
+                Err(StoreError::CapacityReached { .. }) => refused += 1,
+                Err(other) => panic!("{other}"),
+            }
+            if i % 1_000 == 0 {
+                clock.advance(Duration::from_millis(1));
+            }
+        }
+        let per_shard = capacity.div_ceil(SHARDS);
+        assert!(store.len() <= per_shard * SHARDS, "{} keys tracked", store.len());
+        // Every admitted key is in debt for the day, so every one is still tracked.
+        assert_eq!(store.len(), admitted);
+        assert_eq!(admitted + refused, keys);
+        assert!(
+            admitted >= capacity * 9 / 10,
+            "only {admitted} admitted before the shards filled"
+        );
+        let bucket_bound = SHARDS * (per_shard * 8 / 7 + 1).next_power_of_two() * 29;
+        assert!(
+            store.table_bytes() <= bucket_bound,
+            "{} > {bucket_bound} bytes",
+            store.table_bytes()
+        );
     }
 
     // RSS delta for 1,000,000 tracked keys. Run alone:
