@@ -274,11 +274,6 @@ fake!(UsageStore {
     fn days(&self, key_id: &str, from: Day, to: Day) -> Vec<DayUsage>;
 });
 
-fake!(UsageStore {
-    fn add(&self, deltas: Vec<UsageDelta>) -> ();
-    fn days(&self, key_id: &str, from: Day, to: Day) -> Vec<DayUsage>;
-});
-
 #[cfg(test)]
 mod tests {
     use super::*;
