@@ -30,6 +30,16 @@ pub(crate) struct Shared {
 /// task ends when the last clone is dropped; call [`close`](SqlStores::close)
 /// on shutdown to write the pending last-used times first.
 ///
+/// # Last-used times
+///
+/// [`record_last_use`](tollgate_core::keys::KeyStore::record_last_use) only
+/// notes the use in memory (the newest per key); the background task writes
+/// the noted uses every flush interval in one transaction, so **a key's
+/// last-used time is written at most once per interval** (a minute by
+/// default), however busy the key. This instance's reads show its noted
+/// uses at once; other instances see them after the next flush; a crash
+/// loses at most one interval of last-used times and nothing else.
+///
 /// ```no_run
 /// # async fn example() -> Result<(), tollgate_core::StoreError> {
 /// use tollgate_sql::SqlStores;

@@ -48,16 +48,21 @@ impl std::ops::Deref for TestSql {
 }
 
 impl TestSql {
-    /// Stores on a new SQLite file in the temporary directory.
+    /// Stores on a new SQLite file, in a new directory under the temporary one.
     pub async fn sqlite(test: &str) -> TestSql {
         TestSql::sqlite_with(test, |config| config).await
     }
 
     /// Like [`TestSql::sqlite`], adjusting the configuration first.
     pub async fn sqlite_with(test: &str, adjust: impl FnOnce(SqlConfig) -> SqlConfig) -> TestSql {
-        let path = std::env::temp_dir().join(format!("{}.db", unique_name(&format!("tollgate_{test}"))));
+        // A directory of its own, removed whole: a connection the pool
+        // opens after the removal (its background task runs until the pool
+        // goes) then fails instead of creating the file again.
+        let directory = std::env::temp_dir().join(unique_name(&format!("tollgate_{test}")));
+        std::fs::create_dir(&directory).expect("make a temporary directory");
+        let path = directory.join("stores.db");
         let config = adjust(SqlConfig::new(format!("sqlite://{}?mode=rwc", path.display())));
-        let target = Target::Sqlite(path);
+        let target = Target::Sqlite(directory);
         let stores = SqlStores::connect_with(config.clone())
             .await
             .expect("open a SQLite file");
@@ -117,12 +122,8 @@ impl TestSql {
 impl Drop for TestSql {
     fn drop(&mut self) {
         match &self.target {
-            Target::Sqlite(path) => {
-                for suffix in ["", "-wal", "-shm"] {
-                    let mut file = path.clone().into_os_string();
-                    file.push(suffix);
-                    let _ = std::fs::remove_file(file);
-                }
+            Target::Sqlite(directory) => {
+                let _ = std::fs::remove_dir_all(directory);
             }
             Target::Postgres { server_url, database } => {
                 // Drop cannot await, and may run while a failing test
