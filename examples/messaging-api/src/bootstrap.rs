@@ -41,13 +41,18 @@ pub async fn bootstrap(state: &AppState, bootstrap_key: Option<&str>) -> Result<
                 .webhook_secret
                 .clone()
                 .ok_or_else(|| format!("account {:?}: webhook_url needs webhook_secret", account.id))?;
-            state.webhooks().set(
-                &account.id,
-                WebhookEndpoint {
-                    url: url.clone(),
-                    secret: WebhookSecret::new(secret),
-                },
-            );
+            state
+                .webhooks()
+                .set(
+                    &account.id,
+                    WebhookEndpoint {
+                        url: url.clone(),
+                        secret: WebhookSecret::new(secret),
+                    },
+                    state.now(),
+                )
+                .await
+                .map_err(|error| error.to_string())?;
         }
         if !account.ip_allowlist.is_empty() {
             let set = IpSet::new(account.ip_allowlist.iter().copied());

@@ -173,6 +173,61 @@ impl MessageStore {
     }
 }
 
+/// Where the server keeps messages: in memory (in-process tests), or in the
+/// database, durable and bounded by retention.
+#[derive(Debug, Clone)]
+pub enum Messages {
+    /// In process memory.
+    Memory(MessageStore),
+    /// In the database.
+    Sql(crate::db::messages::SqlMessages),
+}
+
+impl Messages {
+    /// Stores a message; durable (in the database) when this returns.
+    pub async fn insert(&self, message: &Message, now: SystemTime) -> Result<(), crate::db::DbError> {
+        match self {
+            Messages::Memory(store) => {
+                store.insert(message.clone());
+                Ok(())
+            }
+            Messages::Sql(store) => store.insert(message, now).await,
+        }
+    }
+
+    /// The message with this id, if `account_id` owns it and it lives in `environment`.
+    pub async fn get(
+        &self,
+        id: &str,
+        account_id: &str,
+        environment: Environment,
+    ) -> Result<Option<Message>, crate::db::DbError> {
+        match self {
+            Messages::Memory(store) => Ok(store.get(id, account_id, environment)),
+            Messages::Sql(store) => store.get(id, account_id, environment).await,
+        }
+    }
+
+    /// Sets a message's status.
+    pub async fn set_status(&self, id: &str, status: Status) -> Result<(), crate::db::DbError> {
+        match self {
+            Messages::Memory(store) => {
+                store.set_status(id, status);
+                Ok(())
+            }
+            Messages::Sql(store) => store.set_status(id, status).await,
+        }
+    }
+
+    /// How many messages are stored.
+    pub async fn count(&self) -> Result<u64, crate::db::DbError> {
+        match self {
+            Messages::Memory(store) => Ok(store.len() as u64),
+            Messages::Sql(store) => store.count().await,
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
