@@ -13,6 +13,7 @@ use quick_cache::sync::{DefaultLifecycle, EntryAction, EntryResult};
 use quick_cache::UnitWeighter;
 
 use super::{BuildDigestHasher, KeyHash, KeyRecord, KeyRegistry, KeyStore, RotateRefusal, Rotation};
+use crate::changes::{Change, ChangeListener, Changes};
 use crate::clock::SharedClock;
 use crate::maybe_ready::{MaybeReady, StoreFuture};
 
@@ -59,6 +60,12 @@ const MIN_INDEX_PRUNE: usize = 1024;
 ///   Over a network store a miss continues with the store's own future.
 /// - **Management reads are fresh**: [`find_by_id`](KeyRegistry::find_by_id)
 ///   and [`list_by_account`](KeyRegistry::list_by_account) always ask the backend.
+/// - **Pushed invalidation, when subscribed**: with
+///   [`invalidated_by`](CachedKeyStore::invalidated_by), a [`Change::Key`]
+///   delivered to the hub (another instance changed that key) drops its
+///   entry at once, and [`Change::Everything`] (a source reconnected)
+///   drops every entry. The TTL stays the bound while the hub is
+///   disconnected, and for changes a backend does not announce.
 /// - **Bounded memory**: at most [`max_entries`](CachedKeyStore::max_entries)
 ///   records (default [`DEFAULT_MAX_ENTRIES`]), kept by a [`quick_cache`]
 ///   cache that evicts the entries least likely to be asked for again. A
@@ -108,6 +115,9 @@ const MIN_INDEX_PRUNE: usize = 1024;
 pub struct CachedKeyStore<S> {
     inner: Arc<S>,
     cache: Arc<Cache>,
+    // The hub the cache listens to, so a builder method that replaces the
+    // cache subscribes the new one.
+    changes: Option<Changes>,
 }
 
 impl<S: KeyStore> CachedKeyStore<S> {
@@ -122,6 +132,7 @@ impl<S: KeyStore> CachedKeyStore<S> {
         CachedKeyStore {
             inner,
             cache: Arc::new(Cache::new(DEFAULT_TTL, DEFAULT_MAX_ENTRIES, SharedClock::default())),
+            changes: None,
         }
     }
 }
@@ -147,11 +158,31 @@ impl<S> CachedKeyStore<S> {
         self.with_cache(cache)
     }
 
+    /// Listens to `changes`: a key another instance changed is dropped
+    /// from the cache as soon as its [`Change::Key`] is delivered, and
+    /// everything on [`Change::Everything`]. The hub holds the cache
+    /// weakly: dropping the store unsubscribes it.
+    pub fn invalidated_by(mut self, changes: &Changes) -> Self {
+        self.changes = Some(changes.clone());
+        self.subscribe();
+        self
+    }
+
+    fn subscribe(&self) {
+        if let Some(changes) = &self.changes {
+            let listener: Arc<dyn ChangeListener> = self.cache.clone();
+            changes.subscribe(&listener);
+        }
+    }
+
     fn with_cache(self, cache: Cache) -> Self {
-        CachedKeyStore {
+        let store = CachedKeyStore {
             inner: self.inner,
             cache: Arc::new(cache),
-        }
+            changes: self.changes,
+        };
+        store.subscribe();
+        store
     }
 
     /// The inner store.
@@ -189,6 +220,7 @@ impl<S> Clone for CachedKeyStore<S> {
         CachedKeyStore {
             inner: self.inner.clone(),
             cache: self.cache.clone(),
+            changes: self.changes.clone(),
         }
     }
 }
@@ -200,6 +232,7 @@ impl<S: fmt::Debug> fmt::Debug for CachedKeyStore<S> {
             .field("ttl", &self.cache.ttl)
             .field("max_entries", &self.cache.max_entries)
             .field("cached_entries", &self.cached_entries())
+            .field("invalidated_by", &self.changes)
             .finish()
     }
 }
@@ -456,6 +489,28 @@ impl Cache {
     }
 }
 
+// Changes pushed from other instances. Like a write's invalidation, each
+// counts as a write, so a lookup that read the backend before the change
+// arrived does not cache what it read.
+impl ChangeListener for Cache {
+    fn changed(&self, change: &Change) {
+        match change {
+            Change::Key(hash) => {
+                let mut writes = write(&self.writes);
+                *writes = writes.wrapping_add(1);
+                self.entries.remove(hash);
+            }
+            Change::Everything => {
+                let mut writes = write(&self.writes);
+                *writes = writes.wrapping_add(1);
+                self.entries.clear();
+                self.hash_by_id.clear();
+            }
+            Change::AccountAllowlist(_) | Change::KeyAllowlist(_) => {}
+        }
+    }
+}
+
 // At most `max_entries`: the cache splits its capacity evenly among its
 // shards, rounding up, so the capacity is rounded down to a multiple of
 // their number (shards hold at least 32 entries each, so little is lost).
@@ -666,6 +721,66 @@ mod tests {
         assert!(
             !fresh.is_valid_at(clock.now()),
             "so refused one TTL after the revocation"
+        );
+    }
+
+    #[test]
+    fn a_pushed_change_drops_the_key_at_once_and_everything_drops_all() {
+        let changes = Changes::new();
+        let clock = ManualClock::new(t0());
+        let shared = probe_with_keys([1, 2]);
+        // A builder method after `invalidated_by` keeps the subscription.
+        let here = CachedKeyStore::new(shared.clone())
+            .invalidated_by(&changes)
+            .ttl(Duration::from_secs(3600))
+            .clock(clock.clone());
+        lookup(&here, 1);
+        lookup(&here, 2);
+        assert_eq!(lookups(&shared), 2);
+        ready(shared.inner().revoke("key_1", t0()))
+            .expect("revoke")
+            .expect("known");
+
+        lookup(&here, 1);
+        assert_eq!(lookups(&shared), 2, "served from memory before the change arrives");
+        changes.deliver(&Change::Key(hash_of(1)));
+        assert_eq!(
+            lookup(&here, 1).revoked_at,
+            Some(t0()),
+            "read again once the change arrives"
+        );
+        lookup(&here, 2);
+        assert_eq!(lookups(&shared), 3, "only the changed key was dropped");
+
+        changes.deliver(&Change::KeyAllowlist("key_2".into()));
+        lookup(&here, 2);
+        assert_eq!(lookups(&shared), 3, "an allowlist change is not a key change");
+        changes.set_connected(true);
+        lookup(&here, 1);
+        lookup(&here, 2);
+        assert_eq!(lookups(&shared), 5, "a reconnection drops every entry");
+    }
+
+    #[test]
+    fn a_change_arriving_during_a_lookup_keeps_its_answer_out_of_the_cache() {
+        let changes = Changes::new();
+        let clock = ManualClock::new(t0());
+        let gate = Gate::closed();
+        let shared = probe_with_keys([1]);
+        shared.gate(Some(gate.clone()));
+        let here = cache_over(&shared, &clock).invalidated_by(&changes);
+        let mut pending = here.find_by_hash(&hash_of(1));
+        assert!(poll_once(&mut pending).is_pending(), "held at the gate after reading");
+        changes.deliver(&Change::Key(hash_of(1)));
+        gate.open();
+        let Poll::Ready(found) = poll_once(&mut pending) else {
+            panic!("the gate is open");
+        };
+        assert!(found.expect("no fault").is_some());
+        assert_eq!(
+            here.cached_entries(),
+            0,
+            "what was read before the change is not cached"
         );
     }
 
