@@ -35,9 +35,14 @@ pub async fn ready(State(state): State<AppState>) -> Response {
             Err(_) => Check::Unavailable,
         },
     };
-    // Pushed key invalidation needs a change listener; this build has none
-    // (key lookups on Redis are cached for at most one second instead).
-    let change_listener = Check::NotConfigured;
+    // On PostgreSQL, the listener that delivers other instances' key
+    // changes; while it reconnects, revocations elsewhere take up to the
+    // cache's one-second TTL to apply here.
+    let change_listener = match &service.changes {
+        None => Check::NotConfigured,
+        Some((changes, _)) if changes.is_connected() => Check::Ok,
+        Some(_) => Check::Unavailable,
+    };
     let checks = [database, redis, change_listener];
     let ready = checks.iter().all(|check| *check != Check::Unavailable);
     let body: Value = json!({

@@ -56,6 +56,10 @@ async fn run(cli: Cli) -> Result<(), String> {
                 tracing::warn!(%error, "daily quota counts not written at shutdown");
             }
         }
+        if let Err(error) = service.sql.flush().await {
+            tracing::warn!(%error, "key last-use times not written at shutdown");
+        }
+        service.sql.close().await;
         service.database.close().await;
     }
     println!("stopped");

@@ -26,6 +26,9 @@ use tollgate_core::rate_limit::{MemoryRateLimitStore, RateLimitStore};
 use tollgate_core::SharedClock;
 use tollgate_redis::{RedisConfig, RedisStores};
 
+use tollgate_core::changes::Changes;
+use tollgate_sql::{ChangeSource, SqlConfig, SqlStores};
+
 use crate::db::quota::PersistedQuotaStore;
 use crate::db::{Backend, Database};
 use crate::sealed::SecretSealer;
@@ -41,6 +44,10 @@ pub struct ServiceDb {
     pub quota: Option<PersistedQuotaStore>,
     /// A fleet's Redis.
     pub redis: Option<RedisStores>,
+    /// The SQL key, allowlist and idempotency stores (tollgate-sql).
+    pub sql: SqlStores,
+    /// Pushed invalidation from other instances (PostgreSQL only).
+    pub changes: Option<(Changes, Arc<ChangeSource>)>,
 }
 
 /// Where to find the stores (the command line's `--database`, `--redis`, `--secrets-key-file`).
@@ -101,7 +108,34 @@ impl Stores {
                 return Err("a PostgreSQL deployment needs SECRETS_KEY (or --secrets-key-file), the same on every instance: it seals webhook signing secrets".into())
             }
         };
-        let mut stores = match &deployment.redis {
+        let sql = SqlStores::connect_with(
+            SqlConfig::new(deployment.database.clone())
+                .acquire_timeout(deployment.database_timeout)
+                .clock(clock.clone()),
+        )
+        .await
+        .map_err(|error| format!("cannot open the key store: {error}"))?;
+        // On PostgreSQL, other instances' key changes are pushed here and
+        // drop this instance's cached entries at once; the one-second TTL
+        // is the bound only while the listener is reconnecting.
+        let (keys, changes): (Arc<dyn KeyRegistry>, _) = if database.backend() == Backend::Postgres {
+            let changes = Changes::new();
+            let source = tollgate_sql::listen(&sql, &changes)
+                .map_err(|error| format!("cannot listen for key changes: {error}"))?;
+            let keys = CachedKeyStore::new(sql.key_store()).invalidated_by(&changes);
+            (Arc::new(keys), Some((changes, Arc::new(source))))
+        } else {
+            (Arc::new(CachedKeyStore::new(sql.key_store())), None)
+        };
+        let mut service = ServiceDb {
+            database: database.clone(),
+            sealer,
+            quota: None,
+            redis: None,
+            sql: sql.clone(),
+            changes,
+        };
+        let (rate_limits, idempotency): (Arc<dyn RateLimitStore>, Arc<dyn IdempotencyStore>) = match &deployment.redis {
             Some(url) => {
                 let mut config = RedisConfig::new(url).operation_timeout(deployment.database_timeout);
                 if let Some(prefix) = &deployment.redis_prefix {
@@ -110,37 +144,29 @@ impl Stores {
                 let redis = RedisStores::connect(config)
                     .await
                     .map_err(|error| format!("cannot use Redis: {error}"))?;
-                let mut stores = Stores::from_redis(&redis);
-                stores.service = Some(ServiceDb {
-                    database: database.clone(),
-                    sealer: sealer.clone(),
-                    quota: None,
-                    redis: Some(redis),
-                });
+                let stores = (
+                    Arc::new(redis.rate_limit_store()) as Arc<dyn RateLimitStore>,
+                    Arc::new(redis.idempotency_store()) as Arc<dyn IdempotencyStore>,
+                );
+                service.redis = Some(redis);
                 stores
             }
             None => {
                 let quota = PersistedQuotaStore::load(database.clone(), clock.clone())
                     .await
                     .map_err(|error| format!("cannot read the daily quota counts: {error}"))?;
-                let mut stores = Stores::memory(clock);
-                stores.rate_limits = Arc::new(quota.clone());
-                stores.service = Some(ServiceDb {
-                    database: database.clone(),
-                    sealer: sealer.clone(),
-                    quota: Some(quota),
-                    redis: None,
-                });
-                stores
+                service.quota = Some(quota.clone());
+                (Arc::new(quota), Arc::new(sql.idempotency_store()))
             }
         };
-        stores.use_database_for_keys(&database);
-        Ok(stores)
+        Ok(Stores {
+            keys,
+            allowlists: Arc::new(sql.allowlist_store()),
+            rate_limits,
+            idempotency,
+            service: Some(service),
+        })
     }
-
-    // Keys, allowlists and idempotency records in the database, once the
-    // SQL stores exist; until then they stay where `open` put them.
-    fn use_database_for_keys(&mut self, _database: &Database) {}
 
     fn from_redis(redis: &RedisStores) -> Stores {
         Stores {
