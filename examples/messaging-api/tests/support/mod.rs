@@ -1,0 +1,244 @@
+//! Runs the messaging-api binary as a process, and talks raw HTTP/1.1 to it.
+
+#![allow(dead_code)]
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+/// Cargo builds the binary before this test and tells where it is.
+pub const BINARY: &str = env!("CARGO_BIN_EXE_messaging-api");
+
+/// Every variable the server reads that a developer's or CI's environment
+/// may hold: removed unless a test sets it.
+const SERVER_VARIABLES: &[&str] = &[
+    "DATABASE_URL",
+    "REDIS_URL",
+    "REDIS_PREFIX",
+    "LISTEN_ADDR",
+    "BOOTSTRAP_KEY",
+    "SECRETS_KEY",
+    "SECRETS_KEY_FILE",
+    "MESSAGING_API_CONFIG",
+    "ALLOW_PRIVATE_WEBHOOK_URLS",
+    "DATABASE_TIMEOUT_MS",
+    "REQUEST_TIMEOUT_SECS",
+];
+
+/// A running server process.
+pub struct Server {
+    child: Child,
+    pub addr: SocketAddr,
+    output: Arc<Mutex<Vec<String>>>,
+}
+
+impl Server {
+    /// Starts the binary with `args` (and `--listen 127.0.0.1:0`) and `env`;
+    /// returns once it listens.
+    pub fn start(args: &[&str], env: &[(&str, &str)]) -> Server {
+        let mut command = Command::new(BINARY);
+        for name in SERVER_VARIABLES {
+            command.env_remove(name);
+        }
+        command
+            .args(["--listen", "127.0.0.1:0"])
+            .args(args)
+            .envs(env.iter().copied())
+            .env("RUST_LOG", "warn")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        let mut child = command.spawn().expect("start messaging-api");
+        let output = Arc::new(Mutex::new(Vec::new()));
+        let (found, listening) = std::sync::mpsc::channel();
+        for stream in [
+            Box::new(child.stdout.take().unwrap()) as Box<dyn Read + Send>,
+            Box::new(child.stderr.take().unwrap()),
+        ] {
+            let output = output.clone();
+            let found = found.clone();
+            std::thread::spawn(move || {
+                for line in BufReader::new(stream).lines().map_while(Result::ok) {
+                    if let Some(addr) = line.strip_prefix("messaging-api listening on http://") {
+                        let _ = found.send(addr.parse::<SocketAddr>().expect("an address"));
+                    }
+                    output.lock().unwrap().push(line);
+                }
+            });
+        }
+        let addr = match listening.recv_timeout(Duration::from_secs(60)) {
+            Ok(addr) => addr,
+            Err(_) => {
+                let _ = child.kill();
+                panic!("the server did not start: {:?}", output.lock().unwrap());
+            }
+        };
+        Server { child, addr, output }
+    }
+
+    /// Everything printed so far.
+    pub fn output(&self) -> Vec<String> {
+        self.output.lock().unwrap().clone()
+    }
+
+    /// The bootstrap key it printed, if it printed one.
+    pub fn bootstrap_key(&self) -> Option<String> {
+        self.output()
+            .iter()
+            .find_map(|line| line.strip_prefix("bootstrap key: ").map(str::to_owned))
+    }
+
+    /// Sends SIGTERM and waits for the process to exit.
+    pub fn terminate(mut self) -> ExitStatus {
+        let status = Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status()
+            .expect("kill -TERM");
+        assert!(status.success());
+        wait(&mut self.child, Duration::from_secs(30))
+    }
+
+    /// Sends SIGKILL (`kill -9`) and waits.
+    pub fn kill(mut self) {
+        self.child.kill().expect("kill -9");
+        let _ = self.child.wait();
+    }
+
+    /// One request; `key` as a bearer token when not empty.
+    pub fn call(&self, method: &str, path: &str, key: &str, body: Option<&str>) -> Response {
+        self.call_with(method, path, key, body, &[])
+    }
+
+    /// One request with extra headers.
+    pub fn call_with(&self, method: &str, path: &str, key: &str, body: Option<&str>, headers: &[(&str, &str)]) -> Response {
+        request(self.addr, method, path, key, body, headers)
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn wait(child: &mut Child, timeout: Duration) -> ExitStatus {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if let Some(status) = child.try_wait().expect("wait") {
+            return status;
+        }
+        assert!(Instant::now() < deadline, "the server did not stop within {timeout:?}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// A response.
+#[derive(Debug, Clone)]
+pub struct Response {
+    pub status: u16,
+    pub headers: Vec<(String, String)>,
+    pub body: String,
+}
+
+impl Response {
+    /// The body as JSON.
+    pub fn json(&self) -> serde_json::Value {
+        serde_json::from_str(&self.body).unwrap_or_else(|_| panic!("not JSON: {}", self.body))
+    }
+
+    /// A header's value.
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(found, _)| found.eq_ignore_ascii_case(name))
+            .map(|(_, value)| value.as_str())
+    }
+}
+
+/// One HTTP/1.1 request on a fresh connection (`Connection: close`).
+pub fn request(addr: SocketAddr, method: &str, path: &str, key: &str, body: Option<&str>, headers: &[(&str, &str)]) -> Response {
+    let mut stream = TcpStream::connect(addr).expect("connect");
+    stream.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+    let mut head = format!("{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n");
+    if !key.is_empty() {
+        head.push_str(&format!("Authorization: Bearer {key}\r\n"));
+    }
+    for (name, value) in headers {
+        head.push_str(&format!("{name}: {value}\r\n"));
+    }
+    if let Some(body) = body {
+        head.push_str(&format!("Content-Type: application/json\r\nContent-Length: {}\r\n", body.len()));
+    }
+    head.push_str("\r\n");
+    stream.write_all(head.as_bytes()).unwrap();
+    if let Some(body) = body {
+        stream.write_all(body.as_bytes()).unwrap();
+    }
+    let mut raw = Vec::new();
+    let _ = stream.read_to_end(&mut raw);
+    parse(&raw)
+}
+
+fn parse(raw: &[u8]) -> Response {
+    let text = String::from_utf8_lossy(raw);
+    let (head, body) = text.split_once("\r\n\r\n").unwrap_or_else(|| panic!("no response: {text:?}"));
+    let mut lines = head.split("\r\n");
+    let status = lines.next().unwrap().split(' ').nth(1).unwrap().parse().unwrap();
+    let headers: Vec<(String, String)> = lines
+        .filter_map(|line| line.split_once(':'))
+        .map(|(name, value)| (name.trim().to_owned(), value.trim().to_owned()))
+        .collect();
+    let chunked = headers
+        .iter()
+        .any(|(name, value)| name.eq_ignore_ascii_case("transfer-encoding") && value.contains("chunked"));
+    let body = if chunked { dechunk(body) } else { body.to_owned() };
+    Response { status, headers, body }
+}
+
+fn dechunk(mut body: &str) -> String {
+    let mut out = String::new();
+    while let Some((size, rest)) = body.split_once("\r\n") {
+        let size = usize::from_str_radix(size.trim(), 16).unwrap_or(0);
+        if size == 0 {
+            break;
+        }
+        out.push_str(&rest[..size]);
+        body = &rest[size + 2..];
+    }
+    out
+}
+
+/// A fresh directory under the system's temporary one, removed on drop.
+pub struct TempDir(pub PathBuf);
+
+impl TempDir {
+    pub fn new(name: &str) -> TempDir {
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_nanos();
+        let path = std::env::temp_dir().join(format!("messaging-api-{name}-{}-{nanos}", std::process::id()));
+        std::fs::create_dir_all(&path).unwrap();
+        TempDir(path)
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.0
+    }
+
+    pub fn file(&self, name: &str) -> String {
+        self.0.join(name).to_str().unwrap().to_owned()
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// The body of a valid text message.
+pub const MESSAGE: &str = r#"{"to":"+15551234567","type":"text","text":{"body":"Hello"}}"#;
