@@ -242,3 +242,234 @@ impl Drop for TempDir {
 
 /// The body of a valid text message.
 pub const MESSAGE: &str = r#"{"to":"+15551234567","type":"text","text":{"body":"Hello"}}"#;
+
+/// `DATABASE_URL` when it is PostgreSQL; `None` (after a skip line) when
+/// unset, unless `TOLLGATE_REQUIRE_POSTGRES=1`.
+pub fn postgres_url(test: &str) -> Option<String> {
+    match std::env::var("DATABASE_URL") {
+        Ok(url) if url.starts_with("postgres") => Some(url),
+        _ if std::env::var("TOLLGATE_REQUIRE_POSTGRES").as_deref() == Ok("1") => {
+            panic!("{test}: TOLLGATE_REQUIRE_POSTGRES=1 but DATABASE_URL is not a postgres:// URL")
+        }
+        _ => {
+            println!("skipped {test}: set DATABASE_URL=postgres://… to run it");
+            None
+        }
+    }
+}
+
+/// `REDIS_URL`; `None` (after a skip line) when unset, unless `TOLLGATE_REQUIRE_REDIS=1`.
+pub fn redis_url(test: &str) -> Option<String> {
+    match std::env::var("REDIS_URL") {
+        Ok(url) if !url.is_empty() => Some(url),
+        _ if std::env::var("TOLLGATE_REQUIRE_REDIS").as_deref() == Ok("1") => {
+            panic!("{test}: TOLLGATE_REQUIRE_REDIS=1 but REDIS_URL is not set")
+        }
+        _ => {
+            println!("skipped {test}: set REDIS_URL=redis://… to run it");
+            None
+        }
+    }
+}
+
+/// A fresh PostgreSQL database on the server of `DATABASE_URL`, dropped on drop.
+pub struct TestDatabase {
+    admin: String,
+    name: String,
+    /// Its URL.
+    pub url: String,
+}
+
+fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap()
+}
+
+impl TestDatabase {
+    pub fn create(admin: &str, test: &str) -> TestDatabase {
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .subsec_nanos();
+        let name = format!("svc_{test}_{}_{nanos}", std::process::id());
+        runtime().block_on(async {
+            use sqlx::Connection;
+            let mut connection = sqlx::PgConnection::connect(admin).await.expect("connect to DATABASE_URL");
+            sqlx::query(&format!("CREATE DATABASE {name}"))
+                .execute(&mut connection)
+                .await
+                .expect("create a database");
+        });
+        let base = admin.rsplit_once('/').map_or(admin, |(base, _)| base);
+        TestDatabase {
+            admin: admin.to_owned(),
+            url: format!("{base}/{name}"),
+            name,
+        }
+    }
+
+    /// The URL with its host and port replaced by `addr`.
+    pub fn url_via(&self, addr: SocketAddr) -> String {
+        let (scheme, rest) = self.url.split_once("://").unwrap();
+        let (user, host_path) = rest.split_once('@').map_or(("", rest), |(user, rest)| (user, rest));
+        let path = host_path.split_once('/').map_or("", |(_, path)| path);
+        let user = if user.is_empty() { String::new() } else { format!("{user}@") };
+        format!("{scheme}://{user}{addr}/{path}")
+    }
+
+    /// The server's address.
+    pub fn server_addr(&self) -> SocketAddr {
+        let rest = self.admin.split_once("://").unwrap().1;
+        let host = rest.rsplit_once('@').map_or(rest, |(_, host)| host);
+        let host = host.split('/').next().unwrap();
+        let host = if host.contains(':') { host.to_owned() } else { format!("{host}:5432") };
+        std::net::ToSocketAddrs::to_socket_addrs(&host).unwrap().next().unwrap()
+    }
+}
+
+impl Drop for TestDatabase {
+    fn drop(&mut self) {
+        let (admin, name) = (self.admin.clone(), self.name.clone());
+        runtime().block_on(async move {
+            use sqlx::Connection;
+            if let Ok(mut connection) = sqlx::PgConnection::connect(&admin).await {
+                let _ = sqlx::query(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
+                    .execute(&mut connection)
+                    .await;
+            }
+        });
+    }
+}
+
+/// A loopback webhook receiver: records every request's `webhook-id` and
+/// body; answers 500 while failing, 200 otherwise.
+pub struct Receiver {
+    pub addr: SocketAddr,
+    pub events: Arc<Mutex<Vec<(String, serde_json::Value)>>>,
+    pub failing: Arc<std::sync::atomic::AtomicBool>,
+}
+
+impl Receiver {
+    pub fn start() -> Receiver {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap();
+        let events: Arc<Mutex<Vec<(String, serde_json::Value)>>> = Arc::default();
+        let failing: Arc<std::sync::atomic::AtomicBool> = Arc::default();
+        let (recorded, fail) = (events.clone(), failing.clone());
+        std::thread::spawn(move || {
+            for stream in listener.incoming().map_while(Result::ok) {
+                let (recorded, fail) = (recorded.clone(), fail.clone());
+                std::thread::spawn(move || serve_hook(stream, &recorded, &fail));
+            }
+        });
+        Receiver { addr, events, failing }
+    }
+
+    pub fn url(&self) -> String {
+        format!("http://{}/hook", self.addr)
+    }
+
+    /// Waits until `done` holds for the events received (10 s at most).
+    pub fn wait_for(&self, what: &str, done: impl Fn(&[(String, serde_json::Value)]) -> bool) -> Vec<(String, serde_json::Value)> {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            let events = self.events.lock().unwrap().clone();
+            if done(&events) {
+                return events;
+            }
+            assert!(Instant::now() < deadline, "{what}: got {events:?}");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+fn serve_hook(mut stream: TcpStream, recorded: &Mutex<Vec<(String, serde_json::Value)>>, fail: &std::sync::atomic::AtomicBool) {
+    let mut reader = BufReader::new(stream.try_clone().unwrap());
+    let mut length = 0;
+    let mut id = String::new();
+    loop {
+        let mut line = String::new();
+        if reader.read_line(&mut line).unwrap_or(0) == 0 {
+            return;
+        }
+        let line = line.trim_end();
+        if line.is_empty() {
+            break;
+        }
+        if let Some((name, value)) = line.split_once(':') {
+            match name.trim().to_ascii_lowercase().as_str() {
+                "content-length" => length = value.trim().parse().unwrap_or(0),
+                "webhook-id" => id = value.trim().to_owned(),
+                _ => {}
+            }
+        }
+    }
+    let mut body = vec![0; length];
+    if reader.read_exact(&mut body).is_err() {
+        return;
+    }
+    let failing = fail.load(std::sync::atomic::Ordering::SeqCst);
+    if !failing {
+        recorded
+            .lock()
+            .unwrap()
+            .push((id, serde_json::from_slice(&body).unwrap_or_default()));
+    }
+    let status = if failing { "500 Internal Server Error" } else { "200 OK" };
+    let _ = stream.write_all(format!("HTTP/1.1 {status}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n").as_bytes());
+}
+
+/// A TCP proxy the test controls: `cut` closes every connection and
+/// refuses new ones until `restore`.
+pub struct Proxy {
+    pub addr: SocketAddr,
+    cut: Arc<std::sync::atomic::AtomicBool>,
+    open: Arc<Mutex<Vec<TcpStream>>>,
+}
+
+impl Proxy {
+    pub fn start(upstream: SocketAddr) -> Proxy {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap();
+        let cut: Arc<std::sync::atomic::AtomicBool> = Arc::default();
+        let open: Arc<Mutex<Vec<TcpStream>>> = Arc::default();
+        let (is_cut, streams) = (cut.clone(), open.clone());
+        std::thread::spawn(move || {
+            for client in listener.incoming().map_while(Result::ok) {
+                if is_cut.load(std::sync::atomic::Ordering::SeqCst) {
+                    drop(client);
+                    continue;
+                }
+                let Ok(server) = TcpStream::connect(upstream) else { continue };
+                {
+                    let mut streams = streams.lock().unwrap();
+                    streams.push(client.try_clone().unwrap());
+                    streams.push(server.try_clone().unwrap());
+                }
+                pipe(client.try_clone().unwrap(), server.try_clone().unwrap());
+                pipe(server, client);
+            }
+        });
+        Proxy { addr, cut, open }
+    }
+
+    pub fn cut(&self) {
+        self.cut.store(true, std::sync::atomic::Ordering::SeqCst);
+        for stream in self.open.lock().unwrap().drain(..) {
+            let _ = stream.shutdown(std::net::Shutdown::Both);
+        }
+    }
+
+    pub fn restore(&self) {
+        self.cut.store(false, std::sync::atomic::Ordering::SeqCst);
+    }
+}
+
+fn pipe(mut from: TcpStream, mut to: TcpStream) {
+    std::thread::spawn(move || {
+        let _ = std::io::copy(&mut from, &mut to);
+        let _ = to.shutdown(std::net::Shutdown::Both);
+    });
+}
+
+/// A fixed secrets key for the instances of one test (base64 of 32 bytes).
+pub const SECRETS_KEY: &str = "c2VjcmV0cy1rZXktZm9yLXRlc3RzLW9ubHktMzItYnk=";
