@@ -22,7 +22,13 @@ pub struct Cli {
     #[arg(long, env = "LISTEN_ADDR", hide_env_values = true, value_name = "ADDR")]
     pub listen: Option<SocketAddr>,
     /// A SQLite file (created if missing) or a postgres:// URL.
-    #[arg(long, env = "DATABASE_URL", hide_env_values = true, value_name = "URL", default_value = "./messaging-api.db")]
+    #[arg(
+        long,
+        env = "DATABASE_URL",
+        hide_env_values = true,
+        value_name = "URL",
+        default_value = "./messaging-api.db"
+    )]
     pub database: String,
     /// A redis:// URL: quotas, idempotency and usage counts shared by a fleet.
     #[arg(long, env = "REDIS_URL", hide_env_values = true, value_name = "URL")]

@@ -242,7 +242,10 @@ impl Config {
         if server.max_header_bytes < 8192 {
             return Err("server.max_header_bytes must be at least 8192".into());
         }
-        if self.retention.max_age_days == 0 || self.retention.max_messages == 0 || self.retention.prune_interval_secs == 0 {
+        if self.retention.max_age_days == 0
+            || self.retention.max_messages == 0
+            || self.retention.prune_interval_secs == 0
+        {
             return Err("retention limits must be positive".into());
         }
         Ok(())

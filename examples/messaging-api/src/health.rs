@@ -53,7 +53,11 @@ pub async fn ready(State(state): State<AppState>) -> Response {
             "change_listener": change_listener.as_str(),
         },
     });
-    let status = if ready { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
+    let status = if ready {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
     (status, Json(body)).into_response()
 }
 

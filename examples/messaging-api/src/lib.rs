@@ -15,8 +15,8 @@ pub mod cli;
 pub mod config;
 pub mod db;
 pub mod delivery;
-pub mod health;
 pub mod error;
+pub mod health;
 pub mod messages;
 pub mod middleware;
 pub mod outbox;
@@ -119,7 +119,10 @@ pub fn router(state: AppState) -> Router {
             middleware::check_webhook_url,
         ))
         .layer(axum::middleware::from_fn(middleware::require_json))
-        .layer(IdempotencyLayer::from_shared(state.stores().idempotency.clone()).max_request_body(config.server.max_body_bytes));
+        .layer(
+            IdempotencyLayer::from_shared(state.stores().idempotency.clone())
+                .max_request_body(config.server.max_body_bytes),
+        );
     let request_timeout = std::time::Duration::from_secs(config.server.request_timeout_secs);
     Router::new()
         .route("/health", get(middleware::health))

@@ -47,9 +47,12 @@ async fn run(cli: Cli) -> Result<(), String> {
         .map_err(|error| format!("cannot listen on {}: {error}", config.listen))?;
     let local = listener.local_addr().map_err(|error| error.to_string())?;
     println!("messaging-api listening on http://{local}");
-    messaging_api::server::serve(listener, router(state), &config.server, shutdown_signal())
+    messaging_api::server::serve(listener, router(state.clone()), &config.server, shutdown_signal())
         .await
         .map_err(|error| format!("server error: {error}"))?;
+    if let Err(error) = state.usage().flush().await {
+        tracing::warn!(%error, "usage counts not written at shutdown");
+    }
     if let Some(service) = service {
         if let Some(quota) = &service.quota {
             if let Err(error) = quota.flush().await {
@@ -69,8 +72,8 @@ async fn run(cli: Cli) -> Result<(), String> {
 async fn shutdown_signal() {
     #[cfg(unix)]
     {
-        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
-            .expect("SIGTERM handler");
+        let mut term =
+            tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).expect("SIGTERM handler");
         tokio::select! {
             _ = tokio::signal::ctrl_c() => {}
             _ = term.recv() => {}

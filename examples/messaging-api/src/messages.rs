@@ -136,7 +136,9 @@ pub fn new_message_id() -> Result<String, getrandom::Error> {
     Ok(format!("msg_{}", random_base62(24)?))
 }
 
-/// Messages in memory, by id. Clones share the messages.
+/// Messages in memory, by id, for in-process tests and the gRPC example:
+/// unbounded, unlike the database store, which has retention. Clones share
+/// the messages.
 #[derive(Debug, Clone, Default)]
 pub struct MessageStore {
     messages: Arc<DashMap<String, Message>>,

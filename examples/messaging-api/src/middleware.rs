@@ -73,7 +73,10 @@ pub async fn check_webhook_url(State(state): State<AppState>, mut request: Reque
         Ok(None) => return next.run(request).await,
         Err(refused) => return refused.into_response(),
     };
-    let account_id = request.extensions().get::<Principal>().map(|principal| principal.account_id().to_owned());
+    let account_id = request
+        .extensions()
+        .get::<Principal>()
+        .map(|principal| principal.account_id().to_owned());
     let endpoint = match account_id {
         Some(account) => match state.webhooks().get(&account).await {
             Ok(endpoint) => endpoint,

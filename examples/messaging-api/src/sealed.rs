@@ -131,7 +131,11 @@ mod tests {
         let sealer = SecretSealer::new([7; 32]);
         let sealed = sealer.seal("whsec_topsecret", "acct_a");
         assert!(!sealed.contains("topsecret"));
-        assert_ne!(sealed, sealer.seal("whsec_topsecret", "acct_a"), "a fresh nonce each time");
+        assert_ne!(
+            sealed,
+            sealer.seal("whsec_topsecret", "acct_a"),
+            "a fresh nonce each time"
+        );
         assert_eq!(sealer.open(&sealed, "acct_a").as_deref(), Some("whsec_topsecret"));
         assert_eq!(sealer.open(&sealed, "acct_b"), None);
         assert_eq!(SecretSealer::new([8; 32]).open(&sealed, "acct_a"), None);

@@ -73,7 +73,10 @@ pub async fn serve(
     // Every connection holds a permit: all back means all drained.
     let all = u32::try_from(limits.max_connections).unwrap_or(u32::MAX);
     let grace = Duration::from_secs(limits.shutdown_grace_secs);
-    if tokio::time::timeout(grace, connections.acquire_many(all)).await.is_err() {
+    if tokio::time::timeout(grace, connections.acquire_many(all))
+        .await
+        .is_err()
+    {
         tracing::warn!(?grace, "connections still open after the shutdown grace period");
     }
     Ok(())

@@ -13,11 +13,11 @@ use tollgate_core::SharedClock;
 use tollgate_webhook::url_guard::{blocked_range, TokioResolver, WebhookUrlGuard};
 
 use crate::config::Config;
-use crate::delivery::Deliverer;
-use crate::error::ApiError;
 use crate::db::deliveries::SqlDeliveries;
 use crate::db::messages::SqlMessages;
 use crate::db::webhooks::SqlWebhooks;
+use crate::delivery::Deliverer;
+use crate::error::ApiError;
 use crate::messages::{MessageStore, Messages};
 use crate::outbox::Outbox;
 use crate::stores::Stores;
@@ -78,8 +78,12 @@ impl AppState {
                 None,
             ),
         };
+        let usage = match &stores.service {
+            Some(service) => Usage::new(clock.clone()).with_store(Arc::new(service.sql.usage_store())),
+            None => Usage::new(clock.clone()),
+        };
         AppState(Arc::new(Inner {
-            usage: Usage::new(clock.clone()),
+            usage,
             plans,
             stores,
             keys,
@@ -144,6 +148,7 @@ impl AppState {
         if let Some(outbox) = self.outbox() {
             outbox.spawn_workers(4);
         }
+        self.usage().spawn_flusher();
         let Some(service) = &self.0.stores.service else { return };
         if let Some(quota) = &service.quota {
             quota.spawn_flusher();

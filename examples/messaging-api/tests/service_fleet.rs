@@ -6,7 +6,7 @@ mod support;
 
 use std::time::{Duration, Instant};
 
-use support::{postgres_url, redis_url, Proxy, Receiver, Server, TestDatabase, TempDir, MESSAGE, SECRETS_KEY};
+use support::{postgres_url, redis_url, Proxy, Receiver, Server, TempDir, TestDatabase, MESSAGE, SECRETS_KEY};
 
 fn webhook_config(dir: &TempDir) -> String {
     let path = dir.file("config.toml");
@@ -19,7 +19,10 @@ fn webhook_config(dir: &TempDir) -> String {
 }
 
 fn events_of<'a>(events: &'a [(String, serde_json::Value)], message: &str) -> Vec<&'a (String, serde_json::Value)> {
-    events.iter().filter(|(_, body)| body["data"]["id"] == message).collect()
+    events
+        .iter()
+        .filter(|(_, body)| body["data"]["id"] == message)
+        .collect()
 }
 
 #[test]
@@ -59,7 +62,12 @@ fn two_instances_share_messages_webhooks_keys_and_pending_deliveries() {
 
     // A webhook set through A receives the events of B's messages.
     let receiver = Receiver::start();
-    let set = a.call("PUT", "/v1/webhooks", &admin, Some(&format!(r#"{{"url":"{}"}}"#, receiver.url())));
+    let set = a.call(
+        "PUT",
+        "/v1/webhooks",
+        &admin,
+        Some(&format!(r#"{{"url":"{}"}}"#, receiver.url())),
+    );
     assert_eq!(set.status, 200, "{}", set.body);
     let sent = b.call("POST", "/v1/messages", &admin, Some(MESSAGE));
     assert_eq!(sent.status, 201);
@@ -72,14 +80,26 @@ fn two_instances_share_messages_webhooks_keys_and_pending_deliveries() {
     assert_ne!(mine[0].0, mine[1].0, "each event has its own id");
 
     // Revocation through A is refused by B within 100 ms (pushed invalidation).
-    let created = a.call("POST", "/v1/keys", &admin, Some(r#"{"label":"short-lived","type":"production"}"#));
+    let created = a.call(
+        "POST",
+        "/v1/keys",
+        &admin,
+        Some(r#"{"label":"short-lived","type":"production"}"#),
+    );
     assert_eq!(created.status, 201);
     let (key_id, key) = (
         created.json()["id"].as_str().unwrap().to_owned(),
         created.json()["key"].as_str().unwrap().to_owned(),
     );
-    assert_eq!(b.call("GET", "/v1/keys", &key, None).status, 200, "B has looked it up (and cached it)");
-    assert_eq!(a.call("DELETE", &format!("/v1/keys/{key_id}"), &admin, None).status, 204);
+    assert_eq!(
+        b.call("GET", "/v1/keys", &key, None).status,
+        200,
+        "B has looked it up (and cached it)"
+    );
+    assert_eq!(
+        a.call("DELETE", &format!("/v1/keys/{key_id}"), &admin, None).status,
+        204
+    );
     let revoked = Instant::now();
     loop {
         let status = b.call("GET", "/v1/keys", &key, None).status;
@@ -87,10 +107,47 @@ fn two_instances_share_messages_webhooks_keys_and_pending_deliveries() {
             break;
         }
         assert_eq!(status, 200);
-        assert!(revoked.elapsed() < Duration::from_secs(2), "B still accepts a revoked key");
+        assert!(
+            revoked.elapsed() < Duration::from_secs(2),
+            "B still accepts a revoked key"
+        );
     }
     let took = revoked.elapsed();
-    assert!(took <= Duration::from_millis(100), "B refused the revoked key after {took:?}");
+    assert!(
+        took <= Duration::from_millis(100),
+        "B refused the revoked key after {took:?}"
+    );
+
+    // Usage read through B counts the key's requests through both.
+    let created = a.call(
+        "POST",
+        "/v1/keys",
+        &admin,
+        Some(r#"{"label":"counted","type":"production"}"#),
+    );
+    let (counted_id, counted) = (
+        created.json()["id"].as_str().unwrap().to_owned(),
+        created.json()["key"].as_str().unwrap().to_owned(),
+    );
+    for server in [&a, &a, &a, &b, &b] {
+        assert_eq!(server.call("GET", "/v1/keys", &counted, None).status, 200);
+    }
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let usage = b.call("GET", "/v1/usage", &admin, None).json();
+        let requests = usage["keys"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|key| key["key_id"] == counted_id.as_str())
+            .map_or(0, |key| key["requests"].as_u64().unwrap());
+        assert!(requests <= 5, "{usage}");
+        if requests == 5 {
+            break;
+        }
+        assert!(Instant::now() < deadline, "B counts {requests} of 5: {usage}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
 
     // Events A queued are delivered by B once A is gone.
     receiver.failing.store(true, std::sync::atomic::Ordering::SeqCst);
@@ -117,7 +174,14 @@ fn a_lost_database_fails_requests_with_503_and_recovers_without_restart() {
     let proxy = Proxy::start(database.server_addr());
     let url = database.url_via(proxy.addr);
     let server = Server::start(
-        &["--database", url.as_str(), "--database-timeout-ms", "1000", "--request-timeout-secs", "3"],
+        &[
+            "--database",
+            url.as_str(),
+            "--database-timeout-ms",
+            "1000",
+            "--request-timeout-secs",
+            "3",
+        ],
         &[("SECRETS_KEY", SECRETS_KEY)],
     );
     let key = server.bootstrap_key().unwrap();
@@ -135,7 +199,11 @@ fn a_lost_database_fails_requests_with_503_and_recovers_without_restart() {
         let refused = server.call(method, &path, &key, body);
         assert_eq!(refused.status, 503, "{method} {path}: {}", refused.body);
         assert_eq!(refused.json()["error"]["code"], "SERVICE_UNAVAILABLE");
-        assert!(started.elapsed() < Duration::from_secs(4), "{method} {path} took {:?}", started.elapsed());
+        assert!(
+            started.elapsed() < Duration::from_secs(4),
+            "{method} {path} took {:?}",
+            started.elapsed()
+        );
     }
     let started = Instant::now();
     let ready = server.call("GET", "/health/ready", "", None);
@@ -147,7 +215,10 @@ fn a_lost_database_fails_requests_with_503_and_recovers_without_restart() {
     proxy.restore();
     let deadline = Instant::now() + Duration::from_secs(20);
     while server.call("GET", "/health/ready", "", None).status != 200 {
-        assert!(Instant::now() < deadline, "not ready again after the database came back");
+        assert!(
+            Instant::now() < deadline,
+            "not ready again after the database came back"
+        );
         std::thread::sleep(Duration::from_millis(100));
     }
     let read = server.call("GET", &format!("/v1/messages/{id}"), &key, None);

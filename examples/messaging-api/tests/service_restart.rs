@@ -10,7 +10,10 @@ fn create_key(server: &Server, admin: &str, label: &str) -> (String, String) {
     let created = server.call("POST", "/v1/keys", admin, Some(&body));
     assert_eq!(created.status, 201, "{}", created.body);
     let json = created.json();
-    (json["id"].as_str().unwrap().to_owned(), json["key"].as_str().unwrap().to_owned())
+    (
+        json["id"].as_str().unwrap().to_owned(),
+        json["key"].as_str().unwrap().to_owned(),
+    )
 }
 
 #[test]
@@ -23,7 +26,12 @@ fn a_restart_keeps_keys_revocations_messages_and_idempotency_records() {
     let admin = first.bootstrap_key().expect("a fresh database prints a bootstrap key");
     let (_, kept) = create_key(&first, &admin, "kept");
     let (revoked_id, revoked) = create_key(&first, &admin, "revoked");
-    assert_eq!(first.call("DELETE", &format!("/v1/keys/{revoked_id}"), &admin, None).status, 204);
+    assert_eq!(
+        first
+            .call("DELETE", &format!("/v1/keys/{revoked_id}"), &admin, None)
+            .status,
+        204
+    );
     assert_eq!(first.call("GET", "/v1/keys", &revoked, None).status, 401);
     let request_id = [("X-Request-ID", "9b2f4c1e-restart-test")];
     let sent = first.call_with("POST", "/v1/messages", &kept, Some(MESSAGE), &request_id);
@@ -43,7 +51,11 @@ fn a_restart_keeps_keys_revocations_messages_and_idempotency_records() {
     assert_eq!(read.json()["status"], "sent");
     let replayed = second.call_with("POST", "/v1/messages", &kept, Some(MESSAGE), &request_id);
     assert_eq!(replayed.status, 201, "{}", replayed.body);
-    assert_eq!(replayed.json()["id"], message_id.as_str(), "the same X-Request-ID replays the first answer");
+    assert_eq!(
+        replayed.json()["id"],
+        message_id.as_str(),
+        "the same X-Request-ID replays the first answer"
+    );
 
     // A key created just before `kill -9` survives it: the write was
     // acknowledged only once committed.
@@ -56,7 +68,12 @@ fn a_restart_keeps_keys_revocations_messages_and_idempotency_records() {
     let third = Server::start(&args, &[]);
     assert_eq!(third.bootstrap_key(), None);
     assert_eq!(third.call("GET", "/v1/keys", &last, None).status, 200);
-    assert_eq!(third.call("GET", &format!("/v1/messages/{last_message}"), &last, None).status, 200);
+    assert_eq!(
+        third
+            .call("GET", &format!("/v1/messages/{last_message}"), &last, None)
+            .status,
+        200
+    );
     assert_eq!(third.call("GET", "/v1/keys", &revoked, None).status, 401);
 }
 
@@ -79,7 +96,11 @@ fn a_restart_does_not_hand_out_a_fresh_daily_quota() {
     assert!(first.terminate().success());
 
     let second = Server::start(&args, &[]);
-    assert_eq!(second.call("GET", "/v1/keys", &key, None).status, 200, "the third of three");
+    assert_eq!(
+        second.call("GET", "/v1/keys", &key, None).status,
+        200,
+        "the third of three"
+    );
     let refused = second.call("GET", "/v1/keys", &key, None);
     assert_eq!(refused.status, 429, "{}", refused.body);
     assert_eq!(refused.json()["error"]["code"], "RATE_LIMITED");
@@ -103,7 +124,10 @@ fn help_lists_every_flag_with_its_variable_and_exits_0() {
         ("--header-read-timeout-secs", "HEADER_READ_TIMEOUT_SECS"),
         ("--max-body-bytes", "MAX_BODY_BYTES"),
     ] {
-        assert!(help.contains(flag) && help.contains(&format!("[env: {variable}")), "{flag}: {help}");
+        assert!(
+            help.contains(flag) && help.contains(&format!("[env: {variable}")),
+            "{flag}: {help}"
+        );
     }
     assert!(help.contains("[default: ./messaging-api.db]"), "{help}");
 }
@@ -113,11 +137,21 @@ fn an_oversize_body_is_413_and_a_slow_header_is_cut_off() {
     let dir = TempDir::new("limits");
     let database = dir.file("api.db");
     let server = Server::start(
-        &["--database", database.as_str(), "--max-body-bytes", "1024", "--header-read-timeout-secs", "1"],
+        &[
+            "--database",
+            database.as_str(),
+            "--max-body-bytes",
+            "1024",
+            "--header-read-timeout-secs",
+            "1",
+        ],
         &[],
     );
     let key = server.bootstrap_key().unwrap();
-    let big = format!(r#"{{"to":"+15551234567","type":"text","text":{{"body":"{}"}}}}"#, "x".repeat(2000));
+    let big = format!(
+        r#"{{"to":"+15551234567","type":"text","text":{{"body":"{}"}}}}"#,
+        "x".repeat(2000)
+    );
     let refused = server.call("POST", "/v1/messages", &key, Some(&big));
     assert_eq!(refused.status, 413, "{}", refused.body);
     assert_eq!(refused.json()["error"]["code"], "PAYLOAD_TOO_LARGE");

@@ -119,9 +119,11 @@ impl SqlMessages {
         let oldest_kept: Option<i64> = self
             .db
             .run(
-                sqlx::query_scalar("SELECT created_unix FROM api_messages ORDER BY created_unix DESC LIMIT 1 OFFSET $1")
-                    .bind(max_count.min(i64::MAX as u64) as i64)
-                    .fetch_optional(self.db.pool()),
+                sqlx::query_scalar(
+                    "SELECT created_unix FROM api_messages ORDER BY created_unix DESC LIMIT 1 OFFSET $1",
+                )
+                .bind(max_count.min(i64::MAX as u64) as i64)
+                .fetch_optional(self.db.pool()),
             )
             .await?;
         if let Some(second) = oldest_kept {

@@ -57,7 +57,10 @@ impl Database {
         let (url, backend) = if url.starts_with("postgres://") || url.starts_with("postgresql://") {
             (url.to_owned(), Backend::Postgres)
         } else {
-            let path = url.strip_prefix("sqlite://").or_else(|| url.strip_prefix("sqlite:")).unwrap_or(url);
+            let path = url
+                .strip_prefix("sqlite://")
+                .or_else(|| url.strip_prefix("sqlite:"))
+                .unwrap_or(url);
             (format!("sqlite://{}?mode=rwc", path), Backend::Sqlite)
         };
         let options = AnyPoolOptions::new()
@@ -114,7 +117,26 @@ impl Database {
 
     /// One round trip, for `/health/ready`.
     pub async fn ping(&self) -> Result<(), DbError> {
-        self.run(async { sqlx::query("SELECT 1").execute(&self.pool).await.map(drop) }).await
+        self.run(async { sqlx::query("SELECT 1").execute(&self.pool).await.map(drop) })
+            .await
+    }
+
+    /// Records an account and its plan (`api_accounts`), replacing the plan
+    /// of one already recorded: the configuration names the plan, the
+    /// database lists every account a deployment has served.
+    pub async fn record_account(&self, id: &str, plan: &str, now_unix: u64) -> Result<(), DbError> {
+        self.run(
+            sqlx::query(
+                "INSERT INTO api_accounts (id, plan, created_unix) VALUES ($1, $2, $3) \
+                 ON CONFLICT (id) DO UPDATE SET plan = excluded.plan",
+            )
+            .bind(id.to_owned())
+            .bind(plan.to_owned())
+            .bind(now_unix as i64)
+            .execute(&self.pool),
+        )
+        .await
+        .map(drop)
     }
 
     /// Closes every connection (at shutdown, after the last write).

@@ -107,10 +107,7 @@ impl PersistedQuotaStore {
             .await;
         if let Err(error) = written {
             // Marked again, so the next flush retries them.
-            self.dirty
-                .lock()
-                .unwrap_or_else(PoisonError::into_inner)
-                .extend(keys);
+            self.dirty.lock().unwrap_or_else(PoisonError::into_inner).extend(keys);
             return Err(error);
         }
         Ok(counts.len())

@@ -112,7 +112,14 @@ impl Server {
     }
 
     /// One request with extra headers.
-    pub fn call_with(&self, method: &str, path: &str, key: &str, body: Option<&str>, headers: &[(&str, &str)]) -> Response {
+    pub fn call_with(
+        &self,
+        method: &str,
+        path: &str,
+        key: &str,
+        body: Option<&str>,
+        headers: &[(&str, &str)],
+    ) -> Response {
         request(self.addr, method, path, key, body, headers)
     }
 }
@@ -159,7 +166,14 @@ impl Response {
 }
 
 /// One HTTP/1.1 request on a fresh connection (`Connection: close`).
-pub fn request(addr: SocketAddr, method: &str, path: &str, key: &str, body: Option<&str>, headers: &[(&str, &str)]) -> Response {
+pub fn request(
+    addr: SocketAddr,
+    method: &str,
+    path: &str,
+    key: &str,
+    body: Option<&str>,
+    headers: &[(&str, &str)],
+) -> Response {
     let mut stream = TcpStream::connect(addr).expect("connect");
     stream.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
     let mut head = format!("{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n");
@@ -170,7 +184,10 @@ pub fn request(addr: SocketAddr, method: &str, path: &str, key: &str, body: Opti
         head.push_str(&format!("{name}: {value}\r\n"));
     }
     if let Some(body) = body {
-        head.push_str(&format!("Content-Type: application/json\r\nContent-Length: {}\r\n", body.len()));
+        head.push_str(&format!(
+            "Content-Type: application/json\r\nContent-Length: {}\r\n",
+            body.len()
+        ));
     }
     head.push_str("\r\n");
     stream.write_all(head.as_bytes()).unwrap();
@@ -184,7 +201,9 @@ pub fn request(addr: SocketAddr, method: &str, path: &str, key: &str, body: Opti
 
 fn parse(raw: &[u8]) -> Response {
     let text = String::from_utf8_lossy(raw);
-    let (head, body) = text.split_once("\r\n\r\n").unwrap_or_else(|| panic!("no response: {text:?}"));
+    let (head, body) = text
+        .split_once("\r\n\r\n")
+        .unwrap_or_else(|| panic!("no response: {text:?}"));
     let mut lines = head.split("\r\n");
     let status = lines.next().unwrap().split(' ').nth(1).unwrap().parse().unwrap();
     let headers: Vec<(String, String)> = lines
@@ -281,7 +300,10 @@ pub struct TestDatabase {
 }
 
 fn runtime() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap()
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap()
 }
 
 impl TestDatabase {
@@ -293,7 +315,9 @@ impl TestDatabase {
         let name = format!("svc_{test}_{}_{nanos}", std::process::id());
         runtime().block_on(async {
             use sqlx::Connection;
-            let mut connection = sqlx::PgConnection::connect(admin).await.expect("connect to DATABASE_URL");
+            let mut connection = sqlx::PgConnection::connect(admin)
+                .await
+                .expect("connect to DATABASE_URL");
             sqlx::query(&format!("CREATE DATABASE {name}"))
                 .execute(&mut connection)
                 .await
@@ -312,7 +336,11 @@ impl TestDatabase {
         let (scheme, rest) = self.url.split_once("://").unwrap();
         let (user, host_path) = rest.split_once('@').map_or(("", rest), |(user, rest)| (user, rest));
         let path = host_path.split_once('/').map_or("", |(_, path)| path);
-        let user = if user.is_empty() { String::new() } else { format!("{user}@") };
+        let user = if user.is_empty() {
+            String::new()
+        } else {
+            format!("{user}@")
+        };
         format!("{scheme}://{user}{addr}/{path}")
     }
 
@@ -321,7 +349,11 @@ impl TestDatabase {
         let rest = self.admin.split_once("://").unwrap().1;
         let host = rest.rsplit_once('@').map_or(rest, |(_, host)| host);
         let host = host.split('/').next().unwrap();
-        let host = if host.contains(':') { host.to_owned() } else { format!("{host}:5432") };
+        let host = if host.contains(':') {
+            host.to_owned()
+        } else {
+            format!("{host}:5432")
+        };
         std::net::ToSocketAddrs::to_socket_addrs(&host).unwrap().next().unwrap()
     }
 }
@@ -369,7 +401,11 @@ impl Receiver {
     }
 
     /// Waits until `done` holds for the events received (10 s at most).
-    pub fn wait_for(&self, what: &str, done: impl Fn(&[(String, serde_json::Value)]) -> bool) -> Vec<(String, serde_json::Value)> {
+    pub fn wait_for(
+        &self,
+        what: &str,
+        done: impl Fn(&[(String, serde_json::Value)]) -> bool,
+    ) -> Vec<(String, serde_json::Value)> {
         let deadline = Instant::now() + Duration::from_secs(20);
         loop {
             let events = self.events.lock().unwrap().clone();
@@ -382,7 +418,11 @@ impl Receiver {
     }
 }
 
-fn serve_hook(mut stream: TcpStream, recorded: &Mutex<Vec<(String, serde_json::Value)>>, fail: &std::sync::atomic::AtomicBool) {
+fn serve_hook(
+    mut stream: TcpStream,
+    recorded: &Mutex<Vec<(String, serde_json::Value)>>,
+    fail: &std::sync::atomic::AtomicBool,
+) {
     let mut reader = BufReader::new(stream.try_clone().unwrap());
     let mut length = 0;
     let mut id = String::new();
@@ -439,7 +479,9 @@ impl Proxy {
                     drop(client);
                     continue;
                 }
-                let Ok(server) = TcpStream::connect(upstream) else { continue };
+                let Ok(server) = TcpStream::connect(upstream) else {
+                    continue;
+                };
                 {
                     let mut streams = streams.lock().unwrap();
                     streams.push(client.try_clone().unwrap());
