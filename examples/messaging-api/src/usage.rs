@@ -23,6 +23,9 @@ use tollgate_core::{unix_secs, Principal, SharedClock, StoreError};
 // Counts not yet in the store, by key and day.
 type Pending = HashMap<(String, Day), (u64, u64)>;
 
+// The shared store and this instance's counts not yet added to it.
+type Shared = (Arc<dyn UsageStore>, Arc<Mutex<Pending>>);
+
 /// Today's counts for one key.
 #[derive(Debug, Default)]
 pub struct KeyUsage {
@@ -38,7 +41,7 @@ pub struct Usage {
     // Key id → (the day the counts belong to, the counts).
     counts: Arc<DashMap<String, (u64, Arc<KeyUsage>)>>,
     clock: SharedClock,
-    shared: Option<(Arc<dyn UsageStore>, Arc<Mutex<Pending>>)>,
+    shared: Option<Shared>,
 }
 
 impl std::fmt::Debug for Usage {

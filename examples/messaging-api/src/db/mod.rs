@@ -61,7 +61,7 @@ impl Database {
                 .strip_prefix("sqlite://")
                 .or_else(|| url.strip_prefix("sqlite:"))
                 .unwrap_or(url);
-            (format!("sqlite://{}?mode=rwc", path), Backend::Sqlite)
+            (format!("sqlite://{path}?mode=rwc"), Backend::Sqlite)
         };
         let options = AnyPoolOptions::new()
             .acquire_timeout(timeout)
