@@ -2,10 +2,11 @@
 
 use std::time::Duration;
 
+use tollgate_core::usage::DEFAULT_USAGE_RETENTION_DAYS;
 use tollgate_core::SharedClock;
 
 /// How often, by default, last-used times are written and expired
-/// idempotency entries deleted: at most one write per key per minute.
+/// idempotency entries and usage days deleted: at most one write per key per minute.
 pub const DEFAULT_FLUSH_INTERVAL: Duration = Duration::from_secs(60);
 
 /// Connection settings for [`SqlStores`](crate::SqlStores).
@@ -27,6 +28,7 @@ pub struct SqlConfig {
     pub(crate) acquire_timeout: Duration,
     pub(crate) flush_interval: Duration,
     pub(crate) clock: SharedClock,
+    pub(crate) usage_retention_days: u32,
 }
 
 impl SqlConfig {
@@ -40,6 +42,7 @@ impl SqlConfig {
             acquire_timeout: Duration::from_secs(5),
             flush_interval: DEFAULT_FLUSH_INTERVAL,
             clock: SharedClock::default(),
+            usage_retention_days: DEFAULT_USAGE_RETENTION_DAYS,
         }
     }
 
@@ -70,13 +73,22 @@ impl SqlConfig {
     }
 
     /// How often the background task writes last-used times and deletes
-    /// expired idempotency entries (default [`DEFAULT_FLUSH_INTERVAL`]).
+    /// expired idempotency entries and usage days (default [`DEFAULT_FLUSH_INTERVAL`]).
     pub fn flush_interval(mut self, interval: Duration) -> SqlConfig {
         self.flush_interval = interval.max(Duration::from_millis(1));
         self
     }
 
-    /// The clock idempotency entries expire on (default: the system clock).
+    /// How many days of usage are kept, today included (default
+    /// [`DEFAULT_USAGE_RETENTION_DAYS`]); older days are deleted by the
+    /// background task.
+    pub fn usage_retention_days(mut self, days: u32) -> SqlConfig {
+        self.usage_retention_days = days.max(1);
+        self
+    }
+
+    /// The clock idempotency entries expire on and usage retention is
+    /// judged on (default: the system clock).
     pub fn clock(mut self, clock: impl Into<SharedClock>) -> SqlConfig {
         self.clock = clock.into();
         self
@@ -92,6 +104,7 @@ impl std::fmt::Debug for SqlConfig {
             .field("busy_timeout", &self.busy_timeout)
             .field("acquire_timeout", &self.acquire_timeout)
             .field("flush_interval", &self.flush_interval)
+            .field("usage_retention_days", &self.usage_retention_days)
             .finish()
     }
 }

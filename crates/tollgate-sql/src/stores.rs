@@ -25,7 +25,8 @@ pub(crate) struct Shared {
 /// migrations (see the crate docs for how they stay apart from an
 /// application's) and starts a background task that, every
 /// [flush interval](SqlConfig::flush_interval), writes the last-used times
-/// noted since the last one and deletes expired idempotency entries. The
+/// noted since the last one and deletes expired idempotency entries and
+/// usage days past their retention. The
 /// task ends when the last clone is dropped; call [`close`](SqlStores::close)
 /// on shutdown to write the pending last-used times first.
 ///
@@ -142,10 +143,12 @@ impl SqlStores {
         self.shared.last_use.len()
     }
 
-    /// Deletes idempotency entries that expired (the background task does
-    /// this every flush interval), returning how many.
+    /// Deletes idempotency entries that expired and usage days past the
+    /// retention (the background task does this every flush interval),
+    /// returning how many rows.
     pub async fn purge_expired(&self) -> Result<u64, StoreError> {
-        crate::idempotency::purge_expired(&self.shared).await
+        let entries = crate::idempotency::purge_expired(&self.shared).await?;
+        Ok(entries + crate::usage::purge_old(&self.shared).await?)
     }
 
     /// Writes pending last-used times, then closes the pool.
@@ -213,6 +216,9 @@ async fn maintain(shared: Weak<Shared>, interval: Duration) {
         }
         if let Err(error) = crate::idempotency::purge_expired(&shared).await {
             tracing::warn!(%error, "could not delete expired idempotency entries");
+        }
+        if let Err(error) = crate::usage::purge_old(&shared).await {
+            tracing::warn!(%error, "could not delete usage past its retention");
         }
     }
 }

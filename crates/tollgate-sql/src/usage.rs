@@ -17,7 +17,9 @@ const DAYS: &str = "SELECT day, requests, rate_limited FROM tollgate_usage \
 
 /// Usage counts on SQL, one row per key and day. A batch of deltas is one
 /// transaction: it is added whole or not at all, and concurrent batches
-/// add up (each delta is an upsert that adds to the row). Get one from
+/// add up (each delta is an upsert that adds to the row). Days older than
+/// the [retention](crate::SqlConfig::usage_retention_days) are deleted by
+/// the background task. Get one from
 /// [`SqlStores::usage_store`](crate::SqlStores::usage_store).
 #[derive(Clone)]
 pub struct SqlUsageStore {
@@ -43,6 +45,11 @@ fn day_number(day: Day) -> i32 {
 
 impl SqlUsageStore {
     async fn add_all(&self, deltas: Vec<UsageDelta>) -> Result<(), StoreError> {
+        // A delta of zeros adds no day.
+        let deltas: Vec<UsageDelta> = deltas
+            .into_iter()
+            .filter(|delta| delta.requests > 0 || delta.rate_limited > 0)
+            .collect();
         if deltas.is_empty() {
             return Ok(());
         }
@@ -83,6 +90,23 @@ impl SqlUsageStore {
             })
             .collect()
     }
+}
+
+// Deletes the days before the retention window (today included) on the
+// configured clock.
+pub(crate) async fn purge_old(shared: &Shared) -> Result<u64, StoreError> {
+    let today = Day::from_unix_secs(tollgate_core::unix_secs(shared.config.clock.now()));
+    let first_kept = today
+        .0
+        .saturating_sub(shared.config.usage_retention_days.saturating_sub(1));
+    Ok(on_pool!(&shared.pool, |p| {
+        sqlx::query("DELETE FROM tollgate_usage WHERE day < $1")
+            .bind(day_number(Day(first_kept)))
+            .execute(p)
+            .await
+            .map_err(database)?
+            .rows_affected()
+    }))
 }
 
 impl UsageStore for SqlUsageStore {

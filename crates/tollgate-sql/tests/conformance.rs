@@ -58,3 +58,16 @@ on_both!(the_key_limit_holds_under_parallel_rotations_and_creations, |db| {
     })
     .await
 });
+
+on_both!(usage_store_conforms, |db| tollgate_core::conformance::usage_store(
+    &db.usage_store()
+)
+.await);
+
+on_both!(usage_adds_from_many_tasks_sum_exactly, |db| {
+    tollgate_core::conformance::usage_in_parallel(&db.usage_store(), |task| {
+        let handle = tokio::spawn(task);
+        Box::pin(async move { handle.await.expect("the task finished") })
+    })
+    .await
+});

@@ -1,10 +1,10 @@
 //! tollgate: composable Tower layers that turn any hyper, axum or tonic
 //! service into an API platform — bearer API keys with scopes, per-key rate
 //! limits and daily quotas by plan, idempotent requests, IP allowlists and
-//! signed webhooks, each with in-memory or Redis storage.
+//! signed webhooks, each with in-memory, Redis or SQL storage.
 //!
 //! This crate re-exports the layer crates behind cargo features (all but
-//! `redis` and `axum` on by default). A typical stack, outermost first:
+//! `redis`, `sql` and `axum` on by default). A typical stack, outermost first:
 //! `ClientIp → IpAllowlist(global) → BearerAuth → IpAllowlist(per key) →
 //! RateLimit → Idempotency → handler`.
 
@@ -24,6 +24,8 @@ pub use tollgate_ip as ip;
 pub use tollgate_ratelimit as ratelimit;
 #[cfg(feature = "redis")]
 pub use tollgate_redis as redis;
+#[cfg(feature = "sql")]
+pub use tollgate_sql as sql;
 #[cfg(feature = "webhook")]
 pub use tollgate_webhook as webhook;
 

@@ -15,6 +15,7 @@ use crate::keys::{KeyHash, KeyRecord, KeyRegistry, KeyStore, RotateRefusal, Rota
 use crate::maybe_ready::{MaybeReady, StoreFuture};
 use crate::rate_limit::{Decision, Limits, RateLimitStore};
 use crate::replay::ReplayStore;
+use crate::usage::{Day, DayUsage, UsageDelta, UsageStore};
 
 /// A store `S` seen through a test's controls. Clones share the controls.
 ///
@@ -266,6 +267,11 @@ fake!(AllowlistStore {
 fake!(ReplayStore {
     fn check_and_remember(&self, id: &str, ttl: Duration) -> bool;
     fn forget(&self, id: &str) -> ();
+});
+
+fake!(UsageStore {
+    fn add(&self, deltas: Vec<UsageDelta>) -> ();
+    fn days(&self, key_id: &str, from: Day, to: Day) -> Vec<DayUsage>;
 });
 
 #[cfg(test)]

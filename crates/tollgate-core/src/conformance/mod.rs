@@ -20,6 +20,7 @@ pub use crate::idempotency::conformance::*;
 pub use crate::keys::conformance::*;
 pub use crate::rate_limit::conformance::*;
 pub use crate::replay::conformance::*;
+pub use crate::usage::conformance::*;
 pub use fake::{FakeStore, Gate};
 
 use std::sync::atomic::{AtomicU64, Ordering};

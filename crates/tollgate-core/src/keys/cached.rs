@@ -60,17 +60,17 @@ const MIN_INDEX_PRUNE: usize = 1024;
 ///   Over a network store a miss continues with the store's own future.
 /// - **Management reads are fresh**: [`find_by_id`](KeyRegistry::find_by_id)
 ///   and [`list_by_account`](KeyRegistry::list_by_account) always ask the backend.
-/// - **Pushed invalidation, when subscribed**: with
-///   [`invalidated_by`](CachedKeyStore::invalidated_by), a [`Change::Key`]
-///   delivered to the hub (another instance changed that key) drops its
-///   entry at once, and [`Change::Everything`] (a source reconnected)
-///   drops every entry. The TTL stays the bound while the hub is
-///   disconnected, and for changes a backend does not announce.
 /// - **Bounded memory**: at most [`max_entries`](CachedKeyStore::max_entries)
 ///   records (default [`DEFAULT_MAX_ENTRIES`]), kept by a [`quick_cache`]
 ///   cache that evicts the entries least likely to be asked for again. A
 ///   stale entry stays in memory until it is read again, replaced or
 ///   evicted: capacity alone bounds memory.
+///
+/// - **With a [`Changes`] hub, other instances' writes arrive sooner**:
+///   [`invalidated_by`](CachedKeyStore::invalidated_by) drops a key's entry
+///   when the hub delivers [`Change::Key`] with its hash, and every entry on
+///   [`Change::Everything`] (a source that reconnected). The TTL stays the
+///   bound when no change arrives (the source is down, a message is lost).
 ///
 /// A cached record's `last_used_at` may lag the backend's by up to the TTL.
 /// [`record_last_use`](KeyStore::record_last_use) updates the cached copy
@@ -115,9 +115,6 @@ const MIN_INDEX_PRUNE: usize = 1024;
 pub struct CachedKeyStore<S> {
     inner: Arc<S>,
     cache: Arc<Cache>,
-    // The hub the cache listens to, so a builder method that replaces the
-    // cache subscribes the new one.
-    changes: Option<Changes>,
 }
 
 impl<S: KeyStore> CachedKeyStore<S> {
@@ -131,8 +128,12 @@ impl<S: KeyStore> CachedKeyStore<S> {
     pub fn from_shared(inner: Arc<S>) -> CachedKeyStore<S> {
         CachedKeyStore {
             inner,
-            cache: Arc::new(Cache::new(DEFAULT_TTL, DEFAULT_MAX_ENTRIES, SharedClock::default())),
-            changes: None,
+            cache: Arc::new(Cache::new(
+                DEFAULT_TTL,
+                DEFAULT_MAX_ENTRIES,
+                SharedClock::default(),
+                None,
+            )),
         }
     }
 }
@@ -142,47 +143,61 @@ impl<S> CachedKeyStore<S> {
     /// again: the longest another instance's revocation can go unnoticed
     /// here. `Duration::ZERO` turns caching off.
     pub fn ttl(self, ttl: Duration) -> Self {
-        let cache = Cache::new(ttl, self.cache.max_entries, self.cache.clock.clone());
+        let cache = Cache::new(
+            ttl,
+            self.cache.max_entries,
+            self.cache.clock.clone(),
+            self.cache.changes.clone(),
+        );
         self.with_cache(cache)
     }
 
     /// The most records cached at once (0 turns caching off).
     pub fn max_entries(self, max_entries: usize) -> Self {
-        let cache = Cache::new(self.cache.ttl, max_entries, self.cache.clock.clone());
+        let cache = Cache::new(
+            self.cache.ttl,
+            max_entries,
+            self.cache.clock.clone(),
+            self.cache.changes.clone(),
+        );
         self.with_cache(cache)
     }
 
     /// The clock that ages cached records.
     pub fn clock(self, clock: impl Into<SharedClock>) -> Self {
-        let cache = Cache::new(self.cache.ttl, self.cache.max_entries, clock.into());
+        let cache = Cache::new(
+            self.cache.ttl,
+            self.cache.max_entries,
+            clock.into(),
+            self.cache.changes.clone(),
+        );
         self.with_cache(cache)
     }
 
-    /// Listens to `changes`: a key another instance changed is dropped
-    /// from the cache as soon as its [`Change::Key`] is delivered, and
-    /// everything on [`Change::Everything`]. The hub holds the cache
-    /// weakly: dropping the store unsubscribes it.
-    pub fn invalidated_by(mut self, changes: &Changes) -> Self {
-        self.changes = Some(changes.clone());
-        self.subscribe();
-        self
-    }
-
-    fn subscribe(&self) {
-        if let Some(changes) = &self.changes {
-            let listener: Arc<dyn ChangeListener> = self.cache.clone();
-            changes.subscribe(&listener);
-        }
+    /// Drops cached records as `changes` announces them changed elsewhere:
+    /// a key's entry on [`Change::Key`], every entry on [`Change::Everything`].
+    /// The hub holds the cache weakly: it listens as long as a clone of this
+    /// store lives.
+    pub fn invalidated_by(self, changes: &Changes) -> Self {
+        let cache = Cache::new(
+            self.cache.ttl,
+            self.cache.max_entries,
+            self.cache.clock.clone(),
+            Some(changes.clone()),
+        );
+        self.with_cache(cache)
     }
 
     fn with_cache(self, cache: Cache) -> Self {
-        let store = CachedKeyStore {
+        let cache = Arc::new(cache);
+        if let Some(changes) = &cache.changes {
+            let listener: Arc<dyn ChangeListener> = cache.clone();
+            changes.subscribe(&listener);
+        }
+        CachedKeyStore {
             inner: self.inner,
-            cache: Arc::new(cache),
-            changes: self.changes,
-        };
-        store.subscribe();
-        store
+            cache,
+        }
     }
 
     /// The inner store.
@@ -220,7 +235,6 @@ impl<S> Clone for CachedKeyStore<S> {
         CachedKeyStore {
             inner: self.inner.clone(),
             cache: self.cache.clone(),
-            changes: self.changes.clone(),
         }
     }
 }
@@ -232,7 +246,6 @@ impl<S: fmt::Debug> fmt::Debug for CachedKeyStore<S> {
             .field("ttl", &self.cache.ttl)
             .field("max_entries", &self.cache.max_entries)
             .field("cached_entries", &self.cached_entries())
-            .field("invalidated_by", &self.changes)
             .finish()
     }
 }
@@ -351,6 +364,9 @@ struct Cache {
     ttl: Duration,
     max_entries: usize,
     clock: SharedClock,
+    // The hub this cache listens to, if any (kept so the builder methods
+    // can subscribe the cache they make instead).
+    changes: Option<Changes>,
 }
 
 #[derive(Clone)]
@@ -361,7 +377,7 @@ struct Entry {
 }
 
 impl Cache {
-    fn new(ttl: Duration, max_entries: usize, clock: SharedClock) -> Cache {
+    fn new(ttl: Duration, max_entries: usize, clock: SharedClock, changes: Option<Changes>) -> Cache {
         Cache {
             entries: entries(max_entries),
             hash_by_id: DashMap::new(),
@@ -369,6 +385,7 @@ impl Cache {
             ttl,
             max_entries,
             clock,
+            changes,
         }
     }
 
@@ -465,6 +482,21 @@ impl Cache {
         }
     }
 
+    // Like a write here: counted, so a lookup that read before the change
+    // does not cache what it read.
+    fn invalidate_hash(&self, hash: &KeyHash) {
+        let mut writes = write(&self.writes);
+        *writes = writes.wrapping_add(1);
+        self.entries.remove(hash);
+    }
+
+    fn invalidate_all(&self) {
+        let mut writes = write(&self.writes);
+        *writes = writes.wrapping_add(1);
+        self.entries.clear();
+        self.hash_by_id.clear();
+    }
+
     fn note_last_use(&self, key_id: &str, at: SystemTime) {
         if !self.caches() {
             return;
@@ -489,23 +521,11 @@ impl Cache {
     }
 }
 
-// Changes pushed from other instances. Like a write's invalidation, each
-// counts as a write, so a lookup that read the backend before the change
-// arrived does not cache what it read.
 impl ChangeListener for Cache {
     fn changed(&self, change: &Change) {
         match change {
-            Change::Key(hash) => {
-                let mut writes = write(&self.writes);
-                *writes = writes.wrapping_add(1);
-                self.entries.remove(hash);
-            }
-            Change::Everything => {
-                let mut writes = write(&self.writes);
-                *writes = writes.wrapping_add(1);
-                self.entries.clear();
-                self.hash_by_id.clear();
-            }
+            Change::Key(hash) => self.invalidate_hash(hash),
+            Change::Everything => self.invalidate_all(),
             Change::AccountAllowlist(_) | Change::KeyAllowlist(_) => {}
         }
     }
@@ -721,66 +741,6 @@ mod tests {
         assert!(
             !fresh.is_valid_at(clock.now()),
             "so refused one TTL after the revocation"
-        );
-    }
-
-    #[test]
-    fn a_pushed_change_drops_the_key_at_once_and_everything_drops_all() {
-        let changes = Changes::new();
-        let clock = ManualClock::new(t0());
-        let shared = probe_with_keys([1, 2]);
-        // A builder method after `invalidated_by` keeps the subscription.
-        let here = CachedKeyStore::new(shared.clone())
-            .invalidated_by(&changes)
-            .ttl(Duration::from_secs(3600))
-            .clock(clock.clone());
-        lookup(&here, 1);
-        lookup(&here, 2);
-        assert_eq!(lookups(&shared), 2);
-        ready(shared.inner().revoke("key_1", t0()))
-            .expect("revoke")
-            .expect("known");
-
-        lookup(&here, 1);
-        assert_eq!(lookups(&shared), 2, "served from memory before the change arrives");
-        changes.deliver(&Change::Key(hash_of(1)));
-        assert_eq!(
-            lookup(&here, 1).revoked_at,
-            Some(t0()),
-            "read again once the change arrives"
-        );
-        lookup(&here, 2);
-        assert_eq!(lookups(&shared), 3, "only the changed key was dropped");
-
-        changes.deliver(&Change::KeyAllowlist("key_2".into()));
-        lookup(&here, 2);
-        assert_eq!(lookups(&shared), 3, "an allowlist change is not a key change");
-        changes.set_connected(true);
-        lookup(&here, 1);
-        lookup(&here, 2);
-        assert_eq!(lookups(&shared), 5, "a reconnection drops every entry");
-    }
-
-    #[test]
-    fn a_change_arriving_during_a_lookup_keeps_its_answer_out_of_the_cache() {
-        let changes = Changes::new();
-        let clock = ManualClock::new(t0());
-        let gate = Gate::closed();
-        let shared = probe_with_keys([1]);
-        shared.gate(Some(gate.clone()));
-        let here = cache_over(&shared, &clock).invalidated_by(&changes);
-        let mut pending = here.find_by_hash(&hash_of(1));
-        assert!(poll_once(&mut pending).is_pending(), "held at the gate after reading");
-        changes.deliver(&Change::Key(hash_of(1)));
-        gate.open();
-        let Poll::Ready(found) = poll_once(&mut pending) else {
-            panic!("the gate is open");
-        };
-        assert!(found.expect("no fault").is_some());
-        assert_eq!(
-            here.cached_entries(),
-            0,
-            "what was read before the change is not cached"
         );
     }
 
@@ -1142,6 +1102,67 @@ mod tests {
             "the write that landed is seen"
         );
         assert_eq!(lookup(&keys, 2).revoked_at, Some(t0()), "so is the rotation");
+    }
+
+    #[test]
+    fn changes_from_the_hub_drop_one_key_or_everything_and_the_ttl_bounds_the_rest() {
+        let (clock, probe, _) = cached([1, 2, 3]);
+        let changes = Changes::new();
+        // The hub set before another builder method still holds.
+        let keys = CachedKeyStore::new(probe.clone())
+            .invalidated_by(&changes)
+            .ttl(Duration::from_secs(60))
+            .clock(clock.clone());
+        for n in [1, 2, 3] {
+            lookup(&keys, n);
+        }
+        assert_eq!(lookups(&probe), 3);
+
+        // Revoked by another instance, which announces it.
+        ready(probe.inner().revoke("key_1", t0())).expect("revoke");
+        changes.deliver(&Change::AccountAllowlist("acct_1".into()));
+        changes.deliver(&Change::KeyAllowlist("key_1".into()));
+        assert_eq!(keys.cached_entries(), 3, "allowlist changes are not key changes");
+        assert!(lookup(&keys, 1).is_valid_at(clock.now()), "not announced yet");
+        changes.deliver(&Change::Key(hash_of(1)));
+        assert!(
+            !lookup(&keys, 1).is_valid_at(clock.now()),
+            "refused once announced, long before the TTL"
+        );
+        assert_eq!(lookups(&probe), 4, "only key_1 was read again");
+
+        changes.deliver(&Change::Everything);
+        assert_eq!(keys.cached_entries(), 0);
+        for n in [1, 2, 3] {
+            lookup(&keys, n);
+        }
+        assert_eq!(lookups(&probe), 7, "everything was read again");
+
+        // Unannounced (the source is down): the TTL is the bound.
+        ready(probe.inner().revoke("key_2", t0())).expect("revoke");
+        clock.advance(Duration::from_secs(59));
+        assert!(lookup(&keys, 2).is_valid_at(clock.now()));
+        clock.advance(Duration::from_secs(1));
+        assert!(!lookup(&keys, 2).is_valid_at(clock.now()));
+
+        // A dropped store stops listening.
+        drop(keys);
+        changes.deliver(&Change::Everything);
+    }
+
+    #[test]
+    fn a_lookup_that_read_before_an_announced_change_does_not_cache_what_it_read() {
+        let (_, probe, _) = cached([1]);
+        let changes = Changes::new();
+        let keys = CachedKeyStore::new(probe.clone()).invalidated_by(&changes);
+        let gate = Gate::closed();
+        probe.gate(Some(gate.clone()));
+        let mut early = keys.find_by_hash(&hash_of(1));
+        assert!(poll_once(&mut early).is_pending(), "read the valid record, then held");
+        changes.deliver(&Change::Key(hash_of(1)));
+        gate.open();
+        assert!(matches!(poll_once(&mut early), Poll::Ready(Ok(Some(_)))));
+        assert_eq!(keys.cached_entries(), 0, "what it read may predate the change");
     }
 
     #[test]

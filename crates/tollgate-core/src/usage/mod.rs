@@ -4,6 +4,12 @@
 //! the [`UsageStore`] in batches ([`UsageDelta`]), so counting costs no
 //! round trip per request.
 
+#[cfg(any(test, feature = "conformance"))]
+pub(crate) mod conformance;
+mod memory;
+
+pub use memory::{MemoryUsageStore, DEFAULT_USAGE_RETENTION_DAYS};
+
 use crate::maybe_ready::StoreFuture;
 
 /// A UTC calendar day, as the number of days since 1970-01-01.
@@ -44,7 +50,8 @@ pub struct DayUsage {
 /// Where usage counts live, shared by every instance of a fleet.
 pub trait UsageStore: Send + Sync + 'static {
     /// Adds each delta to its key's counts for its day; deltas for the same
-    /// key and day add up.
+    /// key and day add up. A delta of zeros adds no day. Days older than the
+    /// store's retention may be dropped.
     fn add(&self, deltas: Vec<UsageDelta>) -> StoreFuture<()>;
 
     /// The key's usage on each day from `from` to `to` inclusive that has
