@@ -90,8 +90,15 @@ fn claims_are_exclusive_and_ordered(url: &str) {
             .unwrap();
         let held = outbox.claim("a", 2_000, 1_000).await.unwrap().unwrap();
         assert_eq!(held.attempts, 1);
-        assert!(outbox.claim("b", 2_999, 1_000).await.unwrap().is_none(), "still leased to a");
-        let retried = outbox.claim("b", 3_000, 1_000).await.unwrap().expect("the lease ran out");
+        assert!(
+            outbox.claim("b", 2_999, 1_000).await.unwrap().is_none(),
+            "still leased to a"
+        );
+        let retried = outbox
+            .claim("b", 3_000, 1_000)
+            .await
+            .unwrap()
+            .expect("the lease ran out");
         assert_eq!((retried.event_id.as_str(), retried.attempts), ("evt_leased", 2));
         outbox.finish("evt_leased", "a").await.unwrap();
         assert_eq!(outbox.pending().await.unwrap(), 1, "a no longer owns it");
