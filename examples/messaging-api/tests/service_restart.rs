@@ -172,3 +172,43 @@ fn an_oversize_body_is_413_and_a_slow_header_is_cut_off() {
         "closed after {waited:?}"
     );
 }
+
+#[test]
+fn sigterm_lets_a_request_in_flight_finish_and_refuses_new_connections() {
+    use std::io::{Read, Write};
+    let dir = TempDir::new("drain");
+    let database = dir.file("api.db");
+    let args = ["--database", database.as_str()];
+    let server = Server::start(&args, &[]);
+    let key = server.bootstrap_key().unwrap();
+    let addr = server.addr;
+
+    // A request whose body is half sent when SIGTERM arrives.
+    let mut in_flight = std::net::TcpStream::connect(addr).unwrap();
+    in_flight
+        .set_read_timeout(Some(std::time::Duration::from_secs(10)))
+        .unwrap();
+    let head = format!(
+        "POST /v1/messages HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {key}\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n",
+        MESSAGE.len()
+    );
+    in_flight.write_all(head.as_bytes()).unwrap();
+    in_flight.write_all(&MESSAGE.as_bytes()[..10]).unwrap();
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    server.signal_term();
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    assert!(
+        std::net::TcpStream::connect(addr).is_err(),
+        "a stopping server accepts no new connection"
+    );
+    in_flight.write_all(&MESSAGE.as_bytes()[10..]).unwrap();
+    let mut raw = Vec::new();
+    let _ = in_flight.read_to_end(&mut raw);
+    let answered = support::parse(&raw);
+    assert_eq!(answered.status, 201, "{}", answered.body);
+    let id = answered.json()["id"].as_str().unwrap().to_owned();
+    assert!(server.wait().success());
+
+    let again = Server::start(&args, &[]);
+    assert_eq!(again.call("GET", &format!("/v1/messages/{id}"), &key, None).status, 200);
+}

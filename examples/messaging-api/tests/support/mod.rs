@@ -92,11 +92,21 @@ impl Server {
 
     /// Sends SIGTERM and waits for the process to exit.
     pub fn terminate(mut self) -> ExitStatus {
+        self.signal_term();
+        wait(&mut self.child, Duration::from_secs(30))
+    }
+
+    /// Sends SIGTERM without waiting.
+    pub fn signal_term(&self) {
         let status = Command::new("kill")
             .args(["-TERM", &self.child.id().to_string()])
             .status()
             .expect("kill -TERM");
         assert!(status.success());
+    }
+
+    /// Waits for the process to exit.
+    pub fn wait(mut self) -> ExitStatus {
         wait(&mut self.child, Duration::from_secs(30))
     }
 
@@ -199,7 +209,8 @@ pub fn request(
     parse(&raw)
 }
 
-fn parse(raw: &[u8]) -> Response {
+/// Parses a raw HTTP/1.1 response.
+pub fn parse(raw: &[u8]) -> Response {
     let text = String::from_utf8_lossy(raw);
     let (head, body) = text
         .split_once("\r\n\r\n")
