@@ -42,13 +42,18 @@ pub async fn bootstrap(state: &AppState, bootstrap_key: Option<&str>) -> Result<
                 .webhook_secret
                 .clone()
                 .ok_or_else(|| format!("account {:?}: webhook_url needs webhook_secret", account.id))?;
-            state.webhooks().set(
-                &account.id,
-                WebhookEndpoint {
-                    url: url.clone(),
-                    secret: WebhookSecret::new(secret),
-                },
-            );
+            state
+                .webhooks()
+                .set(
+                    &account.id,
+                    WebhookEndpoint {
+                        url: url.clone(),
+                        secret: WebhookSecret::new(secret),
+                    },
+                    state.now(),
+                )
+                .await
+                .map_err(|error| error.to_string())?;
         }
         if !account.ip_allowlist.is_empty() {
             let set = IpSet::new(account.ip_allowlist.iter().copied());
@@ -61,6 +66,17 @@ pub async fn bootstrap(state: &AppState, bootstrap_key: Option<&str>) -> Result<
     }
 
     let demo = Config::DEMO_ACCOUNT;
+    if let Some(service) = &state.stores().service {
+        let now = tollgate_core::unix_secs(state.now());
+        let configured = state.config().accounts.iter().map(|account| account.id.as_str());
+        for id in std::iter::once(demo).chain(configured) {
+            service
+                .database
+                .record_account(id, &state.plan_name(id), now)
+                .await
+                .map_err(|error| format!("cannot record account {id:?}: {error}"))?;
+        }
+    }
     let new_key = || {
         NewKey::new(demo, KeyKind::Production)
             .label("Bootstrap key")

@@ -4,7 +4,6 @@
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
-use std::path::PathBuf;
 use std::time::Duration;
 
 use ipnet::IpNet;
@@ -36,6 +35,70 @@ pub struct Config {
     pub webhooks: WebhookConfig,
     /// Accept `http://` and private-network webhook URLs (local testing only).
     pub allow_private_webhook_urls: bool,
+    /// HTTP server limits.
+    pub server: ServerConfig,
+    /// How long messages are kept.
+    pub retention: RetentionConfig,
+}
+
+/// The HTTP server's limits: every one bounded by default.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct ServerConfig {
+    /// Time a client has to send a request's headers, in seconds.
+    pub header_read_timeout_secs: u64,
+    /// A keep-alive connection with no request for this long is closed, in seconds.
+    pub idle_timeout_secs: u64,
+    /// Time a request has to be answered (503 past it), in seconds.
+    pub request_timeout_secs: u64,
+    /// Connections served at once; past it new ones wait to be accepted.
+    pub max_connections: usize,
+    /// Largest request head (request line and headers), in bytes.
+    pub max_header_bytes: usize,
+    /// Largest request body, in bytes (413 `PAYLOAD_TOO_LARGE` past it).
+    pub max_body_bytes: usize,
+    /// Time a call to the database (or Redis) may take before the request fails with 503, in milliseconds.
+    pub database_timeout_ms: u64,
+    /// Time in-flight requests get to finish after SIGTERM, in seconds.
+    pub shutdown_grace_secs: u64,
+}
+
+impl Default for ServerConfig {
+    fn default() -> ServerConfig {
+        ServerConfig {
+            header_read_timeout_secs: 10,
+            idle_timeout_secs: 60,
+            request_timeout_secs: 30,
+            max_connections: 10_000,
+            max_header_bytes: 16 * 1024,
+            max_body_bytes: 64 * 1024,
+            database_timeout_ms: 2_000,
+            shutdown_grace_secs: 20,
+        }
+    }
+}
+
+/// Message retention: a message is deleted once it is older than
+/// `max_age_days`, or once `max_messages` newer ones are stored.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct RetentionConfig {
+    /// Days a message is kept.
+    pub max_age_days: u64,
+    /// Messages kept at most, every account together.
+    pub max_messages: u64,
+    /// How often old messages are deleted, in seconds.
+    pub prune_interval_secs: u64,
+}
+
+impl Default for RetentionConfig {
+    fn default() -> RetentionConfig {
+        RetentionConfig {
+            max_age_days: 30,
+            max_messages: 1_000_000,
+            prune_interval_secs: 60,
+        }
+    }
 }
 
 /// One plan's limits.
@@ -110,6 +173,8 @@ impl Default for Config {
             failed_auth_per_minute: tollgate_auth::DEFAULT_FAILED_AUTH_LIMIT,
             webhooks: WebhookConfig::default(),
             allow_private_webhook_urls: false,
+            server: ServerConfig::default(),
+            retention: RetentionConfig::default(),
         }
     }
 }
@@ -133,47 +198,13 @@ impl Config {
         toml::from_str(text).map_err(|error| error.to_string())
     }
 
-    /// The configuration from the command line (`--listen`, `--config`,
-    /// `--allow-private-webhook-urls`) and the environment (`LISTEN_ADDR`).
+    /// The configuration from a command line (as [`crate::cli::Cli`] parses
+    /// it, environment variables included); `args` excludes the program name.
     pub fn from_args(args: impl IntoIterator<Item = String>) -> Result<Config, String> {
-        let mut listen = std::env::var("LISTEN_ADDR").ok();
-        let mut file: Option<PathBuf> = None;
-        let mut allow_private = false;
-        let mut args = args.into_iter();
-        while let Some(arg) = args.next() {
-            let (flag, inline) = match arg.split_once('=') {
-                Some((flag, value)) => (flag.to_owned(), Some(value.to_owned())),
-                None => (arg.clone(), None),
-            };
-            let mut value = |name: &str| {
-                inline
-                    .clone()
-                    .or_else(|| args.next())
-                    .ok_or(format!("{name} needs a value"))
-            };
-            match flag.as_str() {
-                "--listen" => listen = Some(value("--listen")?),
-                "--config" => file = Some(PathBuf::from(value("--config")?)),
-                "--allow-private-webhook-urls" => allow_private = true,
-                "-h" | "--help" => return Err(USAGE.into()),
-                other => return Err(format!("unknown argument {other:?}\n{USAGE}")),
-            }
-        }
-        let mut config = match file {
-            Some(path) => {
-                let text = std::fs::read_to_string(&path).map_err(|error| format!("{}: {error}", path.display()))?;
-                Config::from_toml(&text).map_err(|error| format!("{}: {error}", path.display()))?
-            }
-            None => Config::default(),
-        };
-        if let Some(listen) = listen {
-            config.listen = listen
-                .parse()
-                .map_err(|_| format!("invalid listen address {listen:?}"))?;
-        }
-        config.allow_private_webhook_urls |= allow_private;
-        config.validate()?;
-        Ok(config)
+        use clap::Parser;
+        let cli = crate::cli::Cli::try_parse_from(std::iter::once("messaging-api".to_owned()).chain(args))
+            .map_err(|error| error.to_string())?;
+        cli.config()
     }
 
     /// Checks what serde cannot: plans that accounts name exist, limits are positive.
@@ -199,6 +230,24 @@ impl Config {
         if self.max_keys_per_account == 0 {
             return Err("max_keys_per_account must be at least 1".into());
         }
+        let server = &self.server;
+        if server.header_read_timeout_secs == 0
+            || server.idle_timeout_secs == 0
+            || server.request_timeout_secs == 0
+            || server.max_connections == 0
+            || server.database_timeout_ms == 0
+        {
+            return Err("server timeouts and max_connections must be positive".into());
+        }
+        if server.max_header_bytes < 8192 {
+            return Err("server.max_header_bytes must be at least 8192".into());
+        }
+        if self.retention.max_age_days == 0
+            || self.retention.max_messages == 0
+            || self.retention.prune_interval_secs == 0
+        {
+            return Err("retention limits must be positive".into());
+        }
         Ok(())
     }
 
@@ -212,8 +261,6 @@ impl Config {
         self.accounts.iter().find(|account| account.id == id)
     }
 }
-
-const USAGE: &str = "usage: messaging-api [--listen ADDR] [--config FILE] [--allow-private-webhook-urls]";
 
 #[cfg(test)]
 mod tests {
@@ -296,10 +343,10 @@ mod tests {
     fn bad_input_is_a_clear_error() {
         assert!(Config::from_args(["--bogus".to_string()])
             .unwrap_err()
-            .contains("unknown argument"));
+            .contains("unexpected argument '--bogus'"));
         assert!(Config::from_args(["--listen".to_string()])
             .unwrap_err()
-            .contains("needs a value"));
+            .contains("a value is required for '--listen <ADDR>'"));
         assert!(Config::from_toml("max_keys_per_account = 'x'").is_err());
         let unknown_plan = Config::from_toml("[[accounts]]\nid = 'a'\nplan = 'gold'").unwrap();
         assert!(unknown_plan.validate().unwrap_err().contains("unknown plan"));

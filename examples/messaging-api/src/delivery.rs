@@ -130,6 +130,30 @@ impl Deliverer {
         false
     }
 
+    /// One attempt, no retry: true when the receiver answered 2xx. The
+    /// outbox ([`crate::outbox`]) schedules retries itself.
+    pub async fn attempt_once(&self, event: &Event, attempt: i64) -> bool {
+        match self.attempt(event).await {
+            Ok(status) if status.is_success() => {
+                tracing::info!(webhook_id = %event.id, attempt, %status, "webhook delivered");
+                true
+            }
+            Ok(status) => {
+                tracing::warn!(webhook_id = %event.id, attempt, %status, "webhook refused");
+                false
+            }
+            Err(error) => {
+                tracing::warn!(webhook_id = %event.id, attempt, %error, "webhook delivery failed");
+                false
+            }
+        }
+    }
+
+    /// The configuration.
+    pub fn config(&self) -> &WebhookConfig {
+        &self.config
+    }
+
     async fn attempt(&self, event: &Event) -> Result<http::StatusCode, String> {
         let request = self.signed_request(event)?;
         let timeout = Duration::from_millis(self.config.timeout_ms);

@@ -68,6 +68,9 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for ApiJson<T> {
         match axum::Json::<T>::from_request(request, state).await {
             Ok(axum::Json(value)) => Ok(ApiJson(value)),
             Err(JsonRejection::MissingJsonContentType(_)) => Err(unsupported_media_type()),
+            Err(rejection) if rejection.status() == http::StatusCode::PAYLOAD_TOO_LARGE => {
+                Err(ApiError::from(Rejection::from_code(Code::PayloadTooLarge)))
+            }
             Err(rejection) => Err(ApiError::invalid(format!(
                 "Invalid JSON body: {}",
                 rejection.body_text()

@@ -11,12 +11,18 @@
 #![warn(missing_docs)]
 
 pub mod bootstrap;
+pub mod cli;
 pub mod config;
+pub mod db;
 pub mod delivery;
 pub mod error;
+pub mod health;
 pub mod messages;
 pub mod middleware;
+pub mod outbox;
 pub mod routes;
+pub mod sealed;
+pub mod server;
 pub mod state;
 pub mod stores;
 pub mod time;
@@ -113,10 +119,20 @@ pub fn router(state: AppState) -> Router {
             middleware::check_webhook_url,
         ))
         .layer(axum::middleware::from_fn(middleware::require_json))
-        .layer(IdempotencyLayer::from_shared(state.stores().idempotency.clone()));
+        .layer(
+            IdempotencyLayer::from_shared(state.stores().idempotency.clone())
+                .max_request_body(config.server.max_body_bytes),
+        );
+    let request_timeout = std::time::Duration::from_secs(config.server.request_timeout_secs);
     Router::new()
         .route("/health", get(middleware::health))
+        .route("/health/ready", get(health::ready))
+        .with_state(state.clone())
         .merge(api.layer(stack))
+        .layer(axum::extract::DefaultBodyLimit::max(config.server.max_body_bytes))
+        .layer(axum::middleware::from_fn(move |request, next| {
+            middleware::deadline(request_timeout, request, next)
+        }))
 }
 
 // The configured global list; without one, every address (the layer still

@@ -1,59 +1,85 @@
-//! `cargo run -p messaging-api -- [--listen ADDR] [--config FILE] [--allow-private-webhook-urls]`
+//! `cargo run -p messaging-api -- --help` lists every flag and its
+//! environment variable.
 //!
-//! In-memory stores by default; with `REDIS_URL` set, Redis stores, so
-//! several instances share keys, quotas, idempotency records and allowlists.
-//! `BOOTSTRAP_KEY`, when set, must be a well-formed production key
-//! (`tg_live_…`, see `tollgate_auth::KeyFormat`); otherwise start-up fails.
+//! With no configuration, one node: keys, allowlists, accounts, webhook
+//! endpoints, messages, pending deliveries, usage and idempotency records
+//! in the SQLite file `./messaging-api.db`. A fleet: `DATABASE_URL=postgres://…`
+//! and `REDIS_URL=redis://…` on every instance. `BOOTSTRAP_KEY`, when set,
+//! must be a well-formed production key (`tg_live_…`, see
+//! `tollgate_auth::KeyFormat`); otherwise start-up fails. SIGTERM (or
+//! Ctrl-C) stops accepting, lets in-flight requests finish, writes what is
+//! written behind, and exits.
 
 #![forbid(unsafe_code)]
 
-use std::net::SocketAddr;
-
-use messaging_api::{
-    bootstrap::{bootstrap, check_bootstrap_key},
-    router,
-    stores::Stores,
-    AppState, Config,
-};
+use clap::Parser;
+use messaging_api::bootstrap::{bootstrap, check_bootstrap_key};
+use messaging_api::cli::Cli;
+use messaging_api::stores::Stores;
+use messaging_api::{router, AppState};
 use tollgate_core::SharedClock;
 
 #[tokio::main]
 async fn main() {
-    messaging_api::run_main("messaging-api", run()).await;
+    // `--help` and `--version` print and exit 0; a bad flag exits 2.
+    let cli = Cli::parse();
+    messaging_api::run_main("messaging-api", run(cli)).await;
 }
 
-async fn run() -> Result<(), String> {
-    let config = Config::from_args(std::env::args().skip(1))?;
+async fn run(cli: Cli) -> Result<(), String> {
+    let config = cli.config()?;
     // Checked before anything connects: a malformed key could never authenticate.
     let bootstrap_key = std::env::var("BOOTSTRAP_KEY").ok().filter(|key| !key.is_empty());
     if let Some(key) = &bootstrap_key {
         check_bootstrap_key(key)?;
     }
     let clock = SharedClock::default();
-    let stores = match std::env::var("REDIS_URL") {
-        Ok(url) if !url.is_empty() => Stores::redis(&url).await?,
-        _ => Stores::memory(clock.clone()),
-    };
+    let stores = Stores::open(&cli.deployment(&config), clock.clone()).await?;
+    let service = stores.service.clone();
     let state = AppState::new(config.clone(), stores, clock);
     if let Some(key) = bootstrap(&state, bootstrap_key.as_deref()).await? {
         println!("bootstrap key: {key}");
     }
+    state.start_background();
 
     let listener = tokio::net::TcpListener::bind(config.listen)
         .await
         .map_err(|error| format!("cannot listen on {}: {error}", config.listen))?;
-    println!("messaging-api listening on http://{}", config.listen);
-    let app = router(state).into_make_service_with_connect_info::<SocketAddr>();
-    axum::serve(listener, app)
-        .with_graceful_shutdown(async {
-            let mut terminate =
-                tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).expect("a SIGTERM handler");
-            tokio::select! {
-                _ = tokio::signal::ctrl_c() => {}
-                _ = terminate.recv() => {}
-            }
-            println!("shutting down");
-        })
+    let local = listener.local_addr().map_err(|error| error.to_string())?;
+    println!("messaging-api listening on http://{local}");
+    messaging_api::server::serve(listener, router(state.clone()), &config.server, shutdown_signal())
         .await
-        .map_err(|error| format!("server error: {error}"))
+        .map_err(|error| format!("server error: {error}"))?;
+    if let Err(error) = state.usage().flush().await {
+        tracing::warn!(%error, "usage counts not written at shutdown");
+    }
+    if let Some(service) = service {
+        if let Some(quota) = &service.quota {
+            if let Err(error) = quota.flush().await {
+                tracing::warn!(%error, "daily quota counts not written at shutdown");
+            }
+        }
+        if let Err(error) = service.sql.flush().await {
+            tracing::warn!(%error, "key last-use times not written at shutdown");
+        }
+        service.sql.close().await;
+        service.database.close().await;
+    }
+    println!("stopped");
+    Ok(())
+}
+
+async fn shutdown_signal() {
+    #[cfg(unix)]
+    {
+        let mut term =
+            tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).expect("SIGTERM handler");
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => {}
+            _ = term.recv() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = tokio::signal::ctrl_c().await;
+    println!("shutting down");
 }

@@ -136,7 +136,9 @@ pub fn new_message_id() -> Result<String, getrandom::Error> {
     Ok(format!("msg_{}", random_base62(24)?))
 }
 
-/// Messages in memory, by id. Clones share the messages.
+/// Messages in memory, by id, for in-process tests and the gRPC example:
+/// unbounded, unlike the database store, which has retention. Clones share
+/// the messages.
 #[derive(Debug, Clone, Default)]
 pub struct MessageStore {
     messages: Arc<DashMap<String, Message>>,
@@ -169,6 +171,61 @@ impl MessageStore {
     pub fn set_status(&self, id: &str, status: Status) {
         if let Some(mut message) = self.messages.get_mut(id) {
             message.status = status;
+        }
+    }
+}
+
+/// Where the server keeps messages: in memory (in-process tests), or in the
+/// database, durable and bounded by retention.
+#[derive(Debug, Clone)]
+pub enum Messages {
+    /// In process memory.
+    Memory(MessageStore),
+    /// In the database.
+    Sql(crate::db::messages::SqlMessages),
+}
+
+impl Messages {
+    /// Stores a message; durable (in the database) when this returns.
+    pub async fn insert(&self, message: &Message, now: SystemTime) -> Result<(), crate::db::DbError> {
+        match self {
+            Messages::Memory(store) => {
+                store.insert(message.clone());
+                Ok(())
+            }
+            Messages::Sql(store) => store.insert(message, now).await,
+        }
+    }
+
+    /// The message with this id, if `account_id` owns it and it lives in `environment`.
+    pub async fn get(
+        &self,
+        id: &str,
+        account_id: &str,
+        environment: Environment,
+    ) -> Result<Option<Message>, crate::db::DbError> {
+        match self {
+            Messages::Memory(store) => Ok(store.get(id, account_id, environment)),
+            Messages::Sql(store) => store.get(id, account_id, environment).await,
+        }
+    }
+
+    /// Sets a message's status.
+    pub async fn set_status(&self, id: &str, status: Status) -> Result<(), crate::db::DbError> {
+        match self {
+            Messages::Memory(store) => {
+                store.set_status(id, status);
+                Ok(())
+            }
+            Messages::Sql(store) => store.set_status(id, status).await,
+        }
+    }
+
+    /// How many messages are stored.
+    pub async fn count(&self) -> Result<u64, crate::db::DbError> {
+        match self {
+            Messages::Memory(store) => Ok(store.len() as u64),
+            Messages::Sql(store) => store.count().await,
         }
     }
 }

@@ -73,8 +73,18 @@ pub async fn check_webhook_url(State(state): State<AppState>, mut request: Reque
         Ok(None) => return next.run(request).await,
         Err(refused) => return refused.into_response(),
     };
-    let account_id = request.extensions().get::<Principal>().map(Principal::account_id);
-    if account_id.and_then(|account| state.webhooks().get(account)).is_none() {
+    let account_id = request
+        .extensions()
+        .get::<Principal>()
+        .map(|principal| principal.account_id().to_owned());
+    let endpoint = match account_id {
+        Some(account) => match state.webhooks().get(&account).await {
+            Ok(endpoint) => endpoint,
+            Err(error) => return ApiError::unavailable(error).into_response(),
+        },
+        None => None,
+    };
+    if endpoint.is_none() {
         return ApiError::invalid(
             "X-Webhook-URL needs a signing secret: set the account's webhook with PUT /v1/webhooks first",
         )
@@ -131,4 +141,16 @@ pub async fn method_not_allowed() -> ApiError {
 /// `GET /health`, outside authentication.
 pub async fn health() -> Json<serde_json::Value> {
     Json(json!({ "status": "ok" }))
+}
+
+/// Answers 503 `SERVICE_UNAVAILABLE` when the request is not answered
+/// within `timeout` (the server's `request_timeout_secs`), so nothing hangs.
+pub async fn deadline(timeout: std::time::Duration, request: Request, next: Next) -> Response {
+    match tokio::time::timeout(timeout, next.run(request)).await {
+        Ok(response) => response,
+        Err(_) => {
+            tracing::warn!(?timeout, "request timed out");
+            ApiError::from(Rejection::store_unavailable()).into_response()
+        }
+    }
 }

@@ -13,12 +13,16 @@ use tollgate_core::SharedClock;
 use tollgate_webhook::url_guard::{blocked_range, TokioResolver, WebhookUrlGuard};
 
 use crate::config::Config;
+use crate::db::deliveries::SqlDeliveries;
+use crate::db::messages::SqlMessages;
+use crate::db::webhooks::SqlWebhooks;
 use crate::delivery::Deliverer;
 use crate::error::ApiError;
-use crate::messages::MessageStore;
+use crate::messages::{MessageStore, Messages};
+use crate::outbox::Outbox;
 use crate::stores::Stores;
 use crate::usage::Usage;
-use crate::webhooks::WebhookEndpoints;
+use crate::webhooks::{WebhookEndpoints, Webhooks};
 
 /// The shared state; clones are cheap and share everything.
 #[derive(Clone)]
@@ -30,8 +34,9 @@ struct Inner {
     plans: BTreeMap<String, Plan>,
     stores: Stores,
     keys: KeyManager,
-    messages: MessageStore,
-    webhooks: WebhookEndpoints,
+    messages: Messages,
+    webhooks: Webhooks,
+    outbox: Option<Outbox>,
     usage: Usage,
     deliverer: Deliverer,
     url_guard: WebhookUrlGuard,
@@ -52,13 +57,39 @@ impl AppState {
             clock.clone(),
             Arc::new(move |ip| allow_private || blocked_range(ip, false).is_none()),
         );
+        let (messages, webhooks, outbox) = match &stores.service {
+            Some(service) => {
+                let webhooks = Webhooks::Sql(SqlWebhooks::new(service.database.clone(), service.sealer.clone()));
+                let outbox = Outbox::new(
+                    SqlDeliveries::new(service.database.clone()),
+                    webhooks.clone(),
+                    deliverer.clone(),
+                    clock.clone(),
+                );
+                (
+                    Messages::Sql(SqlMessages::new(service.database.clone())),
+                    webhooks,
+                    Some(outbox),
+                )
+            }
+            None => (
+                Messages::Memory(MessageStore::default()),
+                Webhooks::Memory(WebhookEndpoints::default()),
+                None,
+            ),
+        };
+        let usage = match &stores.service {
+            Some(service) => Usage::new(clock.clone()).with_store(Arc::new(service.sql.usage_store())),
+            None => Usage::new(clock.clone()),
+        };
         AppState(Arc::new(Inner {
-            usage: Usage::new(clock.clone()),
+            usage,
             plans,
             stores,
             keys,
-            messages: MessageStore::default(),
-            webhooks: WebhookEndpoints::default(),
+            messages,
+            webhooks,
+            outbox,
             deliverer,
             url_guard,
             clock,
@@ -97,13 +128,46 @@ impl AppState {
     }
 
     /// Messages.
-    pub fn messages(&self) -> &MessageStore {
+    pub fn messages(&self) -> &Messages {
         &self.0.messages
     }
 
     /// Webhook endpoints per account.
-    pub fn webhooks(&self) -> &WebhookEndpoints {
+    pub fn webhooks(&self) -> &Webhooks {
         &self.0.webhooks
+    }
+
+    /// The webhook outbox, when the server has a database.
+    pub fn outbox(&self) -> Option<&Outbox> {
+        self.0.outbox.as_ref()
+    }
+
+    /// Starts what a service runs beside its requests: the outbox's
+    /// workers, message retention and the daily quota counts' flusher.
+    pub fn start_background(&self) {
+        if let Some(outbox) = self.outbox() {
+            outbox.spawn_workers(4);
+        }
+        self.usage().spawn_flusher();
+        let Some(service) = &self.0.stores.service else { return };
+        if let Some(quota) = &service.quota {
+            quota.spawn_flusher();
+        }
+        let messages = SqlMessages::new(service.database.clone());
+        let retention = self.config().retention.clone();
+        let clock = self.clock().clone();
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(std::time::Duration::from_secs(retention.prune_interval_secs));
+            loop {
+                tick.tick().await;
+                let max_age = std::time::Duration::from_secs(retention.max_age_days * 86_400);
+                match messages.prune(clock.now(), max_age, retention.max_messages).await {
+                    Ok(0) => {}
+                    Ok(deleted) => tracing::info!(deleted, "old messages deleted"),
+                    Err(error) => tracing::warn!(%error, "message retention failed; retrying"),
+                }
+            }
+        });
     }
 
     /// Today's usage counts.

@@ -31,3 +31,39 @@ impl WebhookEndpoints {
         self.by_account.get(account_id).map(|endpoint| endpoint.clone())
     }
 }
+
+/// Where the server keeps webhook endpoints: in memory (in-process tests),
+/// or in the database with sealed secrets.
+#[derive(Debug, Clone)]
+pub enum Webhooks {
+    /// In process memory.
+    Memory(WebhookEndpoints),
+    /// In the database.
+    Sql(crate::db::webhooks::SqlWebhooks),
+}
+
+impl Webhooks {
+    /// Sets (or replaces) an account's endpoint.
+    pub async fn set(
+        &self,
+        account_id: &str,
+        endpoint: WebhookEndpoint,
+        now: std::time::SystemTime,
+    ) -> Result<(), crate::db::DbError> {
+        match self {
+            Webhooks::Memory(store) => {
+                store.set(account_id, endpoint);
+                Ok(())
+            }
+            Webhooks::Sql(store) => store.set(account_id, &endpoint, now).await,
+        }
+    }
+
+    /// The account's endpoint, if it has one.
+    pub async fn get(&self, account_id: &str) -> Result<Option<WebhookEndpoint>, crate::db::DbError> {
+        match self {
+            Webhooks::Memory(store) => Ok(store.get(account_id)),
+            Webhooks::Sql(store) => store.get(account_id).await,
+        }
+    }
+}

@@ -33,24 +33,31 @@ pub async fn send(
         principal.environment(),
         state.now(),
     );
-    state.messages().insert(message.clone());
+    state
+        .messages()
+        .insert(&message, state.now())
+        .await
+        .map_err(ApiError::unavailable)?;
     if principal.environment() == Environment::Live {
         let webhook = state
             .webhooks()
             .get(principal.account_id())
+            .await
+            .map_err(ApiError::unavailable)?
             .map(|endpoint| WebhookEndpoint {
                 url: webhook_override.map_or(endpoint.url, |Extension(WebhookOverride(url))| url),
                 secret: endpoint.secret,
             });
-        hand_on(&state, &message, webhook)?;
+        hand_on(&state, &message, webhook).await?;
     }
     Ok((StatusCode::CREATED, Json(message)))
 }
 
 // The simulated carrier takes the message at once, in the background; the
 // `queued` and `sent` events follow in that order, the `sent` one after the
-// stored status has changed.
-fn hand_on(state: &AppState, message: &Message, webhook: Option<WebhookEndpoint>) -> Result<(), ApiError> {
+// stored status has changed. With a database, both events are in its
+// outbox before the request is answered, so no instance stopping loses them.
+async fn hand_on(state: &AppState, message: &Message, webhook: Option<WebhookEndpoint>) -> Result<(), ApiError> {
     let sent = Message {
         status: Status::Sent,
         ..message.clone()
@@ -62,9 +69,24 @@ fn hand_on(state: &AppState, message: &Message, webhook: Option<WebhookEndpoint>
         ],
         None => Vec::new(),
     };
+    if let Some(outbox) = state.outbox() {
+        if !events.is_empty() {
+            outbox
+                .enqueue(&message.id, &message.account_id, &events)
+                .await
+                .map_err(ApiError::unavailable)?;
+        }
+        let state = state.clone();
+        tokio::spawn(async move {
+            if let Err(error) = state.messages().set_status(&sent.id, Status::Sent).await {
+                tracing::warn!(%error, message_id = %sent.id, "status not updated");
+            }
+        });
+        return Ok(());
+    }
     let state = state.clone();
     tokio::spawn(async move {
-        state.messages().set_status(&sent.id, Status::Sent);
+        let _ = state.messages().set_status(&sent.id, Status::Sent).await;
         if !events.is_empty() {
             state.deliverer().spawn_in_order(events);
         }
@@ -81,6 +103,8 @@ pub async fn get(
     state
         .messages()
         .get(&id, principal.account_id(), principal.environment())
+        .await
+        .map_err(ApiError::unavailable)?
         .map(Json)
         .ok_or_else(|| ApiError::not_found("Message"))
 }

@@ -14,14 +14,19 @@ pub async fn get(State(state): State<AppState>, principal: Principal) -> Result<
     let keys = state.keys().list(principal.account_id()).await?;
     let now = state.now();
     let plan = state.plan(principal.account_id());
-    let data: Vec<Value> = keys
-        .iter()
-        .filter(|key| key.status_at(now).as_str() != "revoked" || state.usage().today_for(&key.id).0 > 0)
-        .map(|key| {
-            let (requests, rate_limited) = state.usage().today_for(&key.id);
-            json!({ "key_id": key.id, "label": key.label, "requests": requests, "rate_limited": rate_limited })
-        })
-        .collect();
+    let mut data: Vec<Value> = Vec::with_capacity(keys.len());
+    for key in &keys {
+        let (requests, rate_limited) = state
+            .usage()
+            .requests_today(&key.id)
+            .await
+            .map_err(ApiError::unavailable)?;
+        if key.status_at(now).as_str() != "revoked" || requests > 0 {
+            data.push(
+                json!({ "key_id": key.id, "label": key.label, "requests": requests, "rate_limited": rate_limited }),
+            );
+        }
+    }
     Ok(Json(json!({
         "date": &rfc3339(now)[..10],
         "plan": {

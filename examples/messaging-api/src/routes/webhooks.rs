@@ -39,7 +39,9 @@ pub async fn set(
     let body = json!({ "url": url, "secret": secret.expose() });
     state
         .webhooks()
-        .set(principal.account_id(), WebhookEndpoint { url, secret });
+        .set(principal.account_id(), WebhookEndpoint { url, secret }, state.now())
+        .await
+        .map_err(ApiError::unavailable)?;
     let mut response = Json(body).into_response();
     response.extensions_mut().insert(Storable::Skip);
     Ok(response)
