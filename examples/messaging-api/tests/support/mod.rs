@@ -33,6 +33,7 @@ pub struct Server {
     child: Child,
     pub addr: SocketAddr,
     output: Arc<Mutex<Vec<String>>>,
+    readers: Vec<std::thread::JoinHandle<()>>,
 }
 
 impl Server {
@@ -46,27 +47,28 @@ impl Server {
         command
             .args(["--listen", "127.0.0.1:0"])
             .args(args)
-            .envs(env.iter().copied())
             .env("RUST_LOG", "warn")
+            .envs(env.iter().copied())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped());
         let mut child = command.spawn().expect("start messaging-api");
         let output = Arc::new(Mutex::new(Vec::new()));
         let (found, listening) = std::sync::mpsc::channel();
+        let mut readers = Vec::new();
         for stream in [
             Box::new(child.stdout.take().unwrap()) as Box<dyn Read + Send>,
             Box::new(child.stderr.take().unwrap()),
         ] {
             let output = output.clone();
             let found = found.clone();
-            std::thread::spawn(move || {
+            readers.push(std::thread::spawn(move || {
                 for line in BufReader::new(stream).lines().map_while(Result::ok) {
                     if let Some(addr) = line.strip_prefix("messaging-api listening on http://") {
                         let _ = found.send(addr.parse::<SocketAddr>().expect("an address"));
                     }
                     output.lock().unwrap().push(line);
                 }
-            });
+            }));
         }
         let addr = match listening.recv_timeout(Duration::from_secs(60)) {
             Ok(addr) => addr,
@@ -75,7 +77,12 @@ impl Server {
                 panic!("the server did not start: {:?}", output.lock().unwrap());
             }
         };
-        Server { child, addr, output }
+        Server {
+            child,
+            addr,
+            output,
+            readers,
+        }
     }
 
     /// Everything printed so far.
@@ -94,6 +101,17 @@ impl Server {
     pub fn terminate(mut self) -> ExitStatus {
         self.signal_term();
         wait(&mut self.child, Duration::from_secs(30))
+    }
+
+    /// Sends SIGTERM, waits for the process to exit and returns everything
+    /// it printed, to the last line.
+    pub fn stop(mut self) -> (ExitStatus, Vec<String>) {
+        self.signal_term();
+        let status = wait(&mut self.child, Duration::from_secs(30));
+        for reader in std::mem::take(&mut self.readers) {
+            let _ = reader.join();
+        }
+        (status, self.output())
     }
 
     /// Sends SIGTERM without waiting.
