@@ -186,3 +186,43 @@ async fn replay_ids_expire_with_the_window_and_cleanup_leaves_nothing() {
     assert_eq!(redis.key_count().await, 0);
     redis.cleanup().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn usage_counted_on_two_instances_adds_up_in_redis() {
+    use std::sync::Arc;
+    use tollgate_core::usage::{Day, DayUsage, UsageRecorder, UsageStore};
+
+    let Some(redis) = TestRedis::connect("usage_across_instances").await else {
+        return;
+    };
+    let there = redis.another_instance().await;
+    let here_recorder = UsageRecorder::new(Arc::new(redis.usage_store()));
+    let there_recorder = UsageRecorder::new(Arc::new(there.usage_store()));
+    for n in 0..30 {
+        here_recorder.record("key_1", n % 10 == 0);
+        there_recorder.record("key_1", false);
+        there_recorder.record("key_2", true);
+    }
+    assert_eq!(here_recorder.flush().await.unwrap(), 1);
+    assert_eq!(there_recorder.flush().await.unwrap(), 2);
+    let today = Day::from_unix_secs(tollgate_core::unix_secs(SystemTime::now()));
+    let usage = redis.usage_store();
+    assert_eq!(
+        usage.days("key_1", Day(today.0 - 30), today).await.unwrap(),
+        vec![DayUsage {
+            day: today,
+            requests: 60,
+            rate_limited: 3
+        }]
+    );
+    assert_eq!(
+        there.usage_store().days("key_2", today, today).await.unwrap(),
+        vec![DayUsage {
+            day: today,
+            requests: 30,
+            rate_limited: 30
+        }]
+    );
+    assert_eq!(redis.key_count().await, 2, "one hash per key and day");
+    redis.cleanup().await;
+}
