@@ -73,7 +73,9 @@ impl Refused {
     /// The state behind `decision`, a refusal made at `now` under `limits`.
     fn of(decision: &Decision, limits: Limits, now: u64) -> Refused {
         let tat_nanos = now.saturating_add(u64::try_from(decision.per_second.reset.as_nanos()).unwrap_or(u64::MAX));
-        let used = decision.daily.map_or(0, |daily| daily.limit.saturating_sub(daily.remaining));
+        let used = decision
+            .daily
+            .map_or(0, |daily| daily.limit.saturating_sub(daily.remaining));
         Refused {
             limits,
             state: KeyState {
@@ -236,14 +238,14 @@ mod tests {
     #[derive(Debug, Clone)]
     enum Step {
         Advance(u64),
-        StepBack(u64),
+        Rewind(u64),
         Check { key: u8, cost: u32, limits: u8 },
     }
 
     fn step() -> impl Strategy<Value = Step> {
         prop_oneof![
             4 => (0u64..400_000_000).prop_map(Step::Advance),
-            1 => (0u64..200_000_000).prop_map(Step::StepBack),
+            1 => (0u64..200_000_000).prop_map(Step::Rewind),
             12 => (0u8..3, 0u32..5, 0u8..10).prop_map(|(key, cost, limits)| Step::Check {
                 key,
                 cost,
@@ -268,7 +270,7 @@ mod tests {
             for step in steps {
                 match step {
                     Step::Advance(nanos) => clock.advance(Duration::from_nanos(nanos)),
-                    Step::StepBack(nanos) => clock.set(clock.now() - Duration::from_nanos(nanos)),
+                    Step::Rewind(nanos) => clock.set(clock.now() - Duration::from_nanos(nanos)),
                     Step::Check { key, cost, limits: choice } => {
                         let (key, limits) = (format!("key_{key}"), limits(choice));
                         let asked = inner.calls("check");
@@ -304,12 +306,18 @@ mod tests {
         assert_eq!(inner.calls("check"), 11);
         clock.advance(Duration::from_millis(60));
         for _ in 0..1_000 {
-            assert_eq!(now(&cached, "key", &limits, 1).retry_after(), Some(Duration::from_millis(40)));
+            assert_eq!(
+                now(&cached, "key", &limits, 1).retry_after(),
+                Some(Duration::from_millis(40))
+            );
         }
         assert_eq!(inner.calls("check"), 11, "a thousand refusals, none asked of the store");
         assert_eq!(cached.len(), 1);
         clock.advance(Duration::from_millis(40));
-        assert!(now(&cached, "key", &limits, 1).is_allowed(), "at retry-after the store is asked");
+        assert!(
+            now(&cached, "key", &limits, 1).is_allowed(),
+            "at retry-after the store is asked"
+        );
         assert_eq!(inner.calls("check"), 12);
         assert_eq!(cached.len(), 0, "the entry is gone once the key may pass");
     }
