@@ -17,13 +17,13 @@ use axum::serve::ListenerExt;
 use axum::Router;
 use futures_util::{StreamExt, TryStreamExt};
 use http::{HeaderValue, Request};
-use tollgate_core::rate_limit::Plan;
 use tollgate_auth::{BearerAuthLayer, KeyManager, NewKey};
 use tollgate_core::allowlist::MemoryAllowlistStore;
 use tollgate_core::conformance::unique_name;
 use tollgate_core::idempotency::MemoryIdempotencyStore;
 use tollgate_core::keys::{CachedKeyStore, KeyRegistry, KeyStore, MemoryKeyStore};
-use tollgate_core::rate_limit::{MemoryRateLimitStore, RateLimitStore};
+use tollgate_core::rate_limit::Plan;
+use tollgate_core::rate_limit::{MemoryRateLimitStore, RateLimitStore, RefusalCache};
 use tollgate_core::KeyKind;
 use tollgate_ratelimit::RateLimitLayer;
 use tollgate_redis::{RedisConfig, RedisStores};
@@ -58,7 +58,11 @@ pub struct App {
 /// spawned onto it.
 pub async fn start(config: Config, redis_url: Option<&str>) -> Result<App, String> {
     let mut redis = None;
-    let plan = if config.over_limit() { Plan::free() } else { plans_plan() };
+    let plan = if config.over_limit() {
+        Plan::free()
+    } else {
+        plans_plan()
+    };
     let (router, key) = match config {
         Config::Bare => (handler(), throwaway_keys().await?),
         Config::Governor => {
@@ -81,7 +85,11 @@ pub async fn start(config: Config, redis_url: Option<&str>) -> Result<App, Strin
             );
             (stack, key)
         }
-        Config::Redis | Config::RedisCached | Config::FullRedis | Config::RedisOverLimit => {
+        Config::Redis
+        | Config::RedisCached
+        | Config::FullRedis
+        | Config::RedisOverLimit
+        | Config::RedisOverLimitRefusalCache => {
             let url = redis_url.ok_or("REDIS_URL is not set")?;
             let config_redis = RedisConfig::new(url)
                 .prefix(format!("{}:", unique_name("tgbench")))
@@ -93,6 +101,9 @@ pub async fn start(config: Config, redis_url: Option<&str>) -> Result<App, Strin
             let key = create_keys(&keys, &plan.name).await?;
             let router = match config {
                 Config::Redis | Config::RedisOverLimit => auth_and_rate_limit(keys, stores.rate_limit_store()),
+                Config::RedisOverLimitRefusalCache => {
+                    auth_and_rate_limit(keys, RefusalCache::new(stores.rate_limit_store()))
+                }
                 // The default TTL (1 s): the messaging-api's fleet setting.
                 Config::RedisCached => {
                     auth_and_rate_limit(Arc::new(CachedKeyStore::from_shared(keys)), stores.rate_limit_store())
@@ -169,8 +180,8 @@ fn governor(keys: &[String]) -> Router {
     // tower-http's bearer check knows one static token; for 10,000 keys
     // its custom check looks the header up in a set of them.
     let known: Arc<HashSet<Vec<u8>>> = Arc::new(keys.iter().map(|key| format!("Bearer {key}").into_bytes()).collect());
-    let bearer = ValidateRequestHeaderLayer::custom(
-        move |request: &mut Request<Body>| -> Result<(), http::Response<Body>> {
+    let bearer =
+        ValidateRequestHeaderLayer::custom(move |request: &mut Request<Body>| -> Result<(), http::Response<Body>> {
             match request.headers().get(http::header::AUTHORIZATION) {
                 Some(value) if known.contains(value.as_bytes()) => Ok(()),
                 _ => Err(http::Response::builder()
@@ -178,8 +189,7 @@ fn governor(keys: &[String]) -> Router {
                     .body(Body::empty())
                     .expect("a valid response")),
             }
-        },
-    );
+        });
     handler().layer(GovernorLayer::<_, _, Body>::new(limits)).layer(bearer)
 }
 

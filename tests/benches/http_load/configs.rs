@@ -22,11 +22,13 @@ pub enum Config {
     MemoryOverLimit,
     /// `Redis`, its Free-plan keys driven past their limit.
     RedisOverLimit,
+    /// `RedisOverLimit` with a `RefusalCache` in front of the Redis rate-limit store.
+    RedisOverLimitRefusalCache,
 }
 
 impl Config {
     /// Every configuration, in report order.
-    pub const ALL: [Config; 9] = [
+    pub const ALL: [Config; 10] = [
         Config::Bare,
         Config::Full,
         Config::Governor,
@@ -36,6 +38,7 @@ impl Config {
         Config::FullRedis,
         Config::MemoryOverLimit,
         Config::RedisOverLimit,
+        Config::RedisOverLimitRefusalCache,
     ];
 
     /// The command-line name.
@@ -50,6 +53,7 @@ impl Config {
             Config::FullRedis => "full-redis",
             Config::MemoryOverLimit => "memory-429",
             Config::RedisOverLimit => "redis-429",
+            Config::RedisOverLimitRefusalCache => "redis-429-refusals",
         }
     }
 
@@ -69,6 +73,7 @@ impl Config {
             Config::FullRedis => "the full stack, tollgate-redis stores",
             Config::MemoryOverLimit => "`memory` with Free-plan keys (10/s, burst 10) driven past their limit",
             Config::RedisOverLimit => "`redis` with Free-plan keys (10/s, burst 10) driven past their limit",
+            Config::RedisOverLimitRefusalCache => "`redis-429` with a RefusalCache in front of the Redis rate-limit store",
         }
     }
 
@@ -82,13 +87,20 @@ impl Config {
     pub fn uses_redis(self) -> bool {
         matches!(
             self,
-            Config::Redis | Config::RedisCached | Config::FullRedis | Config::RedisOverLimit
+            Config::Redis
+                | Config::RedisCached
+                | Config::FullRedis
+                | Config::RedisOverLimit
+                | Config::RedisOverLimitRefusalCache
         )
     }
 
     /// Whether its keys are driven past their limit (most answers are 429).
     pub fn over_limit(self) -> bool {
-        matches!(self, Config::MemoryOverLimit | Config::RedisOverLimit)
+        matches!(
+            self,
+            Config::MemoryOverLimit | Config::RedisOverLimit | Config::RedisOverLimitRefusalCache
+        )
     }
 
     /// The configuration called `name`.

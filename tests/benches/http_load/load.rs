@@ -314,7 +314,10 @@ async fn drive(
         let key = match keys.drive {
             Drive::RoundRobin => keys.next_index(),
             Drive::OverLimit { burst, interval } => {
-                if series.as_ref().is_some_and(|open| started >= open.started + interval / 2) {
+                if series
+                    .as_ref()
+                    .is_some_and(|open| started >= open.started + interval / 2)
+                {
                     close_series(&keys, series.take(), burst, interval, started, &mut outcome.refusals);
                 }
                 let open = series.get_or_insert_with(|| open_series(&keys, burst, interval, started));
@@ -349,7 +352,14 @@ async fn drive(
         }
     }
     if let Drive::OverLimit { burst, interval } = keys.drive {
-        close_series(&keys, series.take(), burst, interval, Instant::now(), &mut outcome.refusals);
+        close_series(
+            &keys,
+            series.take(),
+            burst,
+            interval,
+            Instant::now(),
+            &mut outcome.refusals,
+        );
     }
     Ok(outcome)
 }

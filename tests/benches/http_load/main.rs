@@ -89,7 +89,15 @@ fn main() -> ExitCode {
 
     let code = match outcome {
         Ok((results, round_trips, refusals)) => {
-            print_report(&options, &args, &apps, &results, &round_trips, &refusals, &load_average_before);
+            print_report(
+                &options,
+                &args,
+                &apps,
+                &results,
+                &round_trips,
+                &refusals,
+                &load_average_before,
+            );
             ExitCode::SUCCESS
         }
         Err(error) => {
@@ -285,6 +293,7 @@ fn print_report(
         (Config::RedisCached, Config::Memory),
         (Config::FullRedis, Config::Full),
         (Config::RedisOverLimit, Config::MemoryOverLimit),
+        (Config::RedisOverLimitRefusalCache, Config::RedisOverLimit),
     ] {
         let ratios = results.throughput_ratios(top, bottom, &options.connections);
         if ratios.is_empty() {
