@@ -16,12 +16,13 @@
 //! and hash are fixed for life.
 //!
 //! Authentication (`find_by_hash`) needs the account to name the record:
-//! each store keeps the hash → account pointers it has read in a bounded
-//! local map ([`DEFAULT_CACHED_ACCOUNTS`] entries), so a key seen before is
-//! one `HGETALL` of its record (one round trip, the revocation state read
-//! fresh every time); a key not seen before is a `GET` of its pointer and
-//! then the `HGETALL`; an unknown key is the `GET` alone. Unknown keys are
-//! not remembered.
+//! each store keeps the pointers it has read in bounded local maps
+//! ([`DEFAULT_CACHED_ACCOUNTS`] entries each, by hash and by id), once the
+//! record they lead to was found, so a key seen before is one `HGETALL` of
+//! its record (one round trip, the revocation state read fresh every time);
+//! a key not seen before is a `GET` of its pointer and then the `HGETALL`;
+//! an unknown key is the `GET` alone, and is not remembered. Recording a
+//! key's last use is likewise one script call once its id was seen.
 //!
 //! Records written by versions before this layout (`key:{<hash>}`,
 //! `keyid:{<id>}` holding only the hash) are not read: keys created by
@@ -99,12 +100,30 @@ pub const DEFAULT_CACHED_ACCOUNTS: usize = 100_000;
 /// The rotation script's answer: a status, and the old record's fields once rotated.
 type RotateReply = (i64, HashMap<String, String>);
 
-/// Which account each key hash belongs to, as read from Redis: immutable
-/// facts, so never stale. Shared by the key stores of one [`crate::RedisStores`].
-pub(crate) type AccountCache = Cache<KeyHash, Arc<str>>;
+/// The pointers read from Redis: which account each key hash belongs to,
+/// and which hash and account each key id names. Immutable facts, cached
+/// only once the record they lead to was found (so never a pointer of a
+/// creation that may yet be undone). Shared by the key stores of one
+/// [`crate::RedisStores`].
+pub(crate) struct AccountCache {
+    by_hash: Cache<KeyHash, Arc<str>>,
+    by_id: Cache<String, (KeyHash, Arc<str>)>,
+}
+
+impl std::fmt::Debug for AccountCache {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AccountCache")
+            .field("by_hash", &self.by_hash.len())
+            .field("by_id", &self.by_id.len())
+            .finish()
+    }
+}
 
 pub(crate) fn account_cache() -> Arc<AccountCache> {
-    Arc::new(Cache::new(DEFAULT_CACHED_ACCOUNTS))
+    Arc::new(AccountCache {
+        by_hash: Cache::new(DEFAULT_CACHED_ACCOUNTS),
+        by_id: Cache::new(DEFAULT_CACHED_ACCOUNTS),
+    })
 }
 
 /// API keys in Redis. Cheap to clone; clones share the connection.
@@ -119,7 +138,7 @@ impl std::fmt::Debug for RedisKeyStore {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("RedisKeyStore")
             .field("backend", &self.backend)
-            .field("cached_accounts", &self.accounts.len())
+            .field("cached_accounts", &self.accounts.by_hash.len())
             .finish()
     }
 }
@@ -165,26 +184,42 @@ impl RedisKeyStore {
     }
 
     async fn load(&self, hash: &KeyHash) -> Result<Option<Arc<KeyRecord>>, StoreError> {
-        if let Some(account) = self.accounts.get(hash) {
+        if let Some(account) = self.accounts.by_hash.get(hash) {
             if let Some(record) = self.record(&account, hash).await? {
                 return Ok(Some(record));
             }
-            // No record where the pointer said: a creation still under way
-            // or undone. Ask for the pointer again.
-            self.accounts.remove(hash);
+            // No record where the pointer said (purged): ask for the pointer again.
+            self.accounts.by_hash.remove(hash);
         }
         let Some(account) = self.account_of(hash).await? else {
             return Ok(None);
         };
         let record = self.record(&account, hash).await?;
         if record.is_some() {
-            self.accounts.insert(*hash, account);
+            self.accounts.by_hash.insert(*hash, account);
+        }
+        Ok(record)
+    }
+
+    /// The key's record by id, remembering the id's pointer once the record is found.
+    async fn record_by_id(&self, key_id: &str) -> Result<Option<Arc<KeyRecord>>, StoreError> {
+        let Some((hash, account)) = self.pointer_of(key_id).await? else {
+            return Ok(None);
+        };
+        let record = self.record(&account, &hash).await?;
+        if record.is_some() {
+            self.accounts
+                .by_id
+                .insert(key_id.to_owned(), (hash, Arc::from(account)));
         }
         Ok(record)
     }
 
     /// The hash and account a key id points to.
     async fn pointer_of(&self, key_id: &str) -> Result<Option<(KeyHash, String)>, StoreError> {
+        if let Some((hash, account)) = self.accounts.by_id.get(key_id) {
+            return Ok(Some((hash, account.to_string())));
+        }
         let pointer: Option<String> = redis::cmd("GET")
             .arg(self.id_key(key_id))
             .query_async(&mut self.backend.connection())
@@ -438,12 +473,18 @@ impl RedisKeyStore {
         let Some((hash, account)) = self.pointer_of(key_id).await? else {
             return Ok(());
         };
-        TOUCH
+        let found: i64 = TOUCH
             .key(self.record_key(&account, &hash))
             .arg(timestamp::encode(at))
-            .invoke_async::<i64>(&mut self.backend.connection())
+            .invoke_async(&mut self.backend.connection())
             .await
             .map_err(backend_error)?;
+        if found == 1 {
+            // The record exists: the next use is recorded in one round trip.
+            self.accounts
+                .by_id
+                .insert(key_id.to_owned(), (hash, Arc::from(account)));
+        }
         Ok(())
     }
 }
@@ -468,17 +509,7 @@ impl KeyStore for RedisKeyStore {
 impl KeyRegistry for RedisKeyStore {
     fn find_by_id(&self, key_id: &str) -> StoreFuture<Option<Arc<KeyRecord>>> {
         let (store, key_id) = (self.clone(), key_id.to_owned());
-        MaybeReady::boxed(async move {
-            store
-                .backend
-                .run(async {
-                    match store.pointer_of(&key_id).await? {
-                        Some((hash, account)) => store.record(&account, &hash).await,
-                        None => Ok(None),
-                    }
-                })
-                .await
-        })
+        MaybeReady::boxed(async move { store.backend.run(async { store.record_by_id(&key_id).await }).await })
     }
 
     fn insert(&self, record: KeyRecord, max_active: Option<usize>, now: SystemTime) -> StoreFuture<()> {

@@ -170,6 +170,8 @@ impl KeyExtractor for AuthorizationKey {
     }
 }
 
+// tower-http's `ValidateRequest` trait fixes the check's error type to a whole response.
+#[allow(clippy::result_large_err)]
 fn governor(keys: &[String]) -> Router {
     let limits = GovernorConfigBuilder::default()
         .key_extractor(AuthorizationKey)
