@@ -56,10 +56,9 @@ use tower::{Service, ServiceBuilder};
 #[path = "http_load/stacks.rs"]
 mod stacks;
 
-use stacks::{full_stack, handler, ping, plans, ACCOUNT, PATH, PLAN};
+// Distinct keys (`KEYS`, 10,000), all of one account; requests go round-robin over them.
+use stacks::{full_stack, handler, ping, plans, ACCOUNT, KEYS, PATH, PLAN};
 
-// Distinct keys, all of one account; requests go round-robin over them.
-const KEYS: usize = 10_000;
 const WARM_UP: usize = 4 * KEYS;
 const PEER: SocketAddr = SocketAddr::new(std::net::IpAddr::V4(std::net::Ipv4Addr::LOCALHOST), 40_000);
 const X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");

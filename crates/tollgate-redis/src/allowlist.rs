@@ -17,7 +17,8 @@
 //!
 //! Building an [`IpSet`] from a long list costs far more than a round trip,
 //! so each store keeps the sets it built with their version. A read fetches
-//! only the versions (`HGET v` of both lists in one pipelined round trip)
+//! only the versions (`HGET v` of both lists, sent together: on one server
+//! they share a round trip; on a cluster each goes to its list's slot)
 //! and reuses the cached set when the version matches; a changed or new list
 //! costs a second round trip (`HMGET v list`). A change made on one instance
 //! is seen by every instance on its next read: the cache never answers
@@ -26,6 +27,7 @@
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, PoisonError};
 
+use futures_util::future::try_join_all;
 use tollgate_core::allowlist::{AllowlistStore, Allowlists, IpSet};
 use tollgate_core::changes::Change;
 use tollgate_core::{MaybeReady, StoreError, StoreFuture};
@@ -87,15 +89,20 @@ impl RedisAllowlistStore {
     // The current lists under `keys`: versions first, then only the lists
     // that changed since they were cached.
     async fn read(&self, keys: &[&str]) -> Result<Vec<Option<Arc<IpSet>>>, StoreError> {
-        let mut connection = self.backend.connection();
-        let mut versions_query = redis::pipe();
-        for key in keys {
-            versions_query.cmd("HGET").arg(*key).arg("v");
-        }
-        let versions: Vec<Option<String>> = versions_query
-            .query_async(&mut connection)
-            .await
-            .map_err(backend_error)?;
+        // Not a pipeline: the lists are on two slots. Sent at once, the
+        // commands still share a round trip on one multiplexed connection.
+        let versions: Vec<Option<String>> = try_join_all(keys.iter().map(|key| {
+            let mut connection = self.backend.connection();
+            async move {
+                redis::cmd("HGET")
+                    .arg(*key)
+                    .arg("v")
+                    .query_async(&mut connection)
+                    .await
+                    .map_err(backend_error)
+            }
+        }))
+        .await?;
         let mut sets: Vec<Option<Arc<IpSet>>> = Vec::with_capacity(keys.len());
         let mut stale = Vec::new();
         for (index, (key, version)) in keys.iter().zip(&versions).enumerate() {
@@ -116,12 +123,19 @@ impl RedisAllowlistStore {
         if stale.is_empty() {
             return Ok(sets);
         }
-        let mut lists_query = redis::pipe();
-        for &index in &stale {
-            lists_query.cmd("HMGET").arg(keys[index]).arg("v").arg("list");
-        }
-        let lists: Vec<(Option<String>, Option<String>)> =
-            lists_query.query_async(&mut connection).await.map_err(backend_error)?;
+        let lists: Vec<(Option<String>, Option<String>)> = try_join_all(stale.iter().map(|&index| {
+            let mut connection = self.backend.connection();
+            async move {
+                redis::cmd("HMGET")
+                    .arg(keys[index])
+                    .arg("v")
+                    .arg("list")
+                    .query_async(&mut connection)
+                    .await
+                    .map_err(backend_error)
+            }
+        }))
+        .await?;
         for (&index, (version, list)) in stale.iter().zip(lists) {
             // Cleared between the two round trips: no list.
             let (Some(version), Some(list)) = (version, list) else {

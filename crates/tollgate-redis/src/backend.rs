@@ -1,25 +1,65 @@
 //! What every Redis store shares: one multiplexed, self-reconnecting
-//! connection, the key prefix, and the per-operation timeout.
+//! connection (to one server, or to every master of a Redis Cluster), the
+//! key prefix, and the per-operation timeout.
 
 use std::fmt;
 use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
-use redis::aio::ConnectionManager;
-use redis::RedisError;
+use redis::aio::{ConnectionLike, ConnectionManager};
+use redis::cluster_async::ClusterConnection;
+use redis::{Cmd, Pipeline, RedisError, RedisFuture, Value};
 use tollgate_core::StoreError;
+
+/// A connection to one server or to a cluster. Commands go the same way to
+/// either: on a cluster, each to the master of its first key's slot.
+#[derive(Clone)]
+pub(crate) enum Connection {
+    /// One server, through a self-reconnecting connection manager.
+    Single(ConnectionManager),
+    /// A Redis Cluster: a connection per master, following slot moves.
+    Cluster(ClusterConnection),
+}
+
+impl ConnectionLike for Connection {
+    fn req_packed_command<'a>(&'a mut self, cmd: &'a Cmd) -> RedisFuture<'a, Value> {
+        match self {
+            Connection::Single(connection) => connection.req_packed_command(cmd),
+            Connection::Cluster(connection) => connection.req_packed_command(cmd),
+        }
+    }
+
+    fn req_packed_commands<'a>(
+        &'a mut self,
+        pipeline: &'a Pipeline,
+        offset: usize,
+        count: usize,
+    ) -> RedisFuture<'a, Vec<Value>> {
+        match self {
+            Connection::Single(connection) => connection.req_packed_commands(pipeline, offset, count),
+            Connection::Cluster(connection) => connection.req_packed_commands(pipeline, offset, count),
+        }
+    }
+
+    fn get_db(&self) -> i64 {
+        match self {
+            Connection::Single(connection) => connection.get_db(),
+            Connection::Cluster(connection) => connection.get_db(),
+        }
+    }
+}
 
 /// The connection and naming rules shared by the stores of one [`crate::RedisStores`].
 #[derive(Clone)]
 pub(crate) struct Backend {
-    connection: ConnectionManager,
+    connection: Connection,
     prefix: Arc<str>,
     timeout: Duration,
 }
 
 impl Backend {
-    pub(crate) fn new(connection: ConnectionManager, prefix: &str, timeout: Duration) -> Backend {
+    pub(crate) fn new(connection: Connection, prefix: &str, timeout: Duration) -> Backend {
         Backend {
             connection,
             prefix: Arc::from(prefix),
@@ -27,9 +67,11 @@ impl Backend {
         }
     }
 
-    /// A handle on the connection. Clones multiplex onto the same socket, so
+    /// A handle on the connection. Clones multiplex onto the same sockets, so
     /// concurrent operations pipeline instead of queueing for a pool.
-    pub(crate) fn connection(&self) -> ConnectionManager {
+    /// Pipelines and scripts must keep to one hash tag: on a cluster, a
+    /// pipeline over two slots is refused.
+    pub(crate) fn connection(&self) -> Connection {
         self.connection.clone()
     }
 

@@ -3,7 +3,8 @@
 use std::fmt;
 use std::time::Duration;
 
-/// How to reach Redis and how long to wait for it.
+/// How to reach Redis and how long to wait for it: one server
+/// ([`RedisConfig::new`]) or a Redis Cluster ([`RedisConfig::cluster`]).
 ///
 /// ```
 /// use std::time::Duration;
@@ -13,10 +14,16 @@ use std::time::Duration;
 ///     .prefix("myapi:")
 ///     .operation_timeout(Duration::from_millis(100));
 /// assert_eq!(config.key_prefix(), "myapi:");
+///
+/// // A cluster: a few of its nodes; the others are found from them.
+/// let cluster = RedisConfig::cluster(["redis://10.0.0.1:6379", "redis://10.0.0.2:6379"]);
+/// assert!(cluster.is_cluster());
 /// ```
 #[derive(Clone)]
 pub struct RedisConfig {
-    pub(crate) url: String,
+    /// One server's URL, or the cluster's seed nodes.
+    pub(crate) urls: Vec<String>,
+    pub(crate) cluster: bool,
     pub(crate) prefix: String,
     pub(crate) operation_timeout: Duration,
     pub(crate) connection_timeout: Duration,
@@ -34,12 +41,35 @@ impl RedisConfig {
     /// 1 s connection timeout and reconnection attempts at most 500 ms apart.
     pub fn new(url: impl Into<String>) -> RedisConfig {
         RedisConfig {
-            url: url.into(),
+            urls: vec![url.into()],
+            cluster: false,
             prefix: RedisConfig::DEFAULT_PREFIX.to_owned(),
             operation_timeout: RedisConfig::DEFAULT_OPERATION_TIMEOUT,
             connection_timeout: Duration::from_secs(1),
             reconnect_max_delay: Duration::from_millis(500),
         }
+    }
+
+    /// A Redis Cluster reached through `nodes` (`redis://host:port` each;
+    /// any of its nodes will do, the client learns the others and follows
+    /// slot moves), with the same defaults as [`RedisConfig::new`]. Every
+    /// store works on a cluster: the keys each operation touches together
+    /// share a hash tag, hence a slot.
+    pub fn cluster<I, S>(nodes: I) -> RedisConfig
+    where
+        I: IntoIterator<Item = S>,
+        S: Into<String>,
+    {
+        RedisConfig {
+            urls: nodes.into_iter().map(Into::into).collect(),
+            cluster: true,
+            ..RedisConfig::new(String::new())
+        }
+    }
+
+    /// Whether this configuration is for a Redis Cluster.
+    pub fn is_cluster(&self) -> bool {
+        self.cluster
     }
 
     /// Sets the prefix of every key this crate writes, so several
@@ -80,7 +110,8 @@ impl RedisConfig {
 impl fmt::Debug for RedisConfig {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("RedisConfig")
-            .field("url", &redact_url(&self.url))
+            .field("urls", &self.urls.iter().map(|url| redact_url(url)).collect::<Vec<_>>())
+            .field("cluster", &self.cluster)
             .field("prefix", &self.prefix)
             .field("operation_timeout", &self.operation_timeout)
             .field("connection_timeout", &self.connection_timeout)
@@ -109,6 +140,12 @@ mod tests {
         let shown = format!("{config:?}");
         assert!(!shown.contains("hunter2"), "{shown}");
         assert!(shown.contains("redis://<redacted>@cache.internal:6380/2"), "{shown}");
+        let cluster = format!(
+            "{:?}",
+            RedisConfig::cluster(["redis://:hunter2@a:1", "redis://:hunter2@b:2"])
+        );
+        assert!(!cluster.contains("hunter2"), "{cluster}");
+        assert!(cluster.contains("redis://<redacted>@b:2"), "{cluster}");
         assert_eq!(redact_url("redis://127.0.0.1:6379"), "redis://127.0.0.1:6379");
         assert_eq!(redact_url("rediss://user:pw@host:1"), "rediss://<redacted>@host:1");
     }
@@ -118,5 +155,10 @@ mod tests {
         let config = RedisConfig::new("redis://127.0.0.1");
         assert_eq!(config.key_prefix(), "tollgate:");
         assert_eq!(config.operation_timeout, Duration::from_millis(200));
+        assert!(!config.is_cluster());
+        let cluster = RedisConfig::cluster(["redis://127.0.0.1:7000"]);
+        assert!(cluster.is_cluster());
+        assert_eq!(cluster.urls, ["redis://127.0.0.1:7000"]);
+        assert_eq!(cluster.operation_timeout, Duration::from_millis(200));
     }
 }

@@ -4,14 +4,29 @@
 //!
 //! | key | type | holds |
 //! |---|---|---|
-//! | `<prefix>key:{<hash hex>}` | hash | the record: `data` (JSON), `revoked_at`, `last_used_at` |
-//! | `<prefix>keyid:{<key id>}` | string | the key's hash, hex |
+//! | `<prefix>account:{<account id>}:key:<hash hex>` | hash | the record: `data` (JSON), `revoked_at`, `last_used_at` |
 //! | `<prefix>account:{<account id>}:keys` | hash | key id → `<hash hex> <expires_at or -> <revoked_at or ->` |
+//! | `<prefix>keyhash:{<hash hex>}` | string | the key's account id (hash → account pointer) |
+//! | `<prefix>keyid:{<key id>}` | string | `<hash hex> <account id>` (id → record pointer) |
 //!
-//! Each key is its own hash tag, so every script but rotation's (below)
-//! touches one cluster slot: the record scripts touch only the record, the
-//! limit script only the account index. Authentication (`find_by_hash`) is
-//! one `HGETALL`.
+//! An account's records and its index share the account's hash tag, so
+//! every script (reservation, creation, revocation, rotation) touches one
+//! cluster slot and the stores run on Redis Cluster. The two pointers are
+//! written once, when a key is created, and never change: a key's account
+//! and hash are fixed for life.
+//!
+//! Authentication (`find_by_hash`) needs the account to name the record:
+//! each store keeps the pointers it has read in bounded local maps
+//! ([`DEFAULT_CACHED_ACCOUNTS`] entries each, by hash and by id), once the
+//! record they lead to was found, so a key seen before is one `HGETALL` of
+//! its record (one round trip, the revocation state read fresh every time);
+//! a key not seen before is a `GET` of its pointer and then the `HGETALL`;
+//! an unknown key is the `GET` alone, and is not remembered. Recording a
+//! key's last use is likewise one script call once its id was seen.
+//!
+//! Records written by versions before this layout (`key:{<hash>}`,
+//! `keyid:{<id>}` holding only the hash) are not read: keys created by
+//! them must be created again (or copied into this layout) after upgrading.
 //!
 //! # The per-account limit
 //!
@@ -28,13 +43,14 @@
 //!
 //! # Insertion
 //!
-//! Inserting touches three slots, so it is three steps, each atomic:
-//! reserve the id in the account index while counting the account's active
-//! keys (this makes the limit exact under concurrency); claim the id
-//! (`SET NX`); write the record unless its hash exists. A conflict at a later
-//! step undoes the earlier ones. Should the process die between steps, what
-//! is left is a reservation that counts toward the limit, never a key that
-//! authenticates without being listed.
+//! Inserting is four steps, each atomic: claim the id pointer and then the
+//! hash pointer (`SET NX` each: ids and hashes are unique across
+//! accounts); reserve the id in the account index while counting the
+//! account's active keys (this makes the limit exact under concurrency);
+//! write the record unless it exists. A conflict at a later step undoes the
+//! earlier ones. Should the process die between steps, what is left is a
+//! pointer to no record, or a reservation that counts toward the limit,
+//! never a key that authenticates without being listed.
 //!
 //! # Revocation
 //!
@@ -51,20 +67,22 @@
 //! # Rotation
 //!
 //! Rotation reads the old record (for its account and expiry, which never
-//! change), then runs one script that checks the old key is still valid and
-//! not retiring, counts the account's keys valid at `now` against the
-//! rotation's limit, writes the successor as an insertion would (index
-//! entry, id, record, with the same conflict checks) and schedules the old
-//! key's revocation, all in one atomic step: of concurrent rotations of one
-//! key, exactly one succeeds, and no interleaving of rotations and
-//! insertions puts the account over its limit. That script touches the keys of the old key, the
-//! successor and their accounts together, so unlike every other operation
-//! it needs them on one server: it does not run on Redis Cluster.
+//! change), claims the successor's two pointers as an insertion does, then
+//! runs one script on the account's slot that checks the old key is still
+//! valid and not retiring, counts the account's keys valid at `now` against
+//! the rotation's limit, writes the successor's index entry and record and
+//! schedules the old key's revocation, all in one atomic step: of
+//! concurrent rotations of one key, exactly one succeeds, and no
+//! interleaving of rotations and insertions puts the account over its
+//! limit. A refused rotation releases the pointers it claimed. A successor
+//! belongs to its key's account; one naming another account is refused as
+//! a conflict.
 
 use std::collections::HashMap;
 use std::sync::{Arc, LazyLock};
 use std::time::SystemTime;
 
+use quick_cache::sync::Cache;
 use redis::Script;
 use tollgate_core::changes::Change;
 use tollgate_core::keys::{KeyHash, KeyRecord, KeyRegistry, KeyStore, RotateRefusal, Rotation};
@@ -80,50 +98,197 @@ static MARK_REVOKED: LazyLock<Script> = LazyLock::new(|| Script::new(include_str
 static TOUCH: LazyLock<Script> = LazyLock::new(|| Script::new(include_str!("scripts/key_touch.lua")));
 static ROTATE: LazyLock<Script> = LazyLock::new(|| Script::new(include_str!("scripts/key_rotate.lua")));
 
+/// How many hash → account pointers a key store remembers (about 100 bytes
+/// each): past it the least used are read again from Redis.
+pub const DEFAULT_CACHED_ACCOUNTS: usize = 100_000;
+
 /// The rotation script's answer: a status, and the old record's fields once rotated.
 type RotateReply = (i64, HashMap<String, String>);
 
+/// The pointers read from Redis: which account each key hash belongs to,
+/// and which hash and account each key id names. Immutable facts, cached
+/// only once the record they lead to was found (so never a pointer of a
+/// creation that may yet be undone). Shared by the key stores of one
+/// [`crate::RedisStores`].
+pub(crate) struct AccountCache {
+    by_hash: Cache<KeyHash, Arc<str>>,
+    by_id: Cache<String, (KeyHash, Arc<str>)>,
+}
+
+impl std::fmt::Debug for AccountCache {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AccountCache")
+            .field("by_hash", &self.by_hash.len())
+            .field("by_id", &self.by_id.len())
+            .finish()
+    }
+}
+
+pub(crate) fn account_cache() -> Arc<AccountCache> {
+    Arc::new(AccountCache {
+        by_hash: Cache::new(DEFAULT_CACHED_ACCOUNTS),
+        by_id: Cache::new(DEFAULT_CACHED_ACCOUNTS),
+    })
+}
+
 /// API keys in Redis. Cheap to clone; clones share the connection.
 /// Made by [`crate::RedisStores::key_store`].
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct RedisKeyStore {
     backend: Backend,
+    accounts: Arc<AccountCache>,
+}
+
+impl std::fmt::Debug for RedisKeyStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RedisKeyStore")
+            .field("backend", &self.backend)
+            .field("cached_accounts", &self.accounts.by_hash.len())
+            .finish()
+    }
 }
 
 impl RedisKeyStore {
-    pub(crate) fn new(backend: Backend) -> RedisKeyStore {
-        RedisKeyStore { backend }
+    pub(crate) fn new(backend: Backend, accounts: Arc<AccountCache>) -> RedisKeyStore {
+        RedisKeyStore { backend, accounts }
     }
 
-    fn record_key(&self, hash: &KeyHash) -> String {
-        self.backend.key("key", &hash.to_hex(), "")
+    fn record_key(&self, account_id: &str, hash: &KeyHash) -> String {
+        self.backend
+            .key("account", account_id, &format!(":key:{}", hash.to_hex()))
     }
 
     fn id_key(&self, key_id: &str) -> String {
         self.backend.key("keyid", key_id, "")
     }
 
+    fn hash_key(&self, hash: &KeyHash) -> String {
+        self.backend.key("keyhash", &hash.to_hex(), "")
+    }
+
     fn account_key(&self, account_id: &str) -> String {
         self.backend.key("account", account_id, ":keys")
     }
 
-    async fn load(&self, hash: &KeyHash) -> Result<Option<Arc<KeyRecord>>, StoreError> {
+    async fn record(&self, account_id: &str, hash: &KeyHash) -> Result<Option<Arc<KeyRecord>>, StoreError> {
         let fields: HashMap<String, String> = redis::cmd("HGETALL")
-            .arg(self.record_key(hash))
+            .arg(self.record_key(account_id, hash))
             .query_async(&mut self.backend.connection())
             .await
             .map_err(backend_error)?;
         key_codec::decode(hash, &fields)
     }
 
-    async fn hash_of(&self, key_id: &str) -> Result<Option<KeyHash>, StoreError> {
-        let hex: Option<String> = redis::cmd("GET")
+    async fn account_of(&self, hash: &KeyHash) -> Result<Option<Arc<str>>, StoreError> {
+        let account: Option<String> = redis::cmd("GET")
+            .arg(self.hash_key(hash))
+            .query_async(&mut self.backend.connection())
+            .await
+            .map_err(backend_error)?;
+        Ok(account.map(Arc::from))
+    }
+
+    async fn load(&self, hash: &KeyHash) -> Result<Option<Arc<KeyRecord>>, StoreError> {
+        if let Some(account) = self.accounts.by_hash.get(hash) {
+            if let Some(record) = self.record(&account, hash).await? {
+                return Ok(Some(record));
+            }
+            // No record where the pointer said (purged): ask for the pointer again.
+            self.accounts.by_hash.remove(hash);
+        }
+        let Some(account) = self.account_of(hash).await? else {
+            return Ok(None);
+        };
+        let record = self.record(&account, hash).await?;
+        if record.is_some() {
+            self.accounts.by_hash.insert(*hash, account);
+        }
+        Ok(record)
+    }
+
+    /// The key's record by id, remembering the id's pointer once the record is found.
+    async fn record_by_id(&self, key_id: &str) -> Result<Option<Arc<KeyRecord>>, StoreError> {
+        let Some((hash, account)) = self.pointer_of(key_id).await? else {
+            return Ok(None);
+        };
+        let record = self.record(&account, &hash).await?;
+        if record.is_some() {
+            self.accounts
+                .by_id
+                .insert(key_id.to_owned(), (hash, Arc::from(account)));
+        }
+        Ok(record)
+    }
+
+    /// The hash and account a key id points to.
+    async fn pointer_of(&self, key_id: &str) -> Result<Option<(KeyHash, String)>, StoreError> {
+        if let Some((hash, account)) = self.accounts.by_id.get(key_id) {
+            return Ok(Some((hash, account.to_string())));
+        }
+        let pointer: Option<String> = redis::cmd("GET")
             .arg(self.id_key(key_id))
             .query_async(&mut self.backend.connection())
             .await
             .map_err(backend_error)?;
-        hex.map(|hex| KeyHash::from_hex(&hex).ok_or_else(|| StoreError::Corrupt(format!("key id index: {hex:?}"))))
-            .transpose()
+        let Some(pointer) = pointer else {
+            return Ok(None);
+        };
+        let parsed = pointer
+            .split_once(' ')
+            .and_then(|(hex, account)| Some((KeyHash::from_hex(hex)?, account.to_owned())));
+        match parsed {
+            Some(parsed) => Ok(Some(parsed)),
+            None => Err(StoreError::Corrupt(format!(
+                "key id pointer {pointer:?} (an earlier layout holds only the hash: see RedisKeyStore)"
+            ))),
+        }
+    }
+
+    /// Claims a new key's id and hash pointers (`SET NX` each); on a
+    /// conflict nothing stays claimed.
+    async fn claim_pointers(&self, record: &KeyRecord) -> Result<(), StoreError> {
+        let mut connection = self.backend.connection();
+        let (id_key, hash_key) = (self.id_key(record.id()), self.hash_key(&record.hash));
+        let id_claimed: Option<String> = redis::cmd("SET")
+            .arg(&id_key)
+            .arg(format!("{} {}", record.hash.to_hex(), record.account_id()))
+            .arg("NX")
+            .query_async(&mut connection)
+            .await
+            .map_err(backend_error)?;
+        if id_claimed.is_none() {
+            return Err(StoreError::Conflict(format!("key id {} exists", record.id())));
+        }
+        let hash_claimed: Option<String> = redis::cmd("SET")
+            .arg(&hash_key)
+            .arg(record.account_id())
+            .arg("NX")
+            .query_async(&mut connection)
+            .await
+            .map_err(backend_error)?;
+        if hash_claimed.is_none() {
+            self.delete(&[id_key]).await?;
+            return Err(StoreError::Conflict("a key with this hash exists".into()));
+        }
+        Ok(())
+    }
+
+    async fn release_pointers(&self, record: &KeyRecord) -> Result<(), StoreError> {
+        self.delete(&[self.id_key(record.id()), self.hash_key(&record.hash)])
+            .await
+    }
+
+    // One DEL per key: the keys are on different slots.
+    async fn delete(&self, keys: &[String]) -> Result<(), StoreError> {
+        let mut connection = self.backend.connection();
+        for key in keys {
+            redis::cmd("DEL")
+                .arg(key)
+                .query_async::<i64>(&mut connection)
+                .await
+                .map_err(backend_error)?;
+        }
+        Ok(())
     }
 
     async fn insert_steps(
@@ -132,13 +297,28 @@ impl RedisKeyStore {
         max_active: Option<usize>,
         now: SystemTime,
     ) -> Result<(), StoreError> {
+        self.claim_pointers(&record).await?;
+        match self.insert_in_account(&record, max_active, now).await {
+            Ok(()) => Ok(()),
+            Err(error) => {
+                self.release_pointers(&record).await?;
+                Err(error)
+            }
+        }
+    }
+
+    async fn insert_in_account(
+        &self,
+        record: &KeyRecord,
+        max_active: Option<usize>,
+        now: SystemTime,
+    ) -> Result<(), StoreError> {
         let mut connection = self.backend.connection();
         let account_key = self.account_key(record.account_id());
-        let id_key = self.id_key(record.id());
         let reserved: i64 = RESERVE
             .key(&account_key)
             .arg(record.id())
-            .arg(key_codec::account_entry(&record))
+            .arg(key_codec::account_entry(record))
             .arg(limit_arg(max_active))
             .arg(timestamp::encode(now))
             .invoke_async(&mut connection)
@@ -153,50 +333,30 @@ impl RedisKeyStore {
             }
             _ => return Err(StoreError::Conflict(format!("key id {} exists", record.id()))),
         }
-        let undo_reservation = || async {
-            let mut connection = self.backend.connection();
+        let mut create = CREATE.key(self.record_key(record.account_id(), &record.hash));
+        for (field, value) in key_codec::encode(record) {
+            create.arg(field).arg(value);
+        }
+        let created: i64 = create.invoke_async(&mut connection).await.map_err(backend_error)?;
+        if created == 0 {
             redis::cmd("HDEL")
                 .arg(&account_key)
                 .arg(record.id())
                 .query_async::<i64>(&mut connection)
                 .await
-                .map_err(backend_error)
-        };
-        let claimed: Option<String> = redis::cmd("SET")
-            .arg(&id_key)
-            .arg(record.hash.to_hex())
-            .arg("NX")
-            .query_async(&mut connection)
-            .await
-            .map_err(backend_error)?;
-        if claimed.is_none() {
-            undo_reservation().await?;
-            return Err(StoreError::Conflict(format!("key id {} exists", record.id())));
-        }
-        let mut create = CREATE.key(self.record_key(&record.hash));
-        for (field, value) in key_codec::encode(&record) {
-            create.arg(field).arg(value);
-        }
-        let created: i64 = create.invoke_async(&mut connection).await.map_err(backend_error)?;
-        if created == 0 {
-            redis::cmd("DEL")
-                .arg(&id_key)
-                .query_async::<i64>(&mut connection)
-                .await
                 .map_err(backend_error)?;
-            undo_reservation().await?;
             return Err(StoreError::Conflict("a key with this hash exists".into()));
         }
         Ok(())
     }
 
     async fn revoke_steps(&self, key_id: &str, at: SystemTime) -> Result<Option<Arc<KeyRecord>>, StoreError> {
-        let Some(hash) = self.hash_of(key_id).await? else {
+        let Some((hash, account)) = self.pointer_of(key_id).await? else {
             return Ok(None);
         };
         let mut connection = self.backend.connection();
         let fields: Option<HashMap<String, String>> = REVOKE
-            .key(self.record_key(&hash))
+            .key(self.record_key(&account, &hash))
             .arg(timestamp::encode(at))
             .arg(self.backend.changes_channel())
             .arg(Change::Key(hash).encode())
@@ -209,7 +369,7 @@ impl RedisKeyStore {
         // The record's time: the earliest revocation, whoever set it.
         let revoked_at = record.revoked_at.unwrap_or(at);
         MARK_REVOKED
-            .key(self.account_key(record.account_id()))
+            .key(self.account_key(&account))
             .arg(key_id)
             .arg(timestamp::encode(revoked_at))
             .invoke_async::<i64>(&mut connection)
@@ -234,11 +394,10 @@ impl RedisKeyStore {
         if hashes.is_empty() {
             return Ok(Vec::new());
         }
-        // One round trip for all records; separate commands (not MGET), so
-        // a cluster-aware pipeline can route each to its own slot.
+        // One round trip for all records, all on the account's slot.
         let mut pipeline = redis::pipe();
         for hash in &hashes {
-            pipeline.cmd("HGETALL").arg(self.record_key(hash));
+            pipeline.cmd("HGETALL").arg(self.record_key(account_id, hash));
         }
         let all: Vec<HashMap<String, String>> = pipeline.query_async(&mut connection).await.map_err(backend_error)?;
         let mut records = Vec::with_capacity(all.len());
@@ -253,33 +412,49 @@ impl RedisKeyStore {
     }
 
     async fn rotate_steps(&self, rotation: Rotation) -> Result<Result<Arc<KeyRecord>, RotateRefusal>, StoreError> {
-        let (key_id, successor) = (rotation.key_id.as_str(), rotation.successor);
-        let (retire_at, now, max_active) = (rotation.retire_at, rotation.now, rotation.max_active);
-        let Some(hash) = self.hash_of(key_id).await? else {
+        let (key_id, successor) = (rotation.key_id.as_str(), &rotation.successor);
+        let Some((hash, account)) = self.pointer_of(key_id).await? else {
             return Ok(Err(RotateRefusal::Unknown));
         };
-        // The account and the expiry never change: read here, they name the
-        // account index and decide expiry inside the script.
-        let Some(old) = self.load(&hash).await? else {
+        // The expiry never changes: read here, it decides expiry inside the script.
+        let Some(old) = self.record(&account, &hash).await? else {
             return Ok(Err(RotateRefusal::Unknown));
         };
-        let mut rotate = ROTATE.key(self.record_key(&hash));
+        if successor.account_id() != account {
+            return Err(StoreError::Conflict(format!(
+                "a successor belongs to its key's account, not to {}",
+                successor.account_id()
+            )));
+        }
+        self.claim_pointers(successor).await?;
+        let rotated = self.rotate_in_account(&rotation, &hash, &old).await;
+        if !matches!(rotated, Ok(Ok(_))) {
+            self.release_pointers(successor).await?;
+        }
+        rotated
+    }
+
+    async fn rotate_in_account(
+        &self,
+        rotation: &Rotation,
+        hash: &KeyHash,
+        old: &KeyRecord,
+    ) -> Result<Result<Arc<KeyRecord>, RotateRefusal>, StoreError> {
+        let (successor, account) = (&rotation.successor, old.account_id());
+        let mut rotate = ROTATE.key(self.record_key(account, hash));
         rotate
-            .key(self.account_key(old.account_id()))
-            .key(self.id_key(successor.id()))
-            .key(self.record_key(&successor.hash))
-            .key(self.account_key(successor.account_id()))
-            .arg(key_id)
+            .key(self.account_key(account))
+            .key(self.record_key(account, &successor.hash))
+            .arg(rotation.key_id.as_str())
             .arg(old.expires_at.map_or_else(|| "-".to_owned(), timestamp::encode))
-            .arg(timestamp::encode(now))
-            .arg(timestamp::encode(retire_at))
+            .arg(timestamp::encode(rotation.now))
+            .arg(timestamp::encode(rotation.retire_at))
             .arg(successor.id())
-            .arg(successor.hash.to_hex())
-            .arg(key_codec::account_entry(&successor))
-            .arg(limit_arg(max_active))
+            .arg(key_codec::account_entry(successor))
+            .arg(limit_arg(rotation.max_active))
             .arg(self.backend.changes_channel())
-            .arg(Change::Key(hash).encode());
-        for (field, value) in key_codec::encode(&successor) {
+            .arg(Change::Key(*hash).encode());
+        for (field, value) in key_codec::encode(successor) {
             rotate.arg(field).arg(value);
         }
         let (status, fields): RotateReply = rotate
@@ -287,7 +462,7 @@ impl RedisKeyStore {
             .await
             .map_err(backend_error)?;
         match status {
-            1 => match key_codec::decode(&hash, &fields)? {
+            1 => match key_codec::decode(hash, &fields)? {
                 Some(retiring) => Ok(Ok(retiring)),
                 None => Err(StoreError::Corrupt("rotated key record".into())),
             },
@@ -297,22 +472,28 @@ impl RedisKeyStore {
             -3 => Err(StoreError::Conflict(format!("key id {} exists", successor.id()))),
             -4 => Err(StoreError::Conflict("a key with this hash exists".into())),
             -5 => Err(StoreError::KeyLimitReached {
-                limit: max_active.unwrap_or_default(),
+                limit: rotation.max_active.unwrap_or_default(),
             }),
             other => Err(StoreError::Corrupt(format!("key rotation status {other}"))),
         }
     }
 
     async fn touch_steps(&self, key_id: &str, at: SystemTime) -> Result<(), StoreError> {
-        let Some(hash) = self.hash_of(key_id).await? else {
+        let Some((hash, account)) = self.pointer_of(key_id).await? else {
             return Ok(());
         };
-        TOUCH
-            .key(self.record_key(&hash))
+        let found: i64 = TOUCH
+            .key(self.record_key(&account, &hash))
             .arg(timestamp::encode(at))
-            .invoke_async::<i64>(&mut self.backend.connection())
+            .invoke_async(&mut self.backend.connection())
             .await
             .map_err(backend_error)?;
+        if found == 1 {
+            // The record exists: the next use is recorded in one round trip.
+            self.accounts
+                .by_id
+                .insert(key_id.to_owned(), (hash, Arc::from(account)));
+        }
         Ok(())
     }
 }
@@ -337,17 +518,7 @@ impl KeyStore for RedisKeyStore {
 impl KeyRegistry for RedisKeyStore {
     fn find_by_id(&self, key_id: &str) -> StoreFuture<Option<Arc<KeyRecord>>> {
         let (store, key_id) = (self.clone(), key_id.to_owned());
-        MaybeReady::boxed(async move {
-            store
-                .backend
-                .run(async {
-                    match store.hash_of(&key_id).await? {
-                        Some(hash) => store.load(&hash).await,
-                        None => Ok(None),
-                    }
-                })
-                .await
-        })
+        MaybeReady::boxed(async move { store.backend.run(async { store.record_by_id(&key_id).await }).await })
     }
 
     fn insert(&self, record: KeyRecord, max_active: Option<usize>, now: SystemTime) -> StoreFuture<()> {

@@ -3,8 +3,10 @@
 //!
 //! [`RedisStores`] holds one [`redis::aio::ConnectionManager`]: a single
 //! multiplexed connection (concurrent operations pipeline on it) that
-//! reconnects by itself when Redis goes away and comes back. Every store made
-//! from it shares that connection. Every operation runs within a timeout
+//! reconnects by itself when Redis goes away and comes back; or, for a Redis
+//! Cluster ([`RedisConfig::cluster`]), the `redis` crate's cluster
+//! connection (one multiplexed connection per master, following slot
+//! moves). Every store made from it shares that connection. Every operation runs within a timeout
 //! (default 200 ms); a down or slow Redis surfaces as
 //! [`StoreError::Backend`](tollgate_core::StoreError::Backend) or
 //! [`StoreError::Timeout`](tollgate_core::StoreError::Timeout), which the
@@ -14,14 +16,14 @@
 //!
 //! Every key is `<prefix><area>:{<id>}<suffix>` (prefix `tollgate:` by
 //! default). The braces are a hash tag: keys with the same tag land on one
-//! cluster slot, and every Lua script touches the keys of a single tag, so the
-//! stores work on Redis Cluster — all but key rotation, one atomic script
-//! over the old key's and its successor's keys (see [`RedisKeyStore`]). Ids are
+//! cluster slot, and every Lua script and pipeline touches the keys of a
+//! single tag, so every store works on Redis Cluster (a test starts a
+//! three-master cluster and runs every conformance suite on it). Ids are
 //! escaped so that braces inside them cannot end a tag early.
 //!
 //! | store | keys (tag in braces) | written with |
 //! |---|---|---|
-//! | [keys](RedisKeyStore) | `key:{<hash>}` (the record), `keyid:{<id>}` (id → hash), `account:{<account>}:keys` (the account's index) | scripts on one key each; insertion is three atomic steps; rotation one script over both keys' slots (not on Cluster) |
+//! | [keys](RedisKeyStore) | `account:{<account>}:key:<hash>` (the record), `account:{<account>}:keys` (the account's index), `keyhash:{<hash>}` (hash → account), `keyid:{<id>}` (id → hash and account) | scripts on the account's slot; insertion is four atomic steps; rotation one script |
 //! | [rate limits](RedisRateLimitStore) | `rl:{<key>}` | one script per check, TTL until idle |
 //! | [idempotency](RedisIdempotencyStore) | `idem:{<scope>:<key>}` | `SET NX GET PX`, scripts checking the claim token |
 //! | [allowlists](RedisAllowlistStore) | `allow:account:{<account>}`, `allow:key:{<key id>}` | one `HSET` per list |

@@ -1,28 +1,33 @@
 //! [`RedisStores`]: one connection to Redis, and every store built on it.
 
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
+use redis::cluster::{ClusterClient, ClusterConfig};
+use redis::cluster_async::ClusterConnection;
+use redis::cluster_routing::{RoutingInfo, SingleNodeRoutingInfo};
 use tollgate_core::StoreError;
 
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use crate::allowlist::{ListCache, RedisAllowlistStore};
-use crate::backend::{backend_error, Backend};
+use crate::backend::{backend_error, Backend, Connection};
 use crate::config::{redact_url, RedisConfig};
 use crate::idempotency::RedisIdempotencyStore;
-use crate::key_store::RedisKeyStore;
+use crate::key_store::{account_cache, AccountCache, RedisKeyStore};
 use crate::rate_limit::RedisRateLimitStore;
 use crate::replay::RedisReplayStore;
 use crate::usage::RedisUsageStore;
 
 /// The entry point: a connection manager (one multiplexed connection that
-/// reconnects by itself) and constructors for each store, all sharing it.
+/// reconnects by itself; on a cluster, one per master) and constructors for
+/// each store, all sharing it.
 ///
 /// Clones share the connection; make one per process and hand out stores.
 #[derive(Debug, Clone)]
 pub struct RedisStores {
     backend: Backend,
     allowlist_cache: Arc<ListCache>,
+    key_accounts: Arc<AccountCache>,
 }
 
 impl RedisStores {
@@ -30,6 +35,15 @@ impl RedisStores {
     /// connection timeout). An unreachable server is [`StoreError::Backend`]
     /// or [`StoreError::Timeout`].
     pub async fn connect(config: RedisConfig) -> Result<RedisStores, StoreError> {
+        if config.cluster {
+            let client = cluster_client(&config)?;
+            let connecting = client.get_async_connection_with_config(cluster_config(&config));
+            let connection = tokio::time::timeout(config.connection_timeout, connecting)
+                .await
+                .map_err(|_elapsed| StoreError::Timeout)?
+                .map_err(backend_error)?;
+            return Ok(RedisStores::with_connection(Connection::Cluster(connection), &config));
+        }
         let (client, manager_config) = client(&config)?;
         // One plain attempt first: the manager would retry a refused
         // connection until the timeout, hiding why it failed.
@@ -44,7 +58,7 @@ impl RedisStores {
             .await
             .map_err(|_elapsed| StoreError::Timeout)?
             .map_err(backend_error)?;
-        Ok(RedisStores::with_connection(connection, &config))
+        Ok(RedisStores::with_connection(Connection::Single(connection), &config))
     }
 
     /// Builds the stores without waiting for Redis: the connection is opened
@@ -52,21 +66,27 @@ impl RedisStores {
     /// requests then meet its fail-open or fail-closed policy). Must be
     /// called within a Tokio runtime.
     pub fn connect_lazy(config: RedisConfig) -> Result<RedisStores, StoreError> {
+        if config.cluster {
+            let connection = cluster_client(&config)?.get_pending_async_connection_with_config(cluster_config(&config));
+            return Ok(RedisStores::with_connection(Connection::Cluster(connection), &config));
+        }
         let (client, manager_config) = client(&config)?;
         let connection = ConnectionManager::new_lazy_with_config(client, manager_config).map_err(backend_error)?;
-        Ok(RedisStores::with_connection(connection, &config))
+        Ok(RedisStores::with_connection(Connection::Single(connection), &config))
     }
 
-    fn with_connection(connection: ConnectionManager, config: &RedisConfig) -> RedisStores {
+    fn with_connection(connection: Connection, config: &RedisConfig) -> RedisStores {
         RedisStores {
             backend: Backend::new(connection, &config.prefix, config.operation_timeout),
             allowlist_cache: Arc::default(),
+            key_accounts: account_cache(),
         }
     }
 
-    /// The API key store.
+    /// The API key store. Every store made here shares one cache of
+    /// hash → account pointers (see [`RedisKeyStore`]).
     pub fn key_store(&self) -> RedisKeyStore {
-        RedisKeyStore::new(self.backend.clone())
+        RedisKeyStore::new(self.backend.clone(), Arc::clone(&self.key_accounts))
     }
 
     /// The rate-limit store (GCRA plus daily quota, one script per check).
@@ -135,39 +155,68 @@ impl RedisStores {
         Ok(UNIX_EPOCH + Duration::from_secs(secs) + Duration::from_micros(micros))
     }
 
-    /// Deletes every key under this prefix (SCAN and UNLINK, in batches)
-    /// and returns how many were deleted. For tests and for decommissioning
-    /// a tenant; never needed in normal operation, since every transient
-    /// key carries a TTL.
+    /// Deletes every key under this prefix (SCAN and UNLINK, in batches; on
+    /// a cluster, on every master, one key at a time) and returns how many
+    /// were deleted. For tests and for decommissioning a tenant; never
+    /// needed in normal operation, since every transient key carries a TTL.
     pub async fn purge(&self) -> Result<u64, StoreError> {
         let pattern = format!("{}*", escape_glob(self.backend.prefix()));
+        let Connection::Cluster(mut cluster) = self.backend.connection() else {
+            return self.purge_node(None, &pattern).await;
+        };
+        let mut deleted = 0;
+        for (host, port) in self.backend.run(masters(&mut cluster)).await? {
+            let node = RoutingInfo::SingleNode(SingleNodeRoutingInfo::ByAddress { host, port });
+            deleted += self.purge_node(Some(node), &pattern).await?;
+        }
+        Ok(deleted)
+    }
+
+    // SCAN of the server (of `node`, on a cluster), deleting what matches.
+    async fn purge_node(&self, node: Option<RoutingInfo>, pattern: &str) -> Result<u64, StoreError> {
+        let mut connection = self.backend.connection();
         let mut cursor: u64 = 0;
         let mut deleted: u64 = 0;
         loop {
-            let mut connection = self.backend.connection();
+            let mut scan = redis::cmd("SCAN");
+            scan.arg(cursor).arg("MATCH").arg(pattern).arg("COUNT").arg(1000);
             let (next, keys): (u64, Vec<String>) = self
                 .backend
                 .run(async {
-                    redis::cmd("SCAN")
-                        .arg(cursor)
-                        .arg("MATCH")
-                        .arg(&pattern)
-                        .arg("COUNT")
-                        .arg(1000)
-                        .query_async(&mut connection)
-                        .await
-                        .map_err(backend_error)
+                    match (&node, connection.clone()) {
+                        (Some(route), Connection::Cluster(mut cluster)) => {
+                            let value = cluster
+                                .route_command(scan, route.clone())
+                                .await
+                                .map_err(backend_error)?;
+                            redis::from_redis_value(value)
+                                .map_err(|error| StoreError::Corrupt(format!("SCAN reply: {error}")))
+                        }
+                        (_, mut connection) => scan.query_async(&mut connection).await.map_err(backend_error),
+                    }
                 })
                 .await?;
             if !keys.is_empty() {
                 let removed: u64 = self
                     .backend
                     .run(async {
-                        redis::cmd("UNLINK")
-                            .arg(&keys)
-                            .query_async(&mut connection)
-                            .await
-                            .map_err(backend_error)
+                        if node.is_none() {
+                            return redis::cmd("UNLINK")
+                                .arg(&keys)
+                                .query_async(&mut connection)
+                                .await
+                                .map_err(backend_error);
+                        }
+                        // One node's keys may be on several slots: one at a time.
+                        let mut removed = 0;
+                        for key in &keys {
+                            removed += redis::cmd("UNLINK")
+                                .arg(key)
+                                .query_async::<u64>(&mut connection)
+                                .await
+                                .map_err(backend_error)?;
+                        }
+                        Ok(removed)
                     })
                     .await?;
                 deleted += removed;
@@ -180,15 +229,38 @@ impl RedisStores {
     }
 }
 
+// The cluster's masters, from `CLUSTER NODES`: `<id> <host:port@bus> <flags> …`.
+async fn masters(connection: &mut ClusterConnection) -> Result<Vec<(String, u16)>, StoreError> {
+    let nodes: String = redis::cmd("CLUSTER")
+        .arg("NODES")
+        .query_async(connection)
+        .await
+        .map_err(backend_error)?;
+    let mut masters = Vec::new();
+    for line in nodes.lines() {
+        let fields: Vec<&str> = line.split_whitespace().collect();
+        let (Some(address), Some(flags)) = (fields.get(1), fields.get(2)) else {
+            continue;
+        };
+        if !flags.split(',').any(|flag| flag == "master") || flags.contains("fail") {
+            continue;
+        }
+        let address = address.split('@').next().unwrap_or_default();
+        if let Some((host, port)) = address.rsplit_once(':') {
+            if let Ok(port) = port.parse() {
+                masters.push((host.to_owned(), port));
+            }
+        }
+    }
+    if masters.is_empty() {
+        return Err(StoreError::Corrupt(format!("CLUSTER NODES lists no master: {nodes:?}")));
+    }
+    Ok(masters)
+}
+
 fn client(config: &RedisConfig) -> Result<(redis::Client, ConnectionManagerConfig), StoreError> {
-    let client = redis::Client::open(config.url.as_str()).map_err(|error| {
-        // The error could quote the URL, password included: say which URL, redacted.
-        StoreError::backend(format!(
-            "invalid Redis URL {}: {:?}",
-            redact_url(&config.url),
-            error.kind()
-        ))
-    })?;
+    let url = config.urls.first().map_or("", String::as_str);
+    let client = redis::Client::open(url).map_err(|error| invalid_url(url, &error))?;
     let manager_config = ConnectionManagerConfig::new()
         .set_connection_timeout(Some(config.connection_timeout))
         // Also bound the wait inside the connection, so requests abandoned by
@@ -197,6 +269,28 @@ fn client(config: &RedisConfig) -> Result<(redis::Client, ConnectionManagerConfi
         .set_min_delay(Duration::from_millis(20))
         .set_max_delay(config.reconnect_max_delay);
     Ok((client, manager_config))
+}
+
+// The error could quote the URL, password included: say which URL, redacted.
+fn invalid_url(url: &str, error: &redis::RedisError) -> StoreError {
+    StoreError::backend(format!("invalid Redis URL {}: {:?}", redact_url(url), error.kind()))
+}
+
+fn cluster_client(config: &RedisConfig) -> Result<ClusterClient, StoreError> {
+    for url in &config.urls {
+        redis::Client::open(url.as_str()).map_err(|error| invalid_url(url, &error))?;
+    }
+    ClusterClient::builder(config.urls.iter().map(String::as_str))
+        .connection_timeout(config.connection_timeout)
+        .response_timeout(config.operation_timeout)
+        .build()
+        .map_err(|error| StoreError::backend(format!("Redis Cluster client: {:?}", error.kind())))
+}
+
+fn cluster_config(config: &RedisConfig) -> ClusterConfig {
+    ClusterConfig::new()
+        .set_connection_timeout(config.connection_timeout)
+        .set_response_timeout(config.operation_timeout)
 }
 
 // SCAN patterns are globs: a prefix holding `*`, `?`, `[` or `\` must match literally.

@@ -72,6 +72,17 @@ impl TestRedis {
         }
     }
 
+    /// Stores on `config` as given (a cluster, say), for a test that started
+    /// its own server: no skip, a failure to connect panics. The URL is the
+    /// first one configured.
+    pub async fn on(config: RedisConfig) -> TestRedis {
+        let stores = RedisStores::connect(config.clone())
+            .await
+            .unwrap_or_else(|error| panic!("connect to {config:?}: {error}"));
+        let url = config.urls.first().cloned().unwrap_or_default();
+        TestRedis { stores, url, config }
+    }
+
     /// Another instance on the same prefix: its own connection manager, as
     /// another process of the fleet would have.
     pub async fn another_instance(&self) -> RedisStores {
@@ -90,7 +101,8 @@ impl TestRedis {
         self.stores.purge().await.expect("purge the test prefix");
     }
 
-    /// How many keys exist under this test's prefix.
+    /// How many keys exist under this test's prefix (on the server at
+    /// [`url`](Self::url): one node only, on a cluster).
     pub async fn key_count(&self) -> usize {
         let client = redis::Client::open(self.url.as_str()).expect("a valid URL");
         let mut connection = client.get_multiplexed_async_connection().await.expect("connect");

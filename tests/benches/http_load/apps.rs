@@ -3,8 +3,11 @@
 //!
 //! Every configuration answers `GET /v1/ping` with 200 `pong` to a request
 //! carrying a valid key, so every configuration does the same work apart
-//! from its middleware.
+//! from its middleware. Each serves 10,000 keys of its own, created through
+//! `KeyManager` in its key store, and the load uses them round-robin (or,
+//! over the limit, in series; see `load`).
 
+use std::collections::HashSet;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
@@ -12,13 +15,15 @@ use std::time::Duration;
 use axum::body::Body;
 use axum::serve::ListenerExt;
 use axum::Router;
+use futures_util::{StreamExt, TryStreamExt};
 use http::{HeaderValue, Request};
 use tollgate_auth::{BearerAuthLayer, KeyManager, NewKey};
 use tollgate_core::allowlist::MemoryAllowlistStore;
 use tollgate_core::conformance::unique_name;
 use tollgate_core::idempotency::MemoryIdempotencyStore;
 use tollgate_core::keys::{CachedKeyStore, KeyRegistry, KeyStore, MemoryKeyStore};
-use tollgate_core::rate_limit::{MemoryRateLimitStore, RateLimitStore};
+use tollgate_core::rate_limit::Plan;
+use tollgate_core::rate_limit::{MemoryRateLimitStore, RateLimitStore, RefusalCache};
 use tollgate_core::KeyKind;
 use tollgate_ratelimit::RateLimitLayer;
 use tollgate_redis::{RedisConfig, RedisStores};
@@ -29,8 +34,11 @@ use tower_governor::{GovernorError, GovernorLayer};
 use tower_http::validate_request::ValidateRequestHeaderLayer;
 
 use crate::configs::Config;
-use crate::load::Target;
-use crate::stacks::{full_stack, handler, plans, ACCOUNT, NEVER_REACHED, PLAN};
+use crate::load::{Drive, KeyRing, Target};
+use crate::stacks::{full_stack, handler, plans, ACCOUNT, KEYS, NEVER_REACHED, PLAN};
+
+// Keys created at once while setting up (Redis: round trips in flight).
+const CREATING_AT_ONCE: usize = 32;
 
 // Generous, so that a busy shared machine shows up as latency, not as 503s.
 const REDIS_OPERATION_TIMEOUT: Duration = Duration::from_secs(2);
@@ -50,20 +58,25 @@ pub struct App {
 /// spawned onto it.
 pub async fn start(config: Config, redis_url: Option<&str>) -> Result<App, String> {
     let mut redis = None;
+    let plan = if config.over_limit() {
+        Plan::free()
+    } else {
+        plans_plan()
+    };
     let (router, key) = match config {
-        Config::Bare => (handler(), throwaway_key().await?),
+        Config::Bare => (handler(), throwaway_keys().await?),
         Config::Governor => {
-            let key = throwaway_key().await?;
+            let key = throwaway_keys().await?;
             (governor(&key), key)
         }
-        Config::Memory => {
+        Config::Memory | Config::MemoryOverLimit => {
             let keys = Arc::new(MemoryKeyStore::new());
-            let key = create_key(&keys).await?;
+            let key = create_keys(&keys, &plan.name).await?;
             (auth_and_rate_limit(keys, MemoryRateLimitStore::new()), key)
         }
         Config::Full => {
             let keys = Arc::new(MemoryKeyStore::new());
-            let key = create_key(&keys).await?;
+            let key = create_keys(&keys, &plan.name).await?;
             let stack = full_stack(
                 keys,
                 MemoryAllowlistStore::new(),
@@ -72,7 +85,11 @@ pub async fn start(config: Config, redis_url: Option<&str>) -> Result<App, Strin
             );
             (stack, key)
         }
-        Config::Redis | Config::RedisCached | Config::FullRedis => {
+        Config::Redis
+        | Config::RedisCached
+        | Config::FullRedis
+        | Config::RedisOverLimit
+        | Config::RedisOverLimitRefusalCache => {
             let url = redis_url.ok_or("REDIS_URL is not set")?;
             let config_redis = RedisConfig::new(url)
                 .prefix(format!("{}:", unique_name("tgbench")))
@@ -81,9 +98,12 @@ pub async fn start(config: Config, redis_url: Option<&str>) -> Result<App, Strin
                 .await
                 .map_err(|error| format!("connecting to Redis: {error}"))?;
             let keys = Arc::new(stores.key_store());
-            let key = create_key(&keys).await?;
+            let key = create_keys(&keys, &plan.name).await?;
             let router = match config {
-                Config::Redis => auth_and_rate_limit(keys, stores.rate_limit_store()),
+                Config::Redis | Config::RedisOverLimit => auth_and_rate_limit(keys, stores.rate_limit_store()),
+                Config::RedisOverLimitRefusalCache => {
+                    auth_and_rate_limit(keys, RefusalCache::new(stores.rate_limit_store()))
+                }
                 // The default TTL (1 s): the messaging-api's fleet setting.
                 Config::RedisCached => {
                     auth_and_rate_limit(Arc::new(CachedKeyStore::from_shared(keys)), stores.rate_limit_store())
@@ -99,12 +119,27 @@ pub async fn start(config: Config, redis_url: Option<&str>) -> Result<App, Strin
             (router, key)
         }
     };
-    let authorization = HeaderValue::try_from(format!("Bearer {key}"))
-        .map_err(|error| format!("the key is not a header value: {error}"))?;
+    let authorizations = key
+        .iter()
+        .map(|key| HeaderValue::try_from(format!("Bearer {key}")))
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|error| format!("a key is not a header value: {error}"))?;
+    let drive = if config.over_limit() {
+        let limits = plan.limits();
+        Drive::OverLimit {
+            burst: u64::from(limits.burst()),
+            interval: limits.emission_interval(),
+        }
+    } else {
+        Drive::RoundRobin
+    };
     let addr = serve(router).await?;
     Ok(App {
         config,
-        target: Target { addr, authorization },
+        target: Target {
+            addr,
+            keys: Arc::new(KeyRing::new(authorizations, drive)),
+        },
         redis,
         redis_url: redis_url.filter(|_| config.uses_redis()).map(str::to_owned),
     })
@@ -135,32 +170,58 @@ impl KeyExtractor for AuthorizationKey {
     }
 }
 
-fn governor(key: &str) -> Router {
+// tower-http's `ValidateRequest` trait fixes the check's error type to a whole response.
+#[allow(clippy::result_large_err)]
+fn governor(keys: &[String]) -> Router {
     let limits = GovernorConfigBuilder::default()
         .key_extractor(AuthorizationKey)
         .period(Duration::from_secs(1) / NEVER_REACHED)
         .burst_size(NEVER_REACHED)
         .finish()
         .expect("a valid governor configuration");
-    // Deprecated as "too basic to be useful in real applications" (one
-    // static token), but it is the closest existing bearer check.
-    #[allow(deprecated)]
-    let bearer = ValidateRequestHeaderLayer::bearer(key);
+    // tower-http's bearer check knows one static token; for 10,000 keys
+    // its custom check looks the header up in a set of them.
+    let known: Arc<HashSet<Vec<u8>>> = Arc::new(keys.iter().map(|key| format!("Bearer {key}").into_bytes()).collect());
+    let bearer =
+        ValidateRequestHeaderLayer::custom(move |request: &mut Request<Body>| -> Result<(), http::Response<Body>> {
+            match request.headers().get(http::header::AUTHORIZATION) {
+                Some(value) if known.contains(value.as_bytes()) => Ok(()),
+                _ => Err(http::Response::builder()
+                    .status(http::StatusCode::UNAUTHORIZED)
+                    .body(Body::empty())
+                    .expect("a valid response")),
+            }
+        });
     handler().layer(GovernorLayer::<_, _, Body>::new(limits)).layer(bearer)
 }
 
-async fn create_key<K: KeyRegistry>(keys: &Arc<K>) -> Result<String, String> {
-    let created = KeyManager::from_shared(keys.clone())
-        .create(NewKey::new(ACCOUNT, KeyKind::Production).label("http_load").plan(PLAN))
-        .await
-        .map_err(|error| format!("creating the benchmark's key: {error}"))?;
-    Ok(created.secret.expose_secret().to_owned())
+// The plan of the round-robin configurations' keys.
+fn plans_plan() -> Plan {
+    plans().get(PLAN).cloned().expect("the benchmark's plan")
 }
 
-// A real tollgate key for configurations that do not look keys up, so
-// every configuration receives byte-for-byte the same kind of request.
-async fn throwaway_key() -> Result<String, String> {
-    create_key(&Arc::new(MemoryKeyStore::new())).await
+async fn create_keys<K: KeyRegistry>(keys: &Arc<K>, plan: &str) -> Result<Vec<String>, String> {
+    let manager = KeyManager::from_shared(keys.clone()).max_active_keys(None);
+    futures_util::stream::iter(0..KEYS)
+        .map(|_| {
+            let manager = manager.clone();
+            async move {
+                let created = manager
+                    .create(NewKey::new(ACCOUNT, KeyKind::Production).label("http_load").plan(plan))
+                    .await
+                    .map_err(|error| format!("creating the benchmark's keys: {error}"))?;
+                Ok::<_, String>(created.secret.expose_secret().to_owned())
+            }
+        })
+        .buffered(CREATING_AT_ONCE)
+        .try_collect()
+        .await
+}
+
+// Real tollgate keys for configurations that do not look keys up, so
+// every configuration receives byte-for-byte the same kind of requests.
+async fn throwaway_keys() -> Result<Vec<String>, String> {
+    create_keys(&Arc::new(MemoryKeyStore::new()), PLAN).await
 }
 
 async fn serve(router: Router) -> Result<SocketAddr, String> {

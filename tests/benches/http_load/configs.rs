@@ -18,11 +18,17 @@ pub enum Config {
     RedisCached,
     /// tollgate's whole stack on Redis stores.
     FullRedis,
+    /// `Memory`, its Free-plan keys driven past their limit.
+    MemoryOverLimit,
+    /// `Redis`, its Free-plan keys driven past their limit.
+    RedisOverLimit,
+    /// `RedisOverLimit` with a `RefusalCache` in front of the Redis rate-limit store.
+    RedisOverLimitRefusalCache,
 }
 
 impl Config {
     /// Every configuration, in report order.
-    pub const ALL: [Config; 7] = [
+    pub const ALL: [Config; 10] = [
         Config::Bare,
         Config::Full,
         Config::Governor,
@@ -30,6 +36,9 @@ impl Config {
         Config::Redis,
         Config::RedisCached,
         Config::FullRedis,
+        Config::MemoryOverLimit,
+        Config::RedisOverLimit,
+        Config::RedisOverLimitRefusalCache,
     ];
 
     /// The command-line name.
@@ -42,6 +51,9 @@ impl Config {
             Config::Redis => "redis",
             Config::RedisCached => "redis-cached",
             Config::FullRedis => "full-redis",
+            Config::MemoryOverLimit => "memory-429",
+            Config::RedisOverLimit => "redis-429",
+            Config::RedisOverLimitRefusalCache => "redis-429-refusals",
         }
     }
 
@@ -52,25 +64,43 @@ impl Config {
             Config::Full => {
                 "ClientIp → IpAllowlist(global) → BearerAuth → IpAllowlist(store) → RateLimit → Idempotency, memory stores"
             }
-            Config::Governor => "tower-http ValidateRequestHeaderLayer::bearer → tower_governor GovernorLayer (keyed by the Authorization header)",
+            Config::Governor => "tower-http ValidateRequestHeaderLayer::custom (the header looked up in a HashSet of the 10,000 keys) → tower_governor GovernorLayer (keyed by the Authorization header)",
             Config::Memory => "BearerAuth → RateLimit, memory stores",
             Config::Redis => "BearerAuth → RateLimit, tollgate-redis stores",
             Config::RedisCached => {
                 "BearerAuth over CachedKeyStore (1 s TTL) in front of tollgate-redis → RateLimit on tollgate-redis"
             }
             Config::FullRedis => "the full stack, tollgate-redis stores",
+            Config::MemoryOverLimit => "`memory` with Free-plan keys (10/s, burst 10) driven past their limit",
+            Config::RedisOverLimit => "`redis` with Free-plan keys (10/s, burst 10) driven past their limit",
+            Config::RedisOverLimitRefusalCache => "`redis-429` with a RefusalCache in front of the Redis rate-limit store",
         }
     }
 
-    /// Whether it runs without arguments: all but `FullRedis` (about three
-    /// and a half minutes).
+    /// Whether it runs without arguments: all but `FullRedis` and the
+    /// over-limit ones (about three and a half minutes).
     pub fn runs_by_default(self) -> bool {
-        self != Config::FullRedis
+        !matches!(self, Config::FullRedis) && !self.over_limit()
     }
 
     /// Whether it needs `REDIS_URL`.
     pub fn uses_redis(self) -> bool {
-        matches!(self, Config::Redis | Config::RedisCached | Config::FullRedis)
+        matches!(
+            self,
+            Config::Redis
+                | Config::RedisCached
+                | Config::FullRedis
+                | Config::RedisOverLimit
+                | Config::RedisOverLimitRefusalCache
+        )
+    }
+
+    /// Whether its keys are driven past their limit (most answers are 429).
+    pub fn over_limit(self) -> bool {
+        matches!(
+            self,
+            Config::MemoryOverLimit | Config::RedisOverLimit | Config::RedisOverLimitRefusalCache
+        )
     }
 
     /// The configuration called `name`.

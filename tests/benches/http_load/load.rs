@@ -1,14 +1,30 @@
 //! The load generator: `C` keep-alive HTTP/1.1 connections, each sending
 //! one GET after another (closed loop) for a warm-up and then a measured
-//! window, every request carrying the same `Authorization: Bearer` key.
+//! window, the requests carrying the target's keys (10,000 of them) as
+//! `Authorization: Bearer`.
 //!
 //! A response counts when it completes inside the measured window; its
 //! latency is from just before the request is handed to hyper until its
-//! body has been read whole. Every response must be 200: anything else
-//! fails the run with the counts by status.
+//! body has been read whole.
+//!
+//! Two ways of using the keys ([`Drive`]):
+//!
+//! - [`Drive::RoundRobin`]: request `n` (over all connections) carries key
+//!   `n mod 10,000`, as a fleet of callers would; every response must be
+//!   200, anything else fails the run with the counts by status.
+//! - [`Drive::OverLimit`]: each connection takes the next key and sends it
+//!   request after request for half of the plan's emission interval, then
+//!   moves on. A key idle for longer than its burst takes to refill admits
+//!   exactly `min(sent, burst)` of such a series (no emission interval can
+//!   pass between its first and last request), so the number of 200s is
+//!   known exactly and checked: a 200 more or fewer fails the run. A series
+//!   that cannot be judged exactly (a slow response let a refill happen, or
+//!   the key was used again too soon) is counted apart and reported.
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -32,13 +48,87 @@ pub const LOAD_THREADS: &str = "tgb-load";
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
 const MAX_REQUESTS_PER_CONNECTION: u64 = 10_000_000;
 
-/// Where to send requests, and the credential to send.
+/// Where to send requests, and the credentials to send.
 #[derive(Clone, Debug)]
 pub struct Target {
     /// The server's loopback address.
     pub addr: SocketAddr,
-    /// `Bearer <key>`.
-    pub authorization: HeaderValue,
+    /// The keys and how to use them.
+    pub keys: Arc<KeyRing>,
+}
+
+/// How the load uses the keys.
+#[derive(Clone, Copy, Debug)]
+pub enum Drive {
+    /// One key after another, every response 200.
+    RoundRobin,
+    /// Series of requests on one key past its plan's burst (see the module docs).
+    OverLimit {
+        /// The plan's burst.
+        burst: u64,
+        /// The plan's emission interval.
+        interval: Duration,
+    },
+}
+
+/// The target's keys, as `Bearer <key>` values, and which one is next.
+#[derive(Debug)]
+pub struct KeyRing {
+    authorizations: Vec<HeaderValue>,
+    next: AtomicUsize,
+    /// When each key's last series ended, nanoseconds since `epoch` (0: never).
+    last_used: Vec<AtomicU64>,
+    epoch: Instant,
+    pub drive: Drive,
+}
+
+impl KeyRing {
+    pub fn new(authorizations: Vec<HeaderValue>, drive: Drive) -> KeyRing {
+        let last_used = authorizations.iter().map(|_| AtomicU64::new(0)).collect();
+        KeyRing {
+            authorizations,
+            next: AtomicUsize::new(0),
+            last_used,
+            epoch: Instant::now(),
+            drive,
+        }
+    }
+
+    fn next_index(&self) -> usize {
+        self.next.fetch_add(1, Ordering::Relaxed) % self.authorizations.len()
+    }
+
+    fn since_epoch(&self, at: Instant) -> u64 {
+        nanos(at.saturating_duration_since(self.epoch)).max(1)
+    }
+}
+
+/// What over-limit series saw (all zero for round-robin driving).
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Refusals {
+    /// 200 responses, warm-up included.
+    pub admitted: u64,
+    /// 429 responses, warm-up included.
+    pub limited: u64,
+    /// Series judged exactly.
+    pub exact_series: u64,
+    /// 200s in those series.
+    pub exact_admitted: u64,
+    /// 200s the plans allow in those series.
+    pub expected_admitted: u64,
+    /// Series that could not be judged exactly.
+    pub unjudged_series: u64,
+}
+
+impl Refusals {
+    pub fn add(&mut self, other: &Refusals) {
+        self.admitted += other.admitted;
+        self.limited += other.limited;
+        self.exact_series += other.exact_series;
+        self.exact_admitted += other.exact_admitted;
+        self.expected_admitted += other.expected_admitted;
+        self.unjudged_series += other.unjudged_series;
+    }
 }
 
 /// How long to load before measuring, and how long to measure.
@@ -61,6 +151,8 @@ pub struct Sample {
     pub server_cpu: Option<Duration>,
     /// CPU time of the load generator's threads during the window.
     pub load_cpu: Option<Duration>,
+    /// Over-limit driving: the statuses and the exactness check.
+    pub refusals: Refusals,
 }
 
 /// Loads `target` with `connections` connections for `window`.
@@ -84,12 +176,14 @@ pub async fn measure(target: &Target, connections: usize, window: Window) -> Res
     let mut latencies = Vec::new();
     let mut all_responses = 0;
     let mut refused: BTreeMap<u16, u64> = BTreeMap::new();
+    let mut refusals = Refusals::default();
     let mut errors = Vec::new();
     for task in tasks {
         match task.await {
             Ok(Ok(outcome)) => {
                 latencies.extend(outcome.latencies);
                 all_responses += outcome.all_responses;
+                refusals.add(&outcome.refusals);
                 for (status, count) in outcome.refused {
                     *refused.entry(status).or_default() += count;
                 }
@@ -107,6 +201,12 @@ pub async fn measure(target: &Target, connections: usize, window: Window) -> Res
     if !refused.is_empty() {
         return Err(format!("responses other than 200 (status: count): {refused:?}"));
     }
+    if refusals.exact_admitted != refusals.expected_admitted {
+        return Err(format!(
+            "over the limit, {} responses were 200 where the plans allow exactly {} ({} series)",
+            refusals.exact_admitted, refusals.expected_admitted, refusals.exact_series
+        ));
+    }
     if latencies.is_empty() {
         return Err("no response completed inside the measured window".into());
     }
@@ -123,17 +223,31 @@ pub async fn measure(target: &Target, connections: usize, window: Window) -> Res
             .1
             .zip(cpu_after.1)
             .map(|(before, after)| after.saturating_sub(before)),
+        refusals,
     })
 }
 
-/// Sends `count` requests one after another on one connection, checking
-/// each is answered 200 (for counting what a single request costs).
+/// Sends `count` requests one after another on one connection (for
+/// counting what a single request costs): round-robin over the keys, each
+/// answered 200; or, over the limit, all on one key, answered 200 until its
+/// burst is spent and 429 after.
 pub async fn send_sequentially(target: &Target, count: u64) -> Result<(), String> {
     let mut sender = connect(target.addr).await?;
+    let over_limit_key = target.keys.next_index();
     for _ in 0..count {
-        let status = send(&mut sender, target).await?;
-        if status != StatusCode::OK {
-            return Err(format!("a sequential request was answered {status}"));
+        match target.keys.drive {
+            Drive::RoundRobin => {
+                let status = send(&mut sender, target, target.keys.next_index()).await?;
+                if status != StatusCode::OK {
+                    return Err(format!("a sequential request was answered {status}"));
+                }
+            }
+            Drive::OverLimit { .. } => {
+                let status = send(&mut sender, target, over_limit_key).await?;
+                if status != StatusCode::OK && status != StatusCode::TOO_MANY_REQUESTS {
+                    return Err(format!("a sequential request was answered {status}"));
+                }
+            }
         }
     }
     Ok(())
@@ -164,6 +278,17 @@ struct Outcome {
     latencies: Vec<u64>,
     all_responses: u64,
     refused: BTreeMap<u16, u64>,
+    refusals: Refusals,
+}
+
+// The series of requests one connection is sending on one key.
+struct Series {
+    key: usize,
+    started: Instant,
+    sent: u64,
+    admitted: u64,
+    // Judged exactly only if the key had refilled before the series began.
+    fresh: bool,
 }
 
 // One connection's closed loop until `end`.
@@ -177,28 +302,105 @@ async fn drive(
         latencies: Vec::with_capacity(16 * 1024),
         all_responses: 0,
         refused: BTreeMap::new(),
+        refusals: Refusals::default(),
     };
+    let keys = Arc::clone(&target.keys);
+    let mut series: Option<Series> = None;
     for _ in 0..MAX_REQUESTS_PER_CONNECTION {
         let started = Instant::now();
         if started >= end {
             break;
         }
-        let status = send(&mut sender, &target).await?;
+        let key = match keys.drive {
+            Drive::RoundRobin => keys.next_index(),
+            Drive::OverLimit { burst, interval } => {
+                if series
+                    .as_ref()
+                    .is_some_and(|open| started >= open.started + interval / 2)
+                {
+                    close_series(&keys, series.take(), burst, interval, started, &mut outcome.refusals);
+                }
+                let open = series.get_or_insert_with(|| open_series(&keys, burst, interval, started));
+                open.sent += 1;
+                open.key
+            }
+        };
+        let status = send(&mut sender, &target, key).await?;
         let finished = Instant::now();
-        if status != StatusCode::OK {
-            // Warm-up included: any refusal means the configuration is wrong.
-            *outcome.refused.entry(status.as_u16()).or_default() += 1;
-        } else {
+        let counted = match (keys.drive, status) {
+            (_, StatusCode::OK) => {
+                if let Some(open) = series.as_mut() {
+                    open.admitted += 1;
+                    outcome.refusals.admitted += 1;
+                }
+                true
+            }
+            (Drive::OverLimit { .. }, StatusCode::TOO_MANY_REQUESTS) => {
+                outcome.refusals.limited += 1;
+                true
+            }
+            _ => false,
+        };
+        if counted {
             outcome.all_responses += 1;
             if finished >= warm_end && finished < end {
                 outcome.latencies.push(nanos(finished - started));
             }
+        } else {
+            // Warm-up included: an unexpected status means the configuration is wrong.
+            *outcome.refused.entry(status.as_u16()).or_default() += 1;
         }
+    }
+    if let Drive::OverLimit { burst, interval } = keys.drive {
+        close_series(
+            &keys,
+            series.take(),
+            burst,
+            interval,
+            Instant::now(),
+            &mut outcome.refusals,
+        );
     }
     Ok(outcome)
 }
 
-async fn send(sender: &mut SendRequest<Empty<Bytes>>, target: &Target) -> Result<StatusCode, String> {
+fn open_series(keys: &KeyRing, burst: u64, interval: Duration, now: Instant) -> Series {
+    let key = keys.next_index();
+    let last = keys.last_used[key].load(Ordering::Relaxed);
+    // Idle for the time the burst takes to refill (with a margin): a full burst.
+    let refill = interval * u32::try_from(burst).unwrap_or(u32::MAX) + Duration::from_millis(50);
+    let fresh = last == 0 || keys.since_epoch(now) > last + nanos(refill);
+    Series {
+        key,
+        started: now,
+        sent: 0,
+        admitted: 0,
+        fresh,
+    }
+}
+
+// Judges a finished series: exact when the key was fresh and every response
+// came back within one emission interval of the first request.
+fn close_series(
+    keys: &KeyRing,
+    series: Option<Series>,
+    burst: u64,
+    interval: Duration,
+    now: Instant,
+    refusals: &mut Refusals,
+) {
+    let Some(series) = series else { return };
+    keys.last_used[series.key].store(keys.since_epoch(now), Ordering::Relaxed);
+    if series.fresh && now < series.started + interval {
+        refusals.exact_series += 1;
+        refusals.exact_admitted += series.admitted;
+        refusals.expected_admitted += series.sent.min(burst);
+    } else {
+        refusals.unjudged_series += 1;
+    }
+}
+
+async fn send(sender: &mut SendRequest<Empty<Bytes>>, target: &Target, key: usize) -> Result<StatusCode, String> {
     let exchange = async {
         sender
             .ready()
@@ -206,7 +408,7 @@ async fn send(sender: &mut SendRequest<Empty<Bytes>>, target: &Target) -> Result
             .map_err(|error| format!("connection not ready: {error}"))?;
         let request = Request::get(PATH)
             .header(HOST, HeaderValue::from_static("127.0.0.1"))
-            .header(AUTHORIZATION, target.authorization.clone())
+            .header(AUTHORIZATION, target.keys.authorizations[key].clone())
             .body(Empty::<Bytes>::new())
             .map_err(|error| format!("building a request: {error}"))?;
         let response = sender

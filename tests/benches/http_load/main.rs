@@ -20,11 +20,15 @@
 //!   OS schedules them, and Redis, when used, competes for the same two).
 //! - Every configuration is served at once, each on its own port, by
 //!   `axum::serve` with `ConnectInfo<SocketAddr>`; all answer `GET /v1/ping`
-//!   with `pong` and see the same requests (a real tollgate key as bearer).
+//!   with `pong` and see the same requests: 10,000 real tollgate keys of
+//!   their own, round-robin, as bearer (`memory-429` and `redis-429` drive
+//!   Free-plan keys past their limit instead and check the count of 200s
+//!   is exactly what the plan allows; see `load`).
 //! - A measurement opens `C` keep-alive HTTP/1.1 connections (hyper's
 //!   client, `TCP_NODELAY`), each sending one request after another for the
 //!   warm-up and then the measured window; responses completing inside the
-//!   window are counted, and every response must be 200.
+//!   window are counted, and every response must be 200 (or, over the
+//!   limit, 200 or 429).
 //! - Runs are interleaved (run 1 of every configuration at every `C`, then
 //!   run 2, …, rotating the order), so a burst of noise from other work on
 //!   the machine spreads over configurations instead of hitting one. The
@@ -52,7 +56,7 @@ use std::process::ExitCode;
 
 use apps::App;
 use configs::Config;
-use load::{Window, LOAD_THREADS, SERVER_THREADS};
+use load::{Refusals, Window, LOAD_THREADS, SERVER_THREADS};
 use options::Options;
 use redis_cpu::RedisCpu;
 use report::Results;
@@ -84,8 +88,16 @@ fn main() -> ExitCode {
     server.block_on(purge(&apps));
 
     let code = match outcome {
-        Ok((results, round_trips)) => {
-            print_report(&options, &args, &apps, &results, &round_trips, &load_average_before);
+        Ok((results, round_trips, refusals)) => {
+            print_report(
+                &options,
+                &args,
+                &apps,
+                &results,
+                &round_trips,
+                &refusals,
+                &load_average_before,
+            );
             ExitCode::SUCCESS
         }
         Err(error) => {
@@ -131,7 +143,7 @@ async fn start_apps(options: &Options, apps: &mut Vec<App>) -> Result<(), String
     Ok(())
 }
 
-type Measured = (Results, Vec<(Config, RoundTrips)>);
+type Measured = (Results, Vec<(Config, RoundTrips)>, Vec<(Config, Refusals)>);
 
 async fn measure_all(options: &Options, apps: &[App]) -> Result<Measured, String> {
     let window = Window {
@@ -149,6 +161,7 @@ async fn measure_all(options: &Options, apps: &[App]) -> Result<Measured, String
         });
     }
     let mut runs: BTreeMap<(usize, usize), Vec<Run>> = BTreeMap::new();
+    let mut refusals = vec![Refusals::default(); apps.len()];
     for run in 0..options.runs {
         for (step, &connections) in options.connections.iter().enumerate() {
             // Rotate who goes first, so no configuration always follows another.
@@ -166,6 +179,7 @@ async fn measure_all(options: &Options, apps: &[App]) -> Result<Measured, String
                     (Some(redis), Some(before)) => Some(redis.used().await.map_err(failed)?.saturating_sub(before)),
                     _ => None,
                 };
+                refusals[index].add(&sample.refusals);
                 let figures = Run::of(&sample, window.measure, redis_used);
                 eprintln!(
                     "run {}/{} C={connections:<3} {name:<12} {:>8.0} req/s  p50 {:.3} ms  p99 {:.3} ms",
@@ -194,7 +208,13 @@ async fn measure_all(options: &Options, apps: &[App]) -> Result<Measured, String
             round_trips.push((app.config, counted));
         }
     }
-    Ok((Results { rows }, round_trips))
+    let refusals = apps
+        .iter()
+        .zip(refusals)
+        .filter(|(app, _)| app.config.over_limit())
+        .map(|(app, refusals)| (app.config, refusals))
+        .collect();
+    Ok((Results { rows }, round_trips, refusals))
 }
 
 async fn purge(apps: &[App]) {
@@ -218,6 +238,7 @@ fn print_report(
     apps: &[App],
     results: &Results,
     round_trips: &[(Config, RoundTrips)],
+    refusals: &[(Config, Refusals)],
     load_average_before: &str,
 ) {
     let configs: Vec<Config> = apps.iter().map(|app| app.config).collect();
@@ -250,7 +271,7 @@ fn print_report(
     );
     println!(
         "Server: axum on a 1-worker Tokio runtime; load: hyper HTTP/1.1 keep-alive clients on another \
-         1-worker runtime, closed loop; GET with a bearer key, 200 `pong`. Warm-up {} ms, window {} ms, \
+         1-worker runtime, closed loop; GET with a bearer key (10,000 keys round-robin), 200 `pong`. Warm-up {} ms, window {} ms, \
          median of {} interleaved runs. `server CPU µs/req` is the server threads' CPU time per response \
          (the steadier figure when other work shares the cores); `server busy` / `load busy` are the \
          server's and load generator's CPU share of the window (100% = one core).\n",
@@ -271,6 +292,8 @@ fn print_report(
         (Config::Redis, Config::Memory),
         (Config::RedisCached, Config::Memory),
         (Config::FullRedis, Config::Full),
+        (Config::RedisOverLimit, Config::MemoryOverLimit),
+        (Config::RedisOverLimitRefusalCache, Config::RedisOverLimit),
     ] {
         let ratios = results.throughput_ratios(top, bottom, &options.connections);
         if ratios.is_empty() {
@@ -304,6 +327,20 @@ fn print_report(
                 per_c.join(", ")
             );
         }
+    }
+    for (config, seen) in refusals {
+        println!(
+            "- over the limit, `{}` (every run, warm-up included): {} responses 200 and {} 429; \
+             of {} series judged exactly, {} answered 200 where the plans allow exactly {}; \
+             {} series not judged (a slow response or a key reused before it refilled)",
+            config.name(),
+            seen.admitted,
+            seen.limited,
+            seen.exact_series,
+            seen.exact_admitted,
+            seen.expected_admitted,
+            seen.unjudged_series,
+        );
     }
     for (config, counted) in round_trips {
         println!(

@@ -7,7 +7,7 @@ use crate::configs::Config;
 pub const USAGE: &str = "\
 usage: cargo bench -p tollgate-tests --bench http_load -- [CONFIG...] [OPTIONS]
 
-CONFIG: bare full governor memory redis redis-cached full-redis, or all
+CONFIG: bare full governor memory redis redis-cached full-redis memory-429 redis-429 redis-429-refusals, or all
         (default: bare full governor memory redis redis-cached; bare is always measured)
 OPTIONS:
   --connections 1,16,64   concurrent keep-alive connections, each measured

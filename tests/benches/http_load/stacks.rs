@@ -3,9 +3,10 @@
 //! (called in process; it includes this file by path), so both measure the
 //! same router.
 //!
-//! The handler answers `GET /v1/ping` with 200 `pong`. Limits are far above
-//! anything one core can send: the benchmarks measure the cost of checking
-//! them, never a refusal.
+//! The handler answers `GET /v1/ping` with 200 `pong`. The benchmarks' own
+//! plan has limits far above anything one core can send, so its keys
+//! measure the cost of checking them; keys on the seed's Free plan (10/s,
+//! burst 10, 1,000 a day) are driven past their limit to measure refusals.
 
 use std::sync::Arc;
 
@@ -25,6 +26,8 @@ use tower::ServiceBuilder;
 pub const NEVER_REACHED: u32 = 10_000_000;
 /// The plan of the benchmarks' keys.
 pub const PLAN: &str = "http-load";
+/// How many distinct keys each configuration serves, used round-robin.
+pub const KEYS: usize = 10_000;
 /// The account of the benchmarks' keys.
 pub const ACCOUNT: &str = "acct_http_load";
 /// The path every configuration serves.
@@ -39,7 +42,9 @@ pub fn handler() -> Router {
 }
 
 pub fn plans() -> Plans {
-    Plans::empty().with(Plan::new(PLAN, NEVER_REACHED).with_burst(NEVER_REACHED))
+    Plans::empty()
+        .with(Plan::new(PLAN, NEVER_REACHED).with_burst(NEVER_REACHED))
+        .with(Plan::free())
 }
 
 /// The typical stack of DESIGN.md, outermost first. The global list admits

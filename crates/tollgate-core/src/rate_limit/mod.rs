@@ -42,8 +42,10 @@
 #[cfg(any(test, feature = "conformance"))]
 pub(crate) mod conformance;
 mod memory;
+mod refusal_cache;
 
 pub use memory::*;
+pub use refusal_cache::{RefusalCache, DEFAULT_REFUSED_KEYS};
 
 use std::fmt;
 use std::time::Duration;

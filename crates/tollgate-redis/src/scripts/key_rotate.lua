@@ -1,16 +1,17 @@
 -- Rotates a key in one step: if the old key is known, still valid and not
 -- retiring, and (with a limit) its successor's account has fewer than
 -- `limit` keys valid at `now` (retiring ones included, as key_reserve
--- counts them), writes the successor (as key_reserve, SET NX and
--- key_create would) and schedules the old key's revocation.
--- KEYS[1] old record (hash), KEYS[2] old key's account index,
--- KEYS[3] successor's id key, KEYS[4] successor's record,
--- KEYS[5] successor's account index.
+-- counts them), writes the successor (as key_reserve and key_create
+-- would) and schedules the old key's revocation. Both keys belong to one
+-- account, so every key here carries the account's hash tag (one slot);
+-- the successor's id and hash pointers are claimed before, by the caller.
+-- KEYS[1] old record (hash), KEYS[2] the account's index,
+-- KEYS[3] successor's record.
 -- ARGV[1] old key id, ARGV[2] old key's expiry (or -), ARGV[3] now,
--- ARGV[4] retire at, ARGV[5] successor id, ARGV[6] successor's hash (hex),
--- ARGV[7] successor's account index entry, ARGV[8] limit (-1: none),
--- ARGV[9] the changes channel, ARGV[10] the old key's change (published
--- with the write), ARGV[11..] successor's record fields and values.
+-- ARGV[4] retire at, ARGV[5] successor id,
+-- ARGV[6] successor's account index entry, ARGV[7] limit (-1: none),
+-- ARGV[8] the changes channel, ARGV[9] the old key's change (published
+-- with the write), ARGV[10..] successor's record fields and values.
 -- Returns {status, fields}: {1, the old record's fields after the change}
 -- rotated; else no fields and 0 the old key is unknown, -1 it is retiring,
 -- -2 it is no longer valid, -3 the successor's id exists, -4 a record with
@@ -43,10 +44,10 @@ end
 if revoked then
   return {-1, {}}
 end
-local limit = tonumber(ARGV[8])
+local limit = tonumber(ARGV[7])
 if limit >= 0 then
   local active = 0
-  for _, entry in ipairs(redis.call('HVALS', KEYS[5])) do
+  for _, entry in ipairs(redis.call('HVALS', KEYS[2])) do
     if valid_at(entry, ARGV[3]) then
       active = active + 1
     end
@@ -55,17 +56,16 @@ if limit >= 0 then
     return {-5, {}}
   end
 end
-if redis.call('HEXISTS', KEYS[5], ARGV[5]) == 1 or redis.call('EXISTS', KEYS[3]) == 1 then
+if redis.call('HEXISTS', KEYS[2], ARGV[5]) == 1 then
   return {-3, {}}
 end
-if redis.call('EXISTS', KEYS[4]) == 1 then
+if redis.call('EXISTS', KEYS[3]) == 1 then
   return {-4, {}}
 end
-redis.call('HSET', KEYS[5], ARGV[5], ARGV[7])
-redis.call('SET', KEYS[3], ARGV[6])
-redis.call('HSET', KEYS[4], unpack(ARGV, 11))
+redis.call('HSET', KEYS[2], ARGV[5], ARGV[6])
+redis.call('HSET', KEYS[3], unpack(ARGV, 10))
 redis.call('HSET', KEYS[1], 'revoked_at', ARGV[4])
-redis.call('PUBLISH', ARGV[9], ARGV[10])
+redis.call('PUBLISH', ARGV[8], ARGV[9])
 local entry = redis.call('HGET', KEYS[2], ARGV[1])
 if entry then
   local head = string.match(entry, '^(%x+ %S+) %S+$')
