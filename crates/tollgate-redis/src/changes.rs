@@ -81,12 +81,10 @@ impl Drop for ChangeSubscription {
 /// # Ok(()) }
 /// ```
 pub fn subscribe_changes(config: &RedisConfig, changes: Changes) -> Result<ChangeSubscription, StoreError> {
-    let client = redis::Client::open(config.url.as_str()).map_err(|error| {
-        StoreError::backend(format!(
-            "invalid Redis URL {}: {:?}",
-            redact_url(&config.url),
-            error.kind()
-        ))
+    // On a cluster any node will do: a PUBLISH reaches every node's subscribers.
+    let url = config.urls.first().map(String::as_str).unwrap_or_default();
+    let client = redis::Client::open(url).map_err(|error| {
+        StoreError::backend(format!("invalid Redis URL {}: {:?}", redact_url(url), error.kind()))
     })?;
     let listener = Listener {
         client,
