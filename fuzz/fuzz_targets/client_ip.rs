@@ -157,7 +157,11 @@ fuzz_target!(|input: Input| {
         let mut entries: Vec<&str> = Vec::new();
         for value in headers.get_all("x-forwarded-for") {
             let text = std::str::from_utf8(value.as_bytes()).unwrap();
-            entries.extend(text.split(',').map(|e| e.trim_matches([' ', '\t'])).filter(|e| !e.is_empty()));
+            entries.extend(
+                text.split(',')
+                    .map(|e| e.trim_matches([' ', '\t']))
+                    .filter(|e| !e.is_empty()),
+            );
         }
         let mut nearest = peer;
         if contains(&networks, peer) {

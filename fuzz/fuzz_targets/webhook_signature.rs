@@ -61,13 +61,16 @@ fuzz_target!(|input: Input| {
         assert!(input.id.is_empty() || !input.id.bytes().all(|b| b.is_ascii_graphic()));
         return;
     };
-    let verified = verifier.verify(&headers, &input.body, now).expect("a signed message verifies");
+    let verified = verifier
+        .verify(&headers, &input.body, now)
+        .expect("a signed message verifies");
     assert_eq!(verified.secret_index(), 0);
     // During a rotation a receiver holding only the old secret still accepts
     // the schemes that carry one signature per secret.
     if secrets.len() == 2 && matches!(scheme, Scheme::Stripe | Scheme::StandardWebhooks) {
         let old = Verifier::new(scheme.clone(), secrets[1].clone()).unwrap();
-        old.verify(&headers, &input.body, now).expect("the old secret verifies during a rotation");
+        old.verify(&headers, &input.body, now)
+            .expect("the old secret verifies during a rotation");
     }
 
     match input.change {
@@ -82,7 +85,10 @@ fuzz_target!(|input: Input| {
                 }
                 body[position] = byte;
             }
-            assert!(verifier.verify(&headers, &body, now).is_err(), "a changed body verified");
+            assert!(
+                verifier.verify(&headers, &body, now).is_err(),
+                "a changed body verified"
+            );
         }
         Change::Header { which, position, byte } => {
             let names: Vec<_> = headers.keys().cloned().collect();
@@ -102,10 +108,15 @@ fuzz_target!(|input: Input| {
                 return;
             }
             value[position] = byte;
-            let Ok(value) = HeaderValue::from_bytes(&value) else { return };
+            let Ok(value) = HeaderValue::from_bytes(&value) else {
+                return;
+            };
             let mut changed = HeaderMap::new();
             for (other, original) in &headers {
-                changed.insert(other.clone(), if other == name { value.clone() } else { original.clone() });
+                changed.insert(
+                    other.clone(),
+                    if other == name { value.clone() } else { original.clone() },
+                );
             }
             assert!(
                 verifier.verify(&changed, &input.body, now).is_err(),

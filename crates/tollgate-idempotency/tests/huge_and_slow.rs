@@ -79,7 +79,12 @@ fn counting_handler(
         async move {
             let body = request.into_body().collect().await.unwrap().to_bytes();
             let text = format!("run={run} len={}", body.len());
-            Ok::<_, Infallible>(Response::builder().status(201).body(Full::new(Bytes::from(text))).unwrap())
+            Ok::<_, Infallible>(
+                Response::builder()
+                    .status(201)
+                    .body(Full::new(Bytes::from(text)))
+                    .unwrap(),
+            )
         }
     })
 }
@@ -135,13 +140,21 @@ async fn a_request_body_that_never_ends_holds_no_claim() {
     let service = IdempotencyLayer::new(MemoryIdempotencyStore::new()).layer(counting_handler(runs.clone()));
     // The fingerprint covers the body, so the key is claimed only once the
     // body is whole: a body that never ends never claims it.
-    let mut stuck = Box::pin(service.clone().oneshot(keyed(Endless(Some(Bytes::from_static(b"{\"to\":"))))));
+    let mut stuck = Box::pin(
+        service
+            .clone()
+            .oneshot(keyed(Endless(Some(Bytes::from_static(b"{\"to\":"))))),
+    );
     poll_a_little(&mut stuck).await;
     let whole = Full::new(Bytes::from_static(b"{\"to\":1}"));
     let (status, text) = status_and_text(service.oneshot(keyed(whole))).await;
     assert_eq!((status, text.as_str()), (StatusCode::CREATED, "run=1 len=8"));
     poll_a_little(&mut stuck).await;
-    assert_eq!(runs.load(Ordering::SeqCst), 1, "the endless request never reached the handler");
+    assert_eq!(
+        runs.load(Ordering::SeqCst),
+        1,
+        "the endless request never reached the handler"
+    );
 }
 
 #[tokio::test]
@@ -178,6 +191,10 @@ async fn a_response_body_that_never_ends_releases_the_claim_after_the_lock_timeo
 
     clock.advance(Duration::from_secs(5));
     let (status, text) = status_and_text(service.clone().oneshot(request())).await;
-    assert_eq!((status, text.as_str()), (StatusCode::CREATED, "run=2"), "the claim expired");
+    assert_eq!(
+        (status, text.as_str()),
+        (StatusCode::CREATED, "run=2"),
+        "the claim expired"
+    );
     drop(stuck);
 }

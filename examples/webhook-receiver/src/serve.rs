@@ -87,7 +87,12 @@ pub async fn serve(
     Ok(())
 }
 
-async fn serve_connection(stream: tokio::net::TcpStream, router: Router, limits: &HttpLimits, mut stopped: watch::Receiver<bool>) {
+async fn serve_connection(
+    stream: tokio::net::TcpStream,
+    router: Router,
+    limits: &HttpLimits,
+    mut stopped: watch::Receiver<bool>,
+) {
     let in_flight = Arc::new(AtomicUsize::new(0));
     let activity = Arc::new(tokio::sync::Notify::new());
     let request_timeout = limits.request_timeout;
@@ -99,7 +104,8 @@ async fn serve_connection(stream: tokio::net::TcpStream, router: Router, limits:
             in_flight.fetch_add(1, Ordering::SeqCst);
             activity.notify_one();
             async move {
-                let response = match tokio::time::timeout(request_timeout, router.oneshot(request.map(Body::new))).await {
+                let response = match tokio::time::timeout(request_timeout, router.oneshot(request.map(Body::new))).await
+                {
                     Ok(response) => response.unwrap_or_else(|never: Infallible| match never {}),
                     Err(_) => timed_out(),
                 };

@@ -23,15 +23,13 @@ fn limits() -> HttpLimits {
 }
 
 async fn start(limits: HttpLimits) -> std::net::SocketAddr {
-    let app = Router::new()
-        .route("/", get(|| async { "ok" }))
-        .route(
-            "/slow",
-            get(|| async {
-                tokio::time::sleep(Duration::from_secs(5)).await;
-                "late"
-            }),
-        );
+    let app = Router::new().route("/", get(|| async { "ok" })).route(
+        "/slow",
+        get(|| async {
+            tokio::time::sleep(Duration::from_secs(5)).await;
+            "late"
+        }),
+    );
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     tokio::spawn(serve(listener, app, limits, std::future::pending()));
@@ -111,7 +109,10 @@ async fn connections_past_the_cap_wait_for_a_slot() {
     let _second = TcpStream::connect(addr).await.unwrap();
     tokio::time::sleep(Duration::from_millis(100)).await;
     let mut third = TcpStream::connect(addr).await.unwrap();
-    third.write_all(b"GET / HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n").await.unwrap();
+    third
+        .write_all(b"GET / HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n")
+        .await
+        .unwrap();
     let mut buffer = [0u8; 64];
     let early = tokio::time::timeout(Duration::from_millis(500), third.read(&mut buffer)).await;
     assert!(early.is_err(), "the third connection was served past the cap");
