@@ -36,8 +36,10 @@ fn network((ip, prefix): &(IpAddr, u8)) -> IpNet {
     IpNet::new(*ip, prefix % (max + 1)).unwrap().trunc()
 }
 
+// The documented rule: an IPv6 network covering IPv4-mapped addresses
+// (`::ffff:0:0/96`, or `::/0`) also covers the IPv4 clients they stand for.
 fn contains(networks: &[IpNet], ip: IpAddr) -> bool {
-    networks.iter().any(|net| net.contains(&ip))
+    tollgate_core::allowlist::networks_contain(networks, ip)
 }
 
 // The hop as a proxy would write it, in a few spellings.
@@ -157,7 +159,11 @@ fuzz_target!(|input: Input| {
         let mut entries: Vec<&str> = Vec::new();
         for value in headers.get_all("x-forwarded-for") {
             let text = std::str::from_utf8(value.as_bytes()).unwrap();
-            entries.extend(text.split(',').map(|e| e.trim_matches([' ', '\t'])).filter(|e| !e.is_empty()));
+            entries.extend(
+                text.split(',')
+                    .map(|e| e.trim_matches([' ', '\t']))
+                    .filter(|e| !e.is_empty()),
+            );
         }
         let mut nearest = peer;
         if contains(&networks, peer) {

@@ -45,7 +45,10 @@ fn unquote(raw: &[u8]) -> Option<Vec<u8>> {
 
 fuzz_target!(|input: Input| {
     let mut headers = HeaderMap::new();
-    for (name, values) in [(X_REQUEST_ID, &input.request_ids), (IDEMPOTENCY_KEY, &input.idempotency_keys)] {
+    for (name, values) in [
+        (X_REQUEST_ID, &input.request_ids),
+        (IDEMPOTENCY_KEY, &input.idempotency_keys),
+    ] {
         for value in values.iter().take(3) {
             if let Ok(value) = HeaderValue::from_bytes(value) {
                 headers.append(name.clone(), value);

@@ -45,7 +45,14 @@ fuzz_target!(|input: Input| {
     // A document from settings.
     let mut plans = std::collections::BTreeMap::new();
     for (name, per_second, burst, daily) in input.plans.iter().take(4) {
-        plans.insert(name.clone(), PlanConfig { per_second: *per_second, burst: *burst, daily: *daily });
+        plans.insert(
+            name.clone(),
+            PlanConfig {
+                per_second: *per_second,
+                burst: *burst,
+                daily: *daily,
+            },
+        );
     }
     let networks: Vec<ipnet::IpNet> = input
         .trusted_proxies
@@ -56,7 +63,8 @@ fuzz_target!(|input: Input| {
             ipnet::IpNet::new(*ip, prefix % (max + 1)).unwrap()
         })
         .collect();
-    let mut text = format!(
+    let mut text =
+        format!(
         "failed_auth_per_minute = {}\nmax_keys_per_account = {}\nrotation_grace_secs = {}\ntrusted_proxies = [{}]\n",
         input.failed_auth_per_minute,
         input.max_keys_per_account,
@@ -64,10 +72,17 @@ fuzz_target!(|input: Input| {
         networks.iter().map(|n| quoted(&n.to_string())).collect::<Vec<_>>().join(", "),
     );
     if let Some(plan) = &input.account_plan {
-        text.push_str(&format!("\n[[accounts]]\nid = \"acct_fuzz\"\nplan = {}\n", quoted(plan)));
+        text.push_str(&format!(
+            "\n[[accounts]]\nid = \"acct_fuzz\"\nplan = {}\n",
+            quoted(plan)
+        ));
     }
     for (name, plan) in &plans {
-        text.push_str(&format!("\n[plans.{}]\nper_second = {}\n", quoted(name), plan.per_second));
+        text.push_str(&format!(
+            "\n[plans.{}]\nper_second = {}\n",
+            quoted(name),
+            plan.per_second
+        ));
         if let Some(burst) = plan.burst {
             text.push_str(&format!("burst = {burst}\n"));
         }

@@ -24,7 +24,11 @@ struct Input {
 }
 
 fn usage(limit: u64, (remaining, reset): (u64, u64)) -> Usage {
-    Usage { limit, remaining, reset: Duration::from_nanos(reset) }
+    Usage {
+        limit,
+        remaining,
+        reset: Duration::from_nanos(reset),
+    }
 }
 
 fn number(headers: &http::HeaderMap, name: &str) -> u64 {
@@ -37,16 +41,32 @@ fuzz_target!(|input: Input| {
         .with_daily_quota(input.daily_quota);
     let per_second = usage(input.burst.into(), input.per_second_usage);
     let daily = input.daily_quota.map(|quota| usage(quota, input.daily_usage));
-    let daily_kind = if daily.is_some() { LimitKind::Daily } else { LimitKind::PerSecond };
+    let daily_kind = if daily.is_some() {
+        LimitKind::Daily
+    } else {
+        LimitKind::PerSecond
+    };
     let retry_after = Duration::from_nanos(input.retry_after_nanos);
     let verdict = match input.verdict % 5 {
         0 => Verdict::Allowed,
-        1 => Verdict::Limited { limit: LimitKind::PerSecond, retry_after },
-        2 => Verdict::Limited { limit: daily_kind, retry_after },
-        3 => Verdict::CostExceedsLimit { limit: LimitKind::PerSecond },
+        1 => Verdict::Limited {
+            limit: LimitKind::PerSecond,
+            retry_after,
+        },
+        2 => Verdict::Limited {
+            limit: daily_kind,
+            retry_after,
+        },
+        3 => Verdict::CostExceedsLimit {
+            limit: LimitKind::PerSecond,
+        },
         _ => Verdict::CostExceedsLimit { limit: daily_kind },
     };
-    let decision = Decision { verdict, per_second, daily };
+    let decision = Decision {
+        verdict,
+        per_second,
+        daily,
+    };
     let headers = render(&plan, &decision, input.legacy);
 
     let mut policy = format!("\"per-second\";q={};w=1", input.per_second);
@@ -62,14 +82,25 @@ fuzz_target!(|input: Input| {
             _ => (LimitKind::PerSecond, LimitKind::PerSecond),
         },
     };
-    let state = if named == LimitKind::Daily { daily.unwrap() } else { per_second };
-    let quota = if kind == LimitKind::Daily { state.limit } else { u64::from(input.per_second) };
+    let state = if named == LimitKind::Daily {
+        daily.unwrap()
+    } else {
+        per_second
+    };
+    let quota = if kind == LimitKind::Daily {
+        state.limit
+    } else {
+        u64::from(input.per_second)
+    };
     let reset = match verdict {
         Verdict::Limited { retry_after, .. } => ceil_secs(retry_after),
         _ => ceil_secs(state.reset),
     };
     let value = headers["ratelimit"].to_str().unwrap();
-    assert_eq!(value, format!("\"{}\";r={};t={}", kind.as_str(), state.remaining, reset));
+    assert_eq!(
+        value,
+        format!("\"{}\";r={};t={}", kind.as_str(), state.remaining, reset)
+    );
     if input.legacy {
         assert_eq!(number(&headers, "x-ratelimit-limit"), quota);
         assert_eq!(number(&headers, "x-ratelimit-remaining"), state.remaining);

@@ -68,7 +68,9 @@ fuzz_target!(|input: Input| {
             let resolved = resolved.clone();
             async move { Ok(resolved) }
         }));
-    let Ok(accepted) = block_on(guard.check_resolved(&input.url)) else { return };
+    let Ok(accepted) = block_on(guard.check_resolved(&input.url)) else {
+        return;
+    };
 
     assert!(accepted.is_https() || input.allow_http);
     assert!(!accepted.resolved_addrs().is_empty());
@@ -81,7 +83,9 @@ fuzz_target!(|input: Input| {
         assert!(!forbidden(ip), "{} is {ip}", input.url);
     }
     // The normalised URL is accepted again, as itself.
-    let again = guard.check(accepted.as_str()).expect("a normalised URL is accepted again");
+    let again = guard
+        .check(accepted.as_str())
+        .expect("a normalised URL is accepted again");
     assert_eq!(again.as_str(), accepted.as_str());
 
     // What an HTTP client reads from the same input.

@@ -61,13 +61,16 @@ fuzz_target!(|input: Input| {
         assert!(input.id.is_empty() || !input.id.bytes().all(|b| b.is_ascii_graphic()));
         return;
     };
-    let verified = verifier.verify(&headers, &input.body, now).expect("a signed message verifies");
+    let verified = verifier
+        .verify(&headers, &input.body, now)
+        .expect("a signed message verifies");
     assert_eq!(verified.secret_index(), 0);
     // During a rotation a receiver holding only the old secret still accepts
     // the schemes that carry one signature per secret.
     if secrets.len() == 2 && matches!(scheme, Scheme::Stripe | Scheme::StandardWebhooks) {
         let old = Verifier::new(scheme.clone(), secrets[1].clone()).unwrap();
-        old.verify(&headers, &input.body, now).expect("the old secret verifies during a rotation");
+        old.verify(&headers, &input.body, now)
+            .expect("the old secret verifies during a rotation");
     }
 
     match input.change {
@@ -82,9 +85,17 @@ fuzz_target!(|input: Input| {
                 }
                 body[position] = byte;
             }
-            assert!(verifier.verify(&headers, &body, now).is_err(), "a changed body verified");
+            assert!(
+                verifier.verify(&headers, &body, now).is_err(),
+                "a changed body verified"
+            );
         }
         Change::Header { which, position, byte } => {
+            // With two secrets a message carries two signatures and either
+            // verifies it: a change to one of them is the other's to catch.
+            // One signature, then.
+            let single = Signer::new(scheme.clone(), secret.clone()).unwrap();
+            let headers = single.sign(&input.body, timestamp, &input.id).unwrap();
             let names: Vec<_> = headers.keys().cloned().collect();
             let name = &names[which % names.len()];
             let mut value = headers[name].as_bytes().to_vec();
@@ -102,10 +113,15 @@ fuzz_target!(|input: Input| {
                 return;
             }
             value[position] = byte;
-            let Ok(value) = HeaderValue::from_bytes(&value) else { return };
+            let Ok(value) = HeaderValue::from_bytes(&value) else {
+                return;
+            };
             let mut changed = HeaderMap::new();
             for (other, original) in &headers {
-                changed.insert(other.clone(), if other == name { value.clone() } else { original.clone() });
+                changed.insert(
+                    other.clone(),
+                    if other == name { value.clone() } else { original.clone() },
+                );
             }
             assert!(
                 verifier.verify(&changed, &input.body, now).is_err(),

@@ -37,7 +37,9 @@ fuzz_target!(|input: Input| {
     }
     let verifier = Verifier::new(scheme.clone(), SECRET).unwrap();
     let now = UNIX_EPOCH + Duration::from_secs(u64::from(input.now));
-    let Ok(verified) = verifier.verify(&headers, &input.body, now) else { return };
+    let Ok(verified) = verifier.verify(&headers, &input.body, now) else {
+        return;
+    };
 
     // It verified: the signer's own signature for what the headers name
     // must be among what they carry.
@@ -53,13 +55,19 @@ fuzz_target!(|input: Input| {
     let signature_is_carried = match scheme {
         // Base64 is case-sensitive; the pad is optional.
         Scheme::StandardWebhooks => {
-            let exact = signer.sign(&input.body, timestamp, id).unwrap()[&header].to_str().unwrap().to_owned();
+            let exact = signer.sign(&input.body, timestamp, id).unwrap()[&header]
+                .to_str()
+                .unwrap()
+                .to_owned();
             let base64 = exact.strip_prefix("v1,").unwrap().trim_end_matches('=');
             carried.contains(base64)
         }
         _ => carried_lower.contains(&signature),
     };
-    assert!(signature_is_carried, "{carried:?} verified without carrying {expected:?}");
+    assert!(
+        signature_is_carried,
+        "{carried:?} verified without carrying {expected:?}"
+    );
     if let Some(timestamp) = verified.timestamp() {
         assert!(timestamp.abs_diff(u64::from(input.now)) <= 300);
     }

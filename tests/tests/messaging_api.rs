@@ -863,6 +863,7 @@ async fn receiver(
         listen: "127.0.0.1:0".parse().unwrap(),
         scheme: scheme.into(),
         secret: secret.clone(),
+        limits: webhook_receiver::HttpLimits::default(),
     };
     let (events, received) = tokio::sync::broadcast::channel(8);
     let server = TestServer::start(webhook_receiver::router(&options, events).unwrap()).await;

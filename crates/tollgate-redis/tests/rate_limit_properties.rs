@@ -89,7 +89,7 @@ fn the_redis_script_the_memory_store_and_the_reference_agree() {
         for (step, (key, cost)) in checks.into_iter().enumerate() {
             let name = format!("case{case}_key{key}");
             let expected = states[key].check(&limits, now, cost);
-            let in_memory = memory.check(&name, &limits, cost).into_ready().ok().unwrap().unwrap();
+            let in_memory = memory.check(&name, &limits, cost).into_ready().expect("at once").unwrap();
             prop_assert_eq!(in_memory, expected, "memory, step {}", step);
             let from_redis = runtime.block_on(store.check(&name, &limits, cost)).unwrap();
             prop_assert!(same(&from_redis, &expected), "step {}: redis {:?}, reference {:?}", step, from_redis, expected);

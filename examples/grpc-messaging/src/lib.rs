@@ -40,6 +40,7 @@
 #![warn(missing_docs)]
 
 pub mod bootstrap;
+pub mod limits;
 pub mod messages;
 pub mod server;
 pub mod service;
@@ -54,5 +55,8 @@ pub mod pb {
 }
 
 pub use bootstrap::bootstrap_key;
-pub use server::{layers, router, serve, serve_with_shutdown, GET_MESSAGE, SEND_MESSAGE};
+pub use limits::GrpcLimits;
+pub use server::{
+    layers, router, router_with, serve, serve_with_limits, serve_with_shutdown, GET_MESSAGE, SEND_MESSAGE,
+};
 pub use state::AppState;

@@ -15,11 +15,12 @@ use tollgate_auth::{BearerAuthLayer, RequireScopeLayer};
 use tollgate_core::Principal;
 use tollgate_idempotency::IdempotencyLayer;
 use tollgate_ratelimit::{Plans, RateLimitLayer};
-use tonic::transport::server::{Router, TcpIncoming};
+use tonic::transport::server::Router;
 use tonic::transport::Server;
 use tower::layer::util::{Identity, Stack};
 use tower::ServiceBuilder;
 
+use crate::limits::{limited_incoming, GrpcLimits};
 use crate::pb::messaging_server::MessagingServer;
 use crate::service::MessagingService;
 use crate::state::AppState;
@@ -77,16 +78,23 @@ pub fn may_call(principal: &Principal, parts: &Parts) -> bool {
     principal.kind().allows_method(&method)
 }
 
-/// The tonic router serving `messaging.v1.Messaging` behind [`layers`].
+/// The tonic router serving `messaging.v1.Messaging` behind [`layers`],
+/// with the default [`GrpcLimits`].
 pub fn router(state: &AppState) -> GrpcRouter {
-    Server::builder()
+    router_with(state, &GrpcLimits::default())
+}
+
+/// [`router`] with `limits`.
+pub fn router_with(state: &AppState, limits: &GrpcLimits) -> GrpcRouter {
+    limits
+        .apply(Server::builder())
         .layer(layers(state))
         .add_service(MessagingServer::new(MessagingService::new(state.clone())))
 }
 
-/// Serves on `listener` until the process ends.
+/// Serves on `listener` until the process ends, with the default [`GrpcLimits`].
 pub async fn serve(listener: TcpListener, state: AppState) -> Result<(), tonic::transport::Error> {
-    router(&state).serve_with_incoming(TcpIncoming::from(listener)).await
+    serve_with_limits(listener, state, GrpcLimits::default(), std::future::pending()).await
 }
 
 /// Serves on `listener` until `shutdown` completes, then finishes the calls
@@ -96,7 +104,17 @@ pub async fn serve_with_shutdown(
     state: AppState,
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), tonic::transport::Error> {
-    router(&state)
-        .serve_with_incoming_shutdown(TcpIncoming::from(listener), shutdown)
+    serve_with_limits(listener, state, GrpcLimits::default(), shutdown).await
+}
+
+/// Serves on `listener` under `limits` until `shutdown` completes.
+pub async fn serve_with_limits(
+    listener: TcpListener,
+    state: AppState,
+    limits: GrpcLimits,
+    shutdown: impl Future<Output = ()>,
+) -> Result<(), tonic::transport::Error> {
+    router_with(&state, &limits)
+        .serve_with_incoming_shutdown(limited_incoming(listener, &limits), shutdown)
         .await
 }
