@@ -83,9 +83,8 @@ impl Drop for ChangeSubscription {
 pub fn subscribe_changes(config: &RedisConfig, changes: Changes) -> Result<ChangeSubscription, StoreError> {
     // On a cluster any node will do: a PUBLISH reaches every node's subscribers.
     let url = config.urls.first().map(String::as_str).unwrap_or_default();
-    let client = redis::Client::open(url).map_err(|error| {
-        StoreError::backend(format!("invalid Redis URL {}: {:?}", redact_url(url), error.kind()))
-    })?;
+    let client = redis::Client::open(url)
+        .map_err(|error| StoreError::backend(format!("invalid Redis URL {}: {:?}", redact_url(url), error.kind())))?;
     let listener = Listener {
         client,
         channel: changes_channel(&config.prefix),

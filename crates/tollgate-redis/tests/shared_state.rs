@@ -138,7 +138,7 @@ async fn usage_counted_on_two_instances_adds_up_in_redis() {
     }
     assert_eq!(here_recorder.flush().await.unwrap(), 1);
     assert_eq!(there_recorder.flush().await.unwrap(), 2);
-    let today = Day::from_unix_secs(tollgate_core::unix_secs(SystemTime::now()));
+    let today = Day::from_unix_secs(tollgate_core::unix_secs(std::time::SystemTime::now()));
     let usage = redis.usage_store();
     assert_eq!(
         usage.days("key_1", Day(today.0 - 30), today).await.unwrap(),

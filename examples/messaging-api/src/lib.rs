@@ -1,7 +1,7 @@
 //! The StartMessaging-style API server, built on every tollgate layer.
 //!
 //! The stack, outermost first: request log → client IP → global allowlist →
-//! bearer auth → account/key allowlist → usage counts → rate limit →
+//! bearer auth → account/key allowlist → rate limit (counting usage) →
 //! `X-Webhook-URL` check → JSON content type → idempotency (POST, PATCH) →
 //! handlers.
 //! [`router`] builds it; `main.rs` adds configuration, the bootstrap key
@@ -102,15 +102,13 @@ pub fn router(state: AppState) -> Router {
         )
         .layer(axum::middleware::from_fn(middleware::note_key_id))
         .layer(IpAllowlistLayer::new().shared_store(state.stores().allowlists.clone()))
-        .layer(axum::middleware::from_fn_with_state(
-            state.usage().clone(),
-            usage::count,
-        ))
         .layer(
-            RateLimitLayer::from_shared(state.stores().rate_limits.clone()).plan_fn(move |parts| {
-                let principal = parts.extensions.get::<tollgate_core::Principal>()?;
-                Some(plans_state.plan(principal.account_id()))
-            }),
+            RateLimitLayer::from_shared(state.stores().rate_limits.clone())
+                .plan_fn(move |parts| {
+                    let principal = parts.extensions.get::<tollgate_core::Principal>()?;
+                    Some(plans_state.plan(principal.account_id()))
+                })
+                .count_usage(state.usage().recorder().clone()),
         )
         // Before the body and the idempotency claim: a refused URL is always
         // 400 INVALID_WEBHOOK_URL and leaves the X-Request-ID unused.

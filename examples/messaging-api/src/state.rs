@@ -20,9 +20,10 @@ use crate::delivery::Deliverer;
 use crate::error::ApiError;
 use crate::messages::{MessageStore, Messages};
 use crate::outbox::Outbox;
-use crate::stores::Stores;
+use crate::stores::{ServiceDb, Stores};
 use crate::usage::Usage;
 use crate::webhooks::{WebhookEndpoints, Webhooks};
+use tollgate_core::usage::{MemoryUsageStore, UsageStore};
 
 /// The shared state; clones are cheap and share everything.
 #[derive(Clone)]
@@ -78,10 +79,13 @@ impl AppState {
                 None,
             ),
         };
-        let usage = match &stores.service {
-            Some(service) => Usage::new(clock.clone()).with_store(Arc::new(service.sql.usage_store())),
-            None => Usage::new(clock.clone()),
+        // A fleet counts in Redis, a single node in its database.
+        let usage_store: Arc<dyn UsageStore> = match &stores.service {
+            Some(ServiceDb { redis: Some(redis), .. }) => Arc::new(redis.usage_store()),
+            Some(service) => Arc::new(service.sql.usage_store()),
+            None => Arc::new(MemoryUsageStore::new().clock(clock.clone())),
         };
+        let usage = Usage::new(usage_store, clock.clone());
         AppState(Arc::new(Inner {
             usage,
             plans,
