@@ -11,7 +11,7 @@
 //! `v`, a random version changed by every write. One `HSET` writes both, so
 //! readers see the old list or the new one, never a mixture. Every write
 //! (set or clear) publishes its [`Change`] on the changes channel in the
-//! same `MULTI` transaction, for caches in front of any allowlist store.
+//! same script as the write, for caches in front of any allowlist store.
 //!
 //! # Reads
 //!
@@ -25,14 +25,18 @@
 //! without asking Redis for the version.
 
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::{Arc, LazyLock, Mutex, PoisonError};
 
 use futures_util::future::try_join_all;
+use redis::Script;
 use tollgate_core::allowlist::{AllowlistStore, Allowlists, IpSet};
 use tollgate_core::changes::Change;
 use tollgate_core::{MaybeReady, StoreError, StoreFuture};
 
 use crate::backend::{backend_error, Backend};
+
+static SET: LazyLock<Script> = LazyLock::new(|| Script::new(include_str!("scripts/allowlist_set.lua")));
+static CLEAR: LazyLock<Script> = LazyLock::new(|| Script::new(include_str!("scripts/allowlist_clear.lua")));
 
 // Beyond this many cached lists the cache starts afresh: a bound on memory
 // that costs one rebuild per list in use.
@@ -153,38 +157,26 @@ impl RedisAllowlistStore {
         Ok(self.read(&[key]).await?.pop().flatten())
     }
 
-    // The write and its announcement in one transaction.
+    // The write and its announcement in one step.
     async fn write(&self, key: &str, list: &IpSet, change: Change) -> Result<(), StoreError> {
         let version = new_version()?;
-        redis::pipe()
-            .atomic()
-            .cmd("HSET")
-            .arg(key)
-            .arg("v")
+        SET.key(key)
             .arg(&version)
-            .arg("list")
             .arg(format_list(list))
-            .ignore()
-            .cmd("PUBLISH")
             .arg(self.backend.changes_channel())
             .arg(change.encode())
-            .ignore()
-            .query_async::<()>(&mut self.backend.connection())
+            .invoke_async::<i64>(&mut self.backend.connection())
             .await
             .map_err(backend_error)?;
         Ok(())
     }
 
     async fn clear(&self, key: &str, change: Change) -> Result<bool, StoreError> {
-        let (deleted,): (i64,) = redis::pipe()
-            .atomic()
-            .cmd("DEL")
-            .arg(key)
-            .cmd("PUBLISH")
+        let deleted: i64 = CLEAR
+            .key(key)
             .arg(self.backend.changes_channel())
             .arg(change.encode())
-            .ignore()
-            .query_async(&mut self.backend.connection())
+            .invoke_async(&mut self.backend.connection())
             .await
             .map_err(backend_error)?;
         self.cache.forget(key);
