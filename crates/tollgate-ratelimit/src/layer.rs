@@ -52,6 +52,7 @@ impl RateLimitLayer {
                 failure_policy: FailurePolicy::default(),
                 legacy_headers: false,
                 renderer: Renderer::default(),
+                alerts: None,
             },
         }
     }
@@ -107,6 +108,13 @@ impl RateLimitLayer {
     /// `X-RateLimit-Reset` (seconds from now), for older clients.
     pub fn legacy_headers(mut self, enabled: bool) -> RateLimitLayer {
         self.config.legacy_headers = enabled;
+        self
+    }
+
+    /// Raises the daily-quota alerts (80% and 100% of a key's quota, once
+    /// per key and day) from each decision's remaining daily count.
+    pub fn alerts(mut self, alerts: tollgate_core::alerts::Alerts) -> RateLimitLayer {
+        self.config.alerts = Some(alerts);
         self
     }
 

@@ -168,7 +168,11 @@ async fn replay_ids_expire_with_the_window_and_cleanup_leaves_nothing() {
         .check_and_remember("sender", "msg_1", Duration::from_secs(300))
         .await
         .unwrap());
-    let window = pttl(&redis, &format!("{}replay:{{6:sendermsg_1}}", redis.stores.key_prefix())).await;
+    let window = pttl(
+        &redis,
+        &format!("{}replay:{{6:sendermsg_1}}", redis.stores.key_prefix()),
+    )
+    .await;
     assert!((295_000..=300_000).contains(&window), "{window}");
     assert!(!redis
         .another_instance()
