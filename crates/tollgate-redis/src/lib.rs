@@ -80,6 +80,7 @@
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
+mod alerts;
 mod allowlist;
 mod backend;
 mod config;
@@ -94,6 +95,7 @@ mod stores;
 pub mod testing;
 mod timestamp;
 
+pub use alerts::RedisAlertStore;
 pub use allowlist::RedisAllowlistStore;
 pub use config::RedisConfig;
 pub use idempotency::RedisIdempotencyStore;

@@ -84,6 +84,11 @@ impl RedisStores {
         RedisAllowlistStore::new(self.backend.clone(), Arc::clone(&self.allowlist_cache))
     }
 
+    /// The alert store: de-duplication of alerts across instances.
+    pub fn alert_store(&self) -> crate::RedisAlertStore {
+        crate::RedisAlertStore::new(self.backend.clone())
+    }
+
     /// The webhook replay store.
     pub fn replay_store(&self) -> RedisReplayStore {
         RedisReplayStore::new(self.backend.clone())
