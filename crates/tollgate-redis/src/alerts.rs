@@ -9,11 +9,11 @@
 //!   touched by one script; it expires a while after the key's last use.
 
 use std::sync::LazyLock;
-use std::time::{Duration, Instant, SystemTime};
+use std::time::{Duration, SystemTime};
 
 use redis::Script;
 use tollgate_core::alerts::{AlertStore, NetworkUse};
-use tollgate_core::{metrics, unix_nanos, MaybeReady, StoreError, StoreFuture};
+use tollgate_core::{unix_nanos, MaybeReady, StoreError, StoreFuture};
 
 use crate::backend::{backend_error, ttl_millis, Backend};
 
@@ -40,9 +40,8 @@ impl AlertStore for RedisAlertStore {
     fn first(&self, event: &str, window: Duration) -> StoreFuture<bool> {
         let (backend, key) = (self.backend.clone(), self.backend.key("alert", event, ""));
         MaybeReady::boxed(async move {
-            let started = Instant::now();
-            let result = backend
-                .run(async {
+            backend
+                .run("first", async {
                     let set: Option<String> = redis::cmd("SET")
                         .arg(&key)
                         .arg(1)
@@ -54,9 +53,7 @@ impl AlertStore for RedisAlertStore {
                         .map_err(backend_error)?;
                     Ok(set.is_some())
                 })
-                .await;
-            metrics::store_latency("redis", "alert_first", started.elapsed());
-            result
+                .await
         })
     }
 
@@ -74,9 +71,8 @@ impl AlertStore for RedisAlertStore {
         let recent_millis = ttl_millis(recent);
         let ttl = ttl_millis(recent.saturating_mul(HISTORY_LIFETIMES));
         MaybeReady::boxed(async move {
-            let started = Instant::now();
-            let result = backend
-                .run(async {
+            backend
+                .run("record_network", async {
                     let answer: i64 = RECORD_NETWORK
                         .key(&key)
                         .arg(&network)
@@ -94,9 +90,7 @@ impl AlertStore for RedisAlertStore {
                         other => Err(StoreError::backend(format!("record_network answered {other}"))),
                     }
                 })
-                .await;
-            metrics::store_latency("redis", "alert_record_network", started.elapsed());
-            result
+                .await
         })
     }
 }

@@ -108,7 +108,7 @@ impl RedisStores {
     pub async fn ping(&self) -> Result<(), StoreError> {
         let mut connection = self.backend.connection();
         self.backend
-            .run(async move {
+            .run("ping", async move {
                 redis::cmd("PING")
                     .query_async::<String>(&mut connection)
                     .await
@@ -124,7 +124,7 @@ impl RedisStores {
         let mut connection = self.backend.connection();
         let (secs, micros): (u64, u64) = self
             .backend
-            .run(async move {
+            .run("server_time", async move {
                 redis::cmd("TIME")
                     .query_async(&mut connection)
                     .await
@@ -146,7 +146,7 @@ impl RedisStores {
             let mut connection = self.backend.connection();
             let (next, keys): (u64, Vec<String>) = self
                 .backend
-                .run(async {
+                .run("purge", async {
                     redis::cmd("SCAN")
                         .arg(cursor)
                         .arg("MATCH")
@@ -161,7 +161,7 @@ impl RedisStores {
             if !keys.is_empty() {
                 let removed: u64 = self
                     .backend
-                    .run(async {
+                    .run("purge", async {
                         redis::cmd("UNLINK")
                             .arg(&keys)
                             .query_async(&mut connection)

@@ -75,3 +75,57 @@ async fn two_instances_send_each_alert_once() {
     );
     redis.cleanup().await;
 }
+
+// Every Redis operation records its latency under its method's name.
+#[tokio::test(flavor = "current_thread")]
+async fn store_operations_record_their_latency() {
+    use metrics_util::debugging::{DebugValue, DebuggingRecorder};
+    use tollgate_core::replay::ReplayStore;
+
+    let Some(redis) = TestRedis::connect("store_operations_record_their_latency").await else {
+        return;
+    };
+    let recorder = DebuggingRecorder::new();
+    let snapshotter = recorder.snapshotter();
+    {
+        // One thread runs the test: the recorder sees its every operation.
+        let _local = metrics::set_default_local_recorder(&recorder);
+        let store = redis.stores.alert_store();
+        assert!(store.first("latency", Duration::from_secs(60)).await.unwrap());
+        assert!(!store.first("latency", Duration::from_secs(60)).await.unwrap());
+        let replay = redis.stores.replay_store();
+        assert!(replay
+            .check_and_remember("sender", "msg", Duration::from_secs(60))
+            .await
+            .unwrap());
+    }
+    let mut histograms: Vec<(String, usize)> = snapshotter
+        .snapshot()
+        .into_vec()
+        .into_iter()
+        .filter(|(key, ..)| key.key().name() == tollgate_core::metrics::STORE_DURATION)
+        .map(|(key, _, _, value)| {
+            let labels: Vec<String> = key
+                .key()
+                .labels()
+                .map(|l| format!("{}={}", l.key(), l.value()))
+                .collect();
+            let DebugValue::Histogram(samples) = value else {
+                panic!("a histogram")
+            };
+            assert!(samples
+                .iter()
+                .all(|seconds| seconds.into_inner() > 0.0 && seconds.into_inner() < 2.0));
+            (labels.join(","), samples.len())
+        })
+        .collect();
+    histograms.sort();
+    assert_eq!(
+        histograms,
+        [
+            ("store=redis,operation=check_and_remember".to_owned(), 1),
+            ("store=redis,operation=first".to_owned(), 2),
+        ]
+    );
+    redis.cleanup().await;
+}
