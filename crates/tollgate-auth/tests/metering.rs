@@ -26,7 +26,9 @@ fn request(token: &str, from: &str) -> Request<Body> {
         .header(AUTHORIZATION, format!("Bearer {token}"))
         .body(Body::default())
         .unwrap();
-    request.extensions_mut().insert(ClientIp(from.parse::<IpAddr>().unwrap()));
+    request
+        .extensions_mut()
+        .insert(ClientIp(from.parse::<IpAddr>().unwrap()));
     request
 }
 
@@ -44,7 +46,10 @@ async fn outcomes_are_counted_and_alerts_fire_once_per_window() {
     let clock = ManualClock::at_unix_secs(1_800_000_000 - 1_800_000_000 % 3_600);
     let store = MemoryKeyStore::new();
     let manager = KeyManager::new(store.clone()).clock(clock.clone());
-    let created = manager.create(NewKey::new("acct_1", KeyKind::Production)).await.unwrap();
+    let created = manager
+        .create(NewKey::new("acct_1", KeyKind::Production))
+        .await
+        .unwrap();
     let reader = manager.create(NewKey::new("acct_1", KeyKind::ReadOnly)).await.unwrap();
     let received = Received::default();
     let (alerts, worker) = Alerts::builder()
@@ -107,7 +112,11 @@ async fn outcomes_are_counted_and_alerts_fire_once_per_window() {
         .into_iter()
         .filter_map(|(key, _, _, value)| match value {
             DebugValue::Counter(count) if key.key().name() == tollgate_core::metrics::REQUESTS => {
-                let labels: Vec<String> = key.key().labels().map(|l| format!("{}={}", l.key(), l.value())).collect();
+                let labels: Vec<String> = key
+                    .key()
+                    .labels()
+                    .map(|l| format!("{}={}", l.key(), l.value()))
+                    .collect();
                 Some((labels.join(","), count))
             }
             _ => None,

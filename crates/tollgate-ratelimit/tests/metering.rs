@@ -56,12 +56,29 @@ async fn outcomes_are_counted_and_the_quota_alerts_fire_once() {
     for _ in 0..8 {
         statuses.push(service.clone().oneshot(request()).await.unwrap().status().as_u16());
         worker.drain().await;
-        kinds.push(received.lock().unwrap().iter().map(Alert::kind).collect::<Vec<_>>().join(","));
+        kinds.push(
+            received
+                .lock()
+                .unwrap()
+                .iter()
+                .map(Alert::kind)
+                .collect::<Vec<_>>()
+                .join(","),
+        );
     }
     assert_eq!(statuses, [200, 200, 200, 200, 200, 429, 429, 429]);
     assert_eq!(
         kinds,
-        ["", "", "", "quota_80", "quota_80,quota_100", "quota_80,quota_100", "quota_80,quota_100", "quota_80,quota_100"],
+        [
+            "",
+            "",
+            "",
+            "quota_80",
+            "quota_80,quota_100",
+            "quota_80,quota_100",
+            "quota_80,quota_100",
+            "quota_80,quota_100"
+        ],
         "80% at the fourth request, 100% at the fifth, once each"
     );
     let Alert::Quota { used, limit, .. } = &received.lock().unwrap()[0] else {
@@ -75,7 +92,11 @@ async fn outcomes_are_counted_and_the_quota_alerts_fire_once() {
         .into_iter()
         .filter_map(|(key, _, _, value)| match value {
             DebugValue::Counter(count) => {
-                let labels: Vec<String> = key.key().labels().map(|l| format!("{}={}", l.key(), l.value())).collect();
+                let labels: Vec<String> = key
+                    .key()
+                    .labels()
+                    .map(|l| format!("{}={}", l.key(), l.value()))
+                    .collect();
                 Some((format!("{}{{{}}}", key.key().name(), labels.join(",")), count))
             }
             _ => None,
@@ -87,8 +108,14 @@ async fn outcomes_are_counted_and_the_quota_alerts_fire_once() {
         [
             ("tollgate_alerts_total{kind=quota_100}".to_owned(), 1),
             ("tollgate_alerts_total{kind=quota_80}".to_owned(), 1),
-            ("tollgate_requests_total{layer=rate_limit,outcome=allowed}".to_owned(), 5),
-            ("tollgate_requests_total{layer=rate_limit,outcome=daily_quota_exhausted}".to_owned(), 3),
+            (
+                "tollgate_requests_total{layer=rate_limit,outcome=allowed}".to_owned(),
+                5
+            ),
+            (
+                "tollgate_requests_total{layer=rate_limit,outcome=daily_quota_exhausted}".to_owned(),
+                3
+            ),
         ]
     );
 }
