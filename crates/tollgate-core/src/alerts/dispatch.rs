@@ -59,6 +59,9 @@ struct Inner {
     config: Config,
     // Per instance, before the queue: what this instance already reported.
     local: MemoryAlertStore,
+    // The same for conditions checked on every authenticated request, by a
+    // hash of the condition, so checking formats and allocates nothing.
+    recent: DashMap<u64, SystemTime>,
     failures: DashMap<IpAddr, (u64, u32)>,
 }
 
@@ -198,6 +201,7 @@ impl Inner {
                 .with_clock(config.clock.clone())
                 .max_events(MAX_LOCAL_EVENTS),
             config,
+            recent: DashMap::new(),
             failures: DashMap::new(),
         })
     }
@@ -217,6 +221,39 @@ impl Inner {
         if let Some(waker) = queue.waker.take() {
             waker.wake();
         }
+    }
+
+    // Whether this instance has not reported the condition hashed from
+    // `parts` in `window` yet. A hash collision only delays an alert.
+    fn recently_unseen(&self, parts: impl std::hash::Hash, window: Duration, now: SystemTime) -> bool {
+        use std::hash::{BuildHasher, RandomState};
+        static HASHER: std::sync::LazyLock<RandomState> = std::sync::LazyLock::new(RandomState::new);
+        let hash = HASHER.hash_one(parts);
+        if let Some(until) = self.recent.get(&hash) {
+            if *until > now {
+                return false;
+            }
+        }
+        if self.recent.len() >= MAX_LOCAL_EVENTS {
+            self.recent.retain(|_, until| *until > now);
+            if self.recent.len() >= MAX_LOCAL_EVENTS {
+                self.recent.clear();
+            }
+        }
+        let mut first = false;
+        self.recent
+            .entry(hash)
+            .and_modify(|until| {
+                if *until <= now {
+                    *until = now + window;
+                    first = true;
+                }
+            })
+            .or_insert_with(|| {
+                first = true;
+                now + window
+            });
+        first
     }
 
     // Whether this instance has not reported `event` in `window` yet.
@@ -308,8 +345,9 @@ impl Alerts {
             .duration_since(record.created_at)
             .is_ok_and(|age| age >= config.rotation_age)
         {
-            let event = format!("rotation_due:{key_id}:{}", unix_secs(now) / 86_400);
-            if self.inner.locally_first(&event, DAY) {
+            let day = unix_secs(now) / 86_400;
+            if self.inner.recently_unseen(("rotation_due", key_id, day), DAY, now) {
+                let event = format!("rotation_due:{key_id}:{day}");
                 let alert = Alert::RotationDue {
                     account_id: record.account_id().to_owned(),
                     key_id: key_id.to_owned(),
@@ -325,10 +363,12 @@ impl Alerts {
         }
         let Some(client_ip) = client_ip else { return };
         let network = network_of(client_ip);
-        let seen = format!("network:{}:{key_id}:{network}", key_id.len());
         // Each instance reports a key's network at most once an hour, so
         // the shared history is touched rarely.
-        if self.inner.locally_first(&seen, NETWORK_REFRESH) {
+        if self
+            .inner
+            .recently_unseen(("network", key_id, network), NETWORK_REFRESH, now)
+        {
             let alert = Alert::NewNetwork {
                 account_id: record.account_id().to_owned(),
                 key_id: key_id.to_owned(),
