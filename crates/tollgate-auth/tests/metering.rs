@@ -43,7 +43,8 @@ async fn outcomes_are_counted_and_alerts_fire_once_per_window() {
     // The test runs on one thread, so the local recorder sees every report.
     let _local = metrics::set_default_local_recorder(&recorder);
 
-    let clock = ManualClock::at_unix_secs(1_800_000_000 - 1_800_000_000 % 3_600);
+    // On an hour boundary, so the 401s below fall in one burst window.
+    let clock = ManualClock::at_unix_secs(1_800_000_000);
     let store = MemoryKeyStore::new();
     let manager = KeyManager::new(store.clone()).clock(clock.clone());
     let created = manager

@@ -101,7 +101,7 @@ impl MemoryAlertStore {
         }
         if history.len() > capacity {
             // Forgets the least recently used.
-            history.sort_by(|a, b| b.1.cmp(&a.1));
+            history.sort_by_key(|entry| std::cmp::Reverse(entry.1));
             history.truncate(capacity);
         }
         if first_use {
