@@ -70,8 +70,10 @@ use std::time::{Duration, SystemTime};
 use bytes::Bytes;
 use http::{Method, Request};
 use http_body_util::Full;
+use tollgate_core::alerts::Alerts;
 use tollgate_core::gate::{Gate, Policy, Verdict};
 use tollgate_core::keys::{KeyHash, KeyRecord, KeyStore};
+use tollgate_core::metrics::{self, Layer as Metered};
 use tollgate_core::{ClientIp, MaybeReady, Principal, Rejection, Renderer, SharedClock, StoreError};
 use tower_layer::Layer;
 
@@ -112,6 +114,7 @@ struct AuthState {
     last_use_resolution: Duration,
     checksum: Option<KeyFormat>,
     failures: Option<FailedAuthLimit>,
+    alerts: Option<Alerts>,
 }
 
 impl BearerAuthLayer {
@@ -134,6 +137,7 @@ impl BearerAuthLayer {
                 last_use_resolution: DEFAULT_LAST_USE_RESOLUTION,
                 checksum: None,
                 failures: None,
+                alerts: None,
             }),
         }
     }
@@ -180,6 +184,15 @@ impl BearerAuthLayer {
     /// a `ClientIp` is never limited. 403s and 503s are not counted.
     pub fn limit_failures(mut self, limit: FailedAuthLimit) -> Self {
         self.state_mut().failures = Some(limit);
+        self
+    }
+
+    /// Raises alerts: a burst of 401s from one client address, a key used
+    /// from a network it has not used in 30 days, a key past its rotation
+    /// age still in use. Off by default; raising costs the request path a
+    /// check, and at most a queued alert.
+    pub fn alerts(mut self, alerts: Alerts) -> Self {
+        self.state_mut().alerts = Some(alerts);
         self
     }
 
@@ -233,6 +246,7 @@ impl fmt::Debug for AuthState {
             .field("last_use_resolution", &self.last_use_resolution)
             .field("checksum", &self.checksum)
             .field("failures", &self.failures)
+            .field("alerts", &self.alerts.is_some())
             .finish_non_exhaustive()
     }
 }
@@ -247,6 +261,7 @@ impl<B: Send + 'static> Policy<B> for Authenticate {
     fn decide(&self, request: Request<B>) -> Decision<B> {
         let state = &self.state;
         if let Some(retry_after) = state.limited(&request) {
+            metrics::rate_limited(Metered::Auth, None);
             let rejection = FailedAuthLimit::rejection(retry_after);
             return MaybeReady::ready(Verdict::Respond(state.renderer.render(&rejection, request.headers())));
         }
@@ -304,9 +319,11 @@ impl AuthState {
         hash: &KeyHash,
         mut request: Request<B>,
     ) -> Decision<B> {
-        let Judgement { outcome, last_use } = self.judge_found(found, hash, request.method());
+        let client_ip = request.extensions().get::<ClientIp>().map(|ip| ip.ip());
+        let Judgement { outcome, last_use } = self.judge_found(found, hash, request.method(), client_ip);
         let verdict = match outcome {
             Ok(principal) => {
+                metrics::allowed(Metered::Auth, principal.key_id());
                 request.extensions_mut().insert(principal);
                 Verdict::Proceed(request, ())
             }
@@ -339,9 +356,10 @@ impl AuthState {
         found: Result<Option<Arc<KeyRecord>>, StoreError>,
         hash: &KeyHash,
         method: &Method,
+        client_ip: Option<std::net::IpAddr>,
     ) -> Judgement {
         match found {
-            Ok(Some(record)) => self.judge(&record, hash, method),
+            Ok(Some(record)) => self.judge(&record, hash, method, client_ip),
             Ok(None) => Judgement::refused(rejections::invalid_key()),
             Err(error) => {
                 tracing::warn!(%error, "API key lookup failed; refusing the request");
@@ -352,7 +370,13 @@ impl AuthState {
 
     // What a record found for `hash` means for a request with `method`, and
     // whether its use is due to be recorded.
-    fn judge(&self, record: &KeyRecord, hash: &KeyHash, method: &Method) -> Judgement {
+    fn judge(
+        &self,
+        record: &KeyRecord,
+        hash: &KeyHash,
+        method: &Method,
+        client_ip: Option<std::net::IpAddr>,
+    ) -> Judgement {
         // A store keyed by something else than the full hash (a cache by
         // prefix, a misbehaving backend) must not let a near miss in.
         if record.hash != *hash {
@@ -367,12 +391,16 @@ impl AuthState {
         // Last use is bookkeeping at a resolution of a minute: the cheaper
         // reading will do.
         let now = self.clock.approximate_now();
+        if let Some(alerts) = &self.alerts {
+            alerts.key_used(record, client_ip, now);
+        }
         // Recorded even when the method is then refused: the key was used.
         let last_use = self.use_is_due(record, now).then(|| LastUse {
             key_id: record.id().to_owned(),
             at: now,
         });
         let outcome = if self.enforce_key_kind && !record.principal.kind().allows_method(method) {
+            metrics::forbidden(Metered::Auth, Some(record.id()));
             Err(rejections::read_only())
         } else {
             Ok(record.principal.clone())
@@ -407,12 +435,24 @@ impl AuthState {
 
     // Counts a 401 against the request's address; other refusals are not
     // failed authentications.
+    // Also meters every refusal but 403 (metered where the key is known).
     fn count_failure<B>(&self, rejection: &Rejection, request: &Request<B>) {
+        match rejection.status() {
+            http::StatusCode::UNAUTHORIZED => metrics::unauthorized(Metered::Auth),
+            http::StatusCode::SERVICE_UNAVAILABLE => metrics::store_unavailable(Metered::Auth),
+            _ => {}
+        }
         if rejection.status() != http::StatusCode::UNAUTHORIZED {
             return;
         }
-        if let (Some(limit), Some(ip)) = (&self.failures, request.extensions().get::<ClientIp>()) {
+        let Some(ip) = request.extensions().get::<ClientIp>() else {
+            return;
+        };
+        if let Some(limit) = &self.failures {
             limit.record_failure(*ip, self.clock.now());
+        }
+        if let Some(alerts) = &self.alerts {
+            alerts.auth_failure(ip.ip());
         }
     }
 }

@@ -13,6 +13,7 @@
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
+pub mod alerts;
 pub mod allowlist;
 pub mod body;
 pub mod changes;
@@ -26,6 +27,7 @@ pub mod gate;
 pub mod idempotency;
 pub mod keys;
 mod maybe_ready;
+pub mod metrics;
 mod principal;
 pub mod rate_limit;
 mod rejection;

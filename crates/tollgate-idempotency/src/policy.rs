@@ -12,10 +12,11 @@ use std::sync::Arc;
 use axum_core::body::Body;
 use bytes::Bytes;
 use http::request::Parts;
-use http::{HeaderMap, Request};
+use http::{HeaderMap, Request, StatusCode};
 use tollgate_core::body::read_body;
 use tollgate_core::gate::{Policy, Verdict};
 use tollgate_core::idempotency::{BeginOutcome, IdempotencyKey};
+use tollgate_core::metrics::{self, Layer as Metered};
 use tollgate_core::{BoxError, MaybeReady, Rejection, StoreError};
 
 use crate::body::{request_bytes, ReplayBody, RequestBodyError, WholeBody};
@@ -116,7 +117,10 @@ fn judge(
         }
         Ok(BeginOutcome::Completed(stored)) => {
             return match replay(stored) {
-                Some(response) => Verdict::Respond(response.map(WholeBody::into_replay)),
+                Some(response) => {
+                    metrics::idempotent_replay(None);
+                    Verdict::Respond(response.map(WholeBody::into_replay))
+                }
                 None => {
                     tracing::error!(scope = key.scope(), "the idempotency store returned a corrupt response");
                     refuse(&config, &Rejection::store_unavailable(), request.headers())
@@ -125,6 +129,7 @@ fn judge(
         }
         Err(error) if config.fail_open => {
             tracing::warn!(%error, "idempotency store unavailable; running the request without deduplication");
+            metrics::store_unavailable(Metered::Idempotency);
             Completion::untouched()
         }
         Err(error) => {
@@ -132,9 +137,15 @@ fn judge(
             return refuse(&config, &Rejection::store_unavailable(), request.headers());
         }
     };
+    metrics::allowed_anonymous(Metered::Idempotency);
     Verdict::Proceed(request.map(Body::from), finish)
 }
 
 fn refuse<B, F>(config: &Config, rejection: &Rejection, headers: &HeaderMap) -> Verdict<B, F, ReplayBody> {
+    match rejection.status() {
+        StatusCode::CONFLICT | StatusCode::UNPROCESSABLE_ENTITY => metrics::idempotency_conflict(None),
+        StatusCode::SERVICE_UNAVAILABLE => metrics::store_unavailable(Metered::Idempotency),
+        _ => {}
+    }
     Verdict::Respond(config.renderer.render(rejection, headers).map(ReplayBody::refusal))
 }

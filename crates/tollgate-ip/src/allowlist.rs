@@ -80,6 +80,7 @@ use http::{HeaderMap, Request};
 use http_body_util::Full;
 use tollgate_core::allowlist::{AllowlistStore, Allowlists, IpSet};
 use tollgate_core::gate::{Gate, Policy, Verdict};
+use tollgate_core::metrics::{self, Layer as Metered, Outcome};
 use tollgate_core::{ClientIp, Code, MaybeReady, Principal, Rejection, Renderer, StoreError};
 use tower_layer::Layer;
 
@@ -205,9 +206,11 @@ impl<B: Send + 'static> Policy<B> for RestrictIp {
             }
         }
         let Some(principal) = request.extensions().get::<Principal>() else {
+            metrics::allowed_anonymous(Metered::Ip);
             return MaybeReady::ready(Verdict::Proceed(request, ()));
         };
         let Some(store) = &config.store else {
+            metrics::allowed(Metered::Ip, principal.key_id());
             return MaybeReady::ready(Verdict::Proceed(request, ()));
         };
         // A memory store has answered already: decide now. Otherwise the
@@ -246,10 +249,16 @@ fn judge<B>(
             return refuse(renderer, &ip_not_allowed(), request.headers());
         }
     }
+    metrics::request(Metered::Ip, Outcome::Allowed, key_id);
     Verdict::Proceed(request, ())
 }
 
 fn refuse<B>(renderer: &Renderer, rejection: &Rejection, request_headers: &HeaderMap) -> Decision<B> {
+    if rejection.status() == http::StatusCode::SERVICE_UNAVAILABLE {
+        metrics::store_unavailable(Metered::Ip);
+    } else {
+        metrics::ip_denied(None);
+    }
     Verdict::Respond(renderer.render(rejection, request_headers))
 }
 

@@ -54,6 +54,7 @@ impl RateLimitLayer {
                 legacy_headers: false,
                 renderer: Renderer::default(),
                 usage: None,
+                alerts: None,
             },
         }
     }
@@ -121,6 +122,13 @@ impl RateLimitLayer {
     /// [`UsageRecorder`]); the recorder's flush sends them to the usage store.
     pub fn count_usage(mut self, recorder: UsageRecorder) -> RateLimitLayer {
         self.config.usage = Some(recorder);
+        self
+    }
+
+    /// Raises the daily-quota alerts (80% and 100% of a key's quota, once
+    /// per key and day) from each decision's remaining daily count.
+    pub fn alerts(mut self, alerts: tollgate_core::alerts::Alerts) -> RateLimitLayer {
+        self.config.alerts = Some(alerts);
         self
     }
 

@@ -12,8 +12,10 @@ use bytes::Bytes;
 use http::request::Parts;
 use http::{HeaderMap, Request, Response};
 use http_body_util::Full;
+use tollgate_core::alerts::Alerts;
 use tollgate_core::gate::{Finish, Policy, Verdict};
-use tollgate_core::rate_limit::{Decision, Plan, RateLimitStore};
+use tollgate_core::metrics::{self, Layer as Metered};
+use tollgate_core::rate_limit::{Decision, LimitKind, Plan, RateLimitStore};
 use tollgate_core::usage::UsageRecorder;
 use tollgate_core::{MaybeReady, Principal, Rejection, Renderer, StoreError, StoreFuture};
 
@@ -61,6 +63,7 @@ pub(crate) struct Config {
     pub(crate) legacy_headers: bool,
     pub(crate) renderer: Renderer,
     pub(crate) usage: Option<UsageRecorder>,
+    pub(crate) alerts: Option<Alerts>,
 }
 
 impl Config {
@@ -87,9 +90,13 @@ impl Config {
         let Some(key) = self.key.store_key(head, principal) else {
             return Step::Decided(match self.missing_key {
                 MissingKey::Reject => {
+                    metrics::unauthorized(Metered::RateLimit);
                     Outcome::Refuse(self.render(&Rejection::unauthorized("Missing API key."), head.headers()))
                 }
-                MissingKey::PassThrough => Outcome::Call(None),
+                MissingKey::PassThrough => {
+                    metrics::allowed_anonymous(Metered::RateLimit);
+                    Outcome::Call(None)
+                }
             });
         };
         let Some(plan) = self.plans.resolve(head, principal) else {
@@ -121,6 +128,7 @@ impl Config {
         let decision = match answer {
             Ok(decision) => decision,
             Err(error) if error.is_unavailable() => {
+                metrics::store_unavailable(Metered::RateLimit);
                 return match self.failure_policy {
                     FailurePolicy::Open => {
                         tracing::warn!(%error, "rate-limit store unavailable; letting the request through (fail open)");
@@ -144,6 +152,7 @@ impl Config {
                 return Outcome::Refuse(self.render(&rejections::store_error(), request_headers));
             }
         };
+        self.meter(&decision, principal);
         let headers = RateLimitHeaders::new(plan.policy.clone(), &plan.plan, &decision, self.legacy_headers);
         match rejections::rate_limited(&plan.plan, &decision) {
             None => Outcome::Call(Some(headers)),
@@ -152,6 +161,19 @@ impl Config {
                 headers.write_to(response.headers_mut());
                 Outcome::Refuse(response)
             }
+        }
+    }
+
+    // The decision's metric, and its quota alerts.
+    fn meter(&self, decision: &Decision, principal: Option<&Principal>) {
+        let key_id = principal.map(Principal::key_id);
+        match decision.refused_by() {
+            None => metrics::request(Metered::RateLimit, metrics::Outcome::Allowed, key_id),
+            Some(LimitKind::Daily) => metrics::daily_quota_exhausted(key_id),
+            Some(LimitKind::PerSecond) => metrics::rate_limited(Metered::RateLimit, key_id),
+        }
+        if let (Some(alerts), Some(principal), Some(daily)) = (&self.alerts, principal, &decision.daily) {
+            alerts.daily_usage(principal.account_id(), principal.key_id(), daily);
         }
     }
 
@@ -168,6 +190,7 @@ impl Config {
             .field("failure_policy", &self.failure_policy)
             .field("legacy_headers", &self.legacy_headers)
             .field("counts_usage", &self.usage.is_some())
+            .field("alerts", &self.alerts.is_some())
             .finish_non_exhaustive()
     }
 }

@@ -206,43 +206,46 @@ fn new_version() -> Result<String, StoreError> {
 impl AllowlistStore for RedisAllowlistStore {
     fn account_allowlist(&self, account_id: &str) -> StoreFuture<Option<Arc<IpSet>>> {
         let (store, key) = (self.clone(), self.account_key(account_id));
-        MaybeReady::boxed(async move { store.backend.run(store.read_one(&key)).await })
+        MaybeReady::boxed(async move { store.backend.run("account_allowlist", store.read_one(&key)).await })
     }
 
     fn set_account_allowlist(&self, account_id: &str, list: IpSet) -> StoreFuture<()> {
         let (store, key) = (self.clone(), self.account_key(account_id));
         let change = Change::AccountAllowlist(account_id.to_owned());
-        MaybeReady::boxed(async move { store.backend.run(store.write(&key, &list, change)).await })
+        MaybeReady::boxed(async move { store.backend.run("set_account_allowlist", store.write(&key, &list, change)).await })
     }
 
     fn clear_account_allowlist(&self, account_id: &str) -> StoreFuture<bool> {
         let (store, key) = (self.clone(), self.account_key(account_id));
         let change = Change::AccountAllowlist(account_id.to_owned());
-        MaybeReady::boxed(async move { store.backend.run(store.clear(&key, change)).await })
+        MaybeReady::boxed(async move { store.backend.run("clear_account_allowlist", store.clear(&key, change)).await })
     }
 
     fn key_allowlist(&self, key_id: &str) -> StoreFuture<Option<Arc<IpSet>>> {
         let (store, key) = (self.clone(), self.key_key(key_id));
-        MaybeReady::boxed(async move { store.backend.run(store.read_one(&key)).await })
+        MaybeReady::boxed(async move { store.backend.run("key_allowlist", store.read_one(&key)).await })
     }
 
     fn set_key_allowlist(&self, key_id: &str, list: IpSet) -> StoreFuture<()> {
         let (store, key) = (self.clone(), self.key_key(key_id));
         let change = Change::KeyAllowlist(key_id.to_owned());
-        MaybeReady::boxed(async move { store.backend.run(store.write(&key, &list, change)).await })
+        MaybeReady::boxed(async move { store.backend.run("set_key_allowlist", store.write(&key, &list, change)).await })
     }
 
     fn clear_key_allowlist(&self, key_id: &str) -> StoreFuture<bool> {
         let (store, key) = (self.clone(), self.key_key(key_id));
         let change = Change::KeyAllowlist(key_id.to_owned());
-        MaybeReady::boxed(async move { store.backend.run(store.clear(&key, change)).await })
+        MaybeReady::boxed(async move { store.backend.run("clear_key_allowlist", store.clear(&key, change)).await })
     }
 
     // Both lists in one pipelined round trip (two while a list changed).
     fn allowlists(&self, account_id: &str, key_id: &str) -> StoreFuture<Allowlists> {
         let (store, account_key, key_key) = (self.clone(), self.account_key(account_id), self.key_key(key_id));
         MaybeReady::boxed(async move {
-            let mut sets = store.backend.run(store.read(&[&account_key, &key_key])).await?;
+            let mut sets = store
+                .backend
+                .run("allowlists", store.read(&[&account_key, &key_key]))
+                .await?;
             let key = sets.pop().flatten();
             let account = sets.pop().flatten();
             Ok(Allowlists { account, key })

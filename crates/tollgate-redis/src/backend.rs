@@ -85,12 +85,21 @@ impl Backend {
         changes_channel(&self.prefix)
     }
 
-    /// Runs one store operation, all its round trips, within the timeout.
-    pub(crate) async fn run<T>(&self, operation: impl Future<Output = Result<T, StoreError>>) -> Result<T, StoreError> {
-        match tokio::time::timeout(self.timeout, operation).await {
+    /// Runs one store operation, all its round trips, within the timeout,
+    /// and records its latency under `name` (the trait method's name) in
+    /// [`STORE_DURATION`](tollgate_core::metrics::STORE_DURATION).
+    pub(crate) async fn run<T>(
+        &self,
+        name: &'static str,
+        operation: impl Future<Output = Result<T, StoreError>>,
+    ) -> Result<T, StoreError> {
+        let started = std::time::Instant::now();
+        let result = match tokio::time::timeout(self.timeout, operation).await {
             Ok(result) => result,
             Err(_elapsed) => Err(StoreError::Timeout),
-        }
+        };
+        tollgate_core::metrics::store_latency("redis", name, started.elapsed());
+        result
     }
 
     /// The name of a key: `<prefix><area>:{<tag>}<rest>`. Keys that must be

@@ -113,7 +113,11 @@ fn new_token() -> Result<ClaimToken, StoreError> {
 impl IdempotencyStore for RedisIdempotencyStore {
     fn begin(&self, key: &IdempotencyKey, fingerprint: Fingerprint, lock_ttl: Duration) -> StoreFuture<BeginOutcome> {
         let (backend, key) = (self.backend.clone(), self.entry_key(key));
-        MaybeReady::boxed(async move { backend.run(begin_once(&backend, &key, fingerprint, lock_ttl)).await })
+        MaybeReady::boxed(async move {
+            backend
+                .run("begin", begin_once(&backend, &key, fingerprint, lock_ttl))
+                .await
+        })
     }
 
     fn complete(
@@ -128,7 +132,7 @@ impl IdempotencyStore for RedisIdempotencyStore {
             let mut encoded = Vec::new();
             response_codec::encode_into(&response, &mut encoded);
             backend
-                .run(async {
+                .run("complete", async {
                     let stored: i64 = COMPLETE
                         .key(&key)
                         .arg(&token.as_u128().to_be_bytes()[..])
@@ -147,7 +151,7 @@ impl IdempotencyStore for RedisIdempotencyStore {
         let (backend, key) = (self.backend.clone(), self.entry_key(key));
         MaybeReady::boxed(async move {
             backend
-                .run(async {
+                .run("abort", async {
                     let deleted: i64 = ABORT
                         .key(&key)
                         .arg(&token.as_u128().to_be_bytes()[..])

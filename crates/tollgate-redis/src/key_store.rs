@@ -506,39 +506,54 @@ fn limit_arg(max_active: Option<usize>) -> i64 {
 impl KeyStore for RedisKeyStore {
     fn find_by_hash(&self, hash: &KeyHash) -> StoreFuture<Option<Arc<KeyRecord>>> {
         let (store, hash) = (self.clone(), *hash);
-        MaybeReady::boxed(async move { store.backend.run(store.load(&hash)).await })
+        MaybeReady::boxed(async move { store.backend.run("find_by_hash", store.load(&hash)).await })
     }
 
     fn record_last_use(&self, key_id: &str, at: SystemTime) -> StoreFuture<()> {
         let (store, key_id) = (self.clone(), key_id.to_owned());
-        MaybeReady::boxed(async move { store.backend.run(store.touch_steps(&key_id, at)).await })
+        MaybeReady::boxed(async move {
+            store
+                .backend
+                .run("record_last_use", store.touch_steps(&key_id, at))
+                .await
+        })
     }
 }
 
 impl KeyRegistry for RedisKeyStore {
     fn find_by_id(&self, key_id: &str) -> StoreFuture<Option<Arc<KeyRecord>>> {
         let (store, key_id) = (self.clone(), key_id.to_owned());
-        MaybeReady::boxed(async move { store.backend.run(async { store.record_by_id(&key_id).await }).await })
+        MaybeReady::boxed(async move { store.backend.run("find_by_id", async { store.record_by_id(&key_id).await }).await })
     }
 
     fn insert(&self, record: KeyRecord, max_active: Option<usize>, now: SystemTime) -> StoreFuture<()> {
         let store = self.clone();
-        MaybeReady::boxed(async move { store.backend.run(store.insert_steps(record, max_active, now)).await })
+        MaybeReady::boxed(async move {
+            store
+                .backend
+                .run("insert", store.insert_steps(record, max_active, now))
+                .await
+        })
     }
 
     fn list_by_account(&self, account_id: &str) -> StoreFuture<Vec<Arc<KeyRecord>>> {
         let (store, account_id) = (self.clone(), account_id.to_owned());
-        MaybeReady::boxed(async move { store.backend.run(store.list_steps(&account_id)).await })
+        MaybeReady::boxed(async move {
+            store
+                .backend
+                .run("list_by_account", store.list_steps(&account_id))
+                .await
+        })
     }
 
     fn revoke(&self, key_id: &str, at: SystemTime) -> StoreFuture<Option<Arc<KeyRecord>>> {
         let (store, key_id) = (self.clone(), key_id.to_owned());
-        MaybeReady::boxed(async move { store.backend.run(store.revoke_steps(&key_id, at)).await })
+        MaybeReady::boxed(async move { store.backend.run("revoke", store.revoke_steps(&key_id, at)).await })
     }
 
     fn rotate(&self, rotation: Rotation) -> StoreFuture<Result<Arc<KeyRecord>, RotateRefusal>> {
         let store = self.clone();
-        MaybeReady::boxed(async move { store.backend.run(store.rotate_steps(rotation)).await })
+        MaybeReady::boxed(async move { store.backend.run("rotate", store.rotate_steps(rotation)).await })
     }
 }
 

@@ -91,6 +91,7 @@
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
+mod alerts;
 mod allowlist;
 mod backend;
 mod changes;
@@ -107,6 +108,7 @@ pub mod testing;
 mod timestamp;
 mod usage;
 
+pub use alerts::RedisAlertStore;
 pub use allowlist::RedisAllowlistStore;
 pub use changes::{subscribe_changes, ChangeSubscription, CHANGES_HEALTH_CHECK};
 pub use config::RedisConfig;

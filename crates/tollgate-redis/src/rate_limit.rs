@@ -164,7 +164,11 @@ impl RateLimitStore for RedisRateLimitStore {
     fn check(&self, key: &str, limits: &Limits, cost: u32) -> StoreFuture<Decision> {
         // The state key is named here, so the future owns all it needs.
         let (backend, state_key, limits) = (self.backend.clone(), self.state_key(key), *limits);
-        MaybeReady::boxed(async move { backend.run(check_once(&backend, &state_key, limits, cost)).await })
+        MaybeReady::boxed(async move {
+            backend
+                .run("check", check_once(&backend, &state_key, limits, cost))
+                .await
+        })
     }
 }
 

@@ -35,7 +35,7 @@ impl ReplayStore for RedisReplayStore {
         let (backend, key) = (self.backend.clone(), self.id_key(scope, id));
         MaybeReady::boxed(async move {
             backend
-                .run(async {
+                .run("check_and_remember", async {
                     let set: Option<String> = redis::cmd("SET")
                         .arg(&key)
                         .arg(1)
@@ -55,7 +55,7 @@ impl ReplayStore for RedisReplayStore {
         let (backend, key) = (self.backend.clone(), self.id_key(scope, id));
         MaybeReady::boxed(async move {
             backend
-                .run(async {
+                .run("forget", async {
                     redis::cmd("DEL")
                         .arg(&key)
                         .query_async::<i64>(&mut backend.connection())

@@ -105,6 +105,11 @@ impl RedisStores {
         RedisAllowlistStore::new(self.backend.clone(), Arc::clone(&self.allowlist_cache))
     }
 
+    /// The alert store: de-duplication of alerts across instances.
+    pub fn alert_store(&self) -> crate::RedisAlertStore {
+        crate::RedisAlertStore::new(self.backend.clone())
+    }
+
     /// The webhook replay store.
     pub fn replay_store(&self) -> RedisReplayStore {
         RedisReplayStore::new(self.backend.clone())
@@ -129,7 +134,7 @@ impl RedisStores {
     pub async fn ping(&self) -> Result<(), StoreError> {
         let mut connection = self.backend.connection();
         self.backend
-            .run(async move {
+            .run("ping", async move {
                 redis::cmd("PING")
                     .query_async::<String>(&mut connection)
                     .await
@@ -145,7 +150,7 @@ impl RedisStores {
         let mut connection = self.backend.connection();
         let (secs, micros): (u64, u64) = self
             .backend
-            .run(async move {
+            .run("server_time", async move {
                 redis::cmd("TIME")
                     .query_async(&mut connection)
                     .await
@@ -165,7 +170,7 @@ impl RedisStores {
             return self.purge_node(None, &pattern).await;
         };
         let mut deleted = 0;
-        for (host, port) in self.backend.run(masters(&mut cluster)).await? {
+        for (host, port) in self.backend.run("purge", masters(&mut cluster)).await? {
             let node = RoutingInfo::SingleNode(SingleNodeRoutingInfo::ByAddress { host, port });
             deleted += self.purge_node(Some(node), &pattern).await?;
         }
@@ -182,7 +187,7 @@ impl RedisStores {
             scan.arg(cursor).arg("MATCH").arg(pattern).arg("COUNT").arg(1000);
             let (next, keys): (u64, Vec<String>) = self
                 .backend
-                .run(async {
+                .run("purge", async {
                     match (&node, connection.clone()) {
                         (Some(route), Connection::Cluster(mut cluster)) => {
                             let value = cluster
@@ -199,7 +204,7 @@ impl RedisStores {
             if !keys.is_empty() {
                 let removed: u64 = self
                     .backend
-                    .run(async {
+                    .run("purge", async {
                         if node.is_none() {
                             return redis::cmd("UNLINK")
                                 .arg(&keys)

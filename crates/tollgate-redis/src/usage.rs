@@ -99,7 +99,7 @@ impl UsageStore for RedisUsageStore {
         let backend = self.backend.clone();
         MaybeReady::boxed(async move {
             backend
-                .run(async {
+                .run("add", async {
                     pipeline
                         .query_async::<()>(&mut backend.connection())
                         .await
@@ -128,7 +128,7 @@ impl UsageStore for RedisUsageStore {
         let backend = self.backend.clone();
         MaybeReady::boxed(async move {
             let counts: Vec<(Option<i64>, Option<i64>)> = backend
-                .run(async {
+                .run("days", async {
                     pipeline
                         .query_async(&mut backend.connection())
                         .await

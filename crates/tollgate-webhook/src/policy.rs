@@ -18,6 +18,7 @@ use http::{header, HeaderMap, Request, Response};
 use http_body_util::{Collected, Full, LengthLimitError};
 use tollgate_core::body::read_body;
 use tollgate_core::gate::{Finish, Policy, Verdict};
+use tollgate_core::metrics::{self, Layer as Metered};
 use tollgate_core::replay::ReplayStore;
 use tollgate_core::{unix_secs, BoxError, MaybeReady, Rejection, Renderer, SharedClock};
 
@@ -57,6 +58,7 @@ impl Config {
     }
 
     fn refuse<F>(&self, rejection: &Rejection, headers: &HeaderMap) -> Verdict<Body, F, Full<Bytes>> {
+        meter_refusal(rejection);
         Verdict::Respond(self.renderer.render(rejection, headers))
     }
 }
@@ -132,6 +134,25 @@ where
     }
 }
 
+// The refusal's metric: `store_unavailable`, or `webhook_rejected` with
+// the refusal's code (a fixed set) as `reason`.
+fn meter_refusal(rejection: &Rejection) {
+    use crate::rejections::*;
+    let reason = match rejection.code() {
+        MISSING_SIGNATURE => MISSING_SIGNATURE,
+        INVALID_SIGNATURE => INVALID_SIGNATURE,
+        TIMESTAMP_OUT_OF_TOLERANCE => TIMESTAMP_OUT_OF_TOLERANCE,
+        REPLAYED => REPLAYED,
+        PAYLOAD_TOO_LARGE => PAYLOAD_TOO_LARGE,
+        INVALID_BODY => INVALID_BODY,
+        _ if rejection.status() == http::StatusCode::SERVICE_UNAVAILABLE => {
+            return metrics::store_unavailable(Metered::Webhook);
+        }
+        _ => "OTHER",
+    };
+    metrics::webhook_rejected(reason);
+}
+
 fn content_length(headers: &HeaderMap) -> Option<u64> {
     headers
         .get(header::CONTENT_LENGTH)
@@ -168,6 +189,7 @@ fn verify(
     };
     let Some(store) = config.replay.clone() else {
         let request = with_verified(parts, bytes, verified);
+        metrics::allowed_anonymous(Metered::Webhook);
         return MaybeReady::ready(Verdict::Proceed(request, ForgetOnFailure(None)));
     };
     let (id, ttl) = (verified.replay_id(), config.replay_ttl(&verified));
@@ -179,6 +201,7 @@ fn verify(
                 let forget = config
                     .forget_on_server_error
                     .then(|| (store, config.replay_scope.clone(), id));
+                metrics::allowed_anonymous(Metered::Webhook);
                 Verdict::Proceed(request, ForgetOnFailure(forget))
             }
             Ok(false) => {
@@ -187,6 +210,7 @@ fn verify(
             }
             Err(error) if config.fail_open => {
                 tracing::error!(%error, "replay store failed; letting the webhook through (fail open)");
+                metrics::store_unavailable(Metered::Webhook);
                 Verdict::Proceed(request, ForgetOnFailure(None))
             }
             Err(error) => {

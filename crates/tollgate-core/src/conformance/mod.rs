@@ -15,6 +15,7 @@
 
 mod fake;
 
+pub use crate::alerts::conformance::*;
 pub use crate::allowlist::conformance::*;
 pub use crate::idempotency::conformance::*;
 pub use crate::keys::conformance::*;
