@@ -212,13 +212,23 @@ impl AllowlistStore for RedisAllowlistStore {
     fn set_account_allowlist(&self, account_id: &str, list: IpSet) -> StoreFuture<()> {
         let (store, key) = (self.clone(), self.account_key(account_id));
         let change = Change::AccountAllowlist(account_id.to_owned());
-        MaybeReady::boxed(async move { store.backend.run("set_account_allowlist", store.write(&key, &list, change)).await })
+        MaybeReady::boxed(async move {
+            store
+                .backend
+                .run("set_account_allowlist", store.write(&key, &list, change))
+                .await
+        })
     }
 
     fn clear_account_allowlist(&self, account_id: &str) -> StoreFuture<bool> {
         let (store, key) = (self.clone(), self.account_key(account_id));
         let change = Change::AccountAllowlist(account_id.to_owned());
-        MaybeReady::boxed(async move { store.backend.run("clear_account_allowlist", store.clear(&key, change)).await })
+        MaybeReady::boxed(async move {
+            store
+                .backend
+                .run("clear_account_allowlist", store.clear(&key, change))
+                .await
+        })
     }
 
     fn key_allowlist(&self, key_id: &str) -> StoreFuture<Option<Arc<IpSet>>> {
@@ -229,13 +239,23 @@ impl AllowlistStore for RedisAllowlistStore {
     fn set_key_allowlist(&self, key_id: &str, list: IpSet) -> StoreFuture<()> {
         let (store, key) = (self.clone(), self.key_key(key_id));
         let change = Change::KeyAllowlist(key_id.to_owned());
-        MaybeReady::boxed(async move { store.backend.run("set_key_allowlist", store.write(&key, &list, change)).await })
+        MaybeReady::boxed(async move {
+            store
+                .backend
+                .run("set_key_allowlist", store.write(&key, &list, change))
+                .await
+        })
     }
 
     fn clear_key_allowlist(&self, key_id: &str) -> StoreFuture<bool> {
         let (store, key) = (self.clone(), self.key_key(key_id));
         let change = Change::KeyAllowlist(key_id.to_owned());
-        MaybeReady::boxed(async move { store.backend.run("clear_key_allowlist", store.clear(&key, change)).await })
+        MaybeReady::boxed(async move {
+            store
+                .backend
+                .run("clear_key_allowlist", store.clear(&key, change))
+                .await
+        })
     }
 
     // Both lists in one pipelined round trip (two while a list changed).

@@ -523,7 +523,12 @@ impl KeyStore for RedisKeyStore {
 impl KeyRegistry for RedisKeyStore {
     fn find_by_id(&self, key_id: &str) -> StoreFuture<Option<Arc<KeyRecord>>> {
         let (store, key_id) = (self.clone(), key_id.to_owned());
-        MaybeReady::boxed(async move { store.backend.run("find_by_id", async { store.record_by_id(&key_id).await }).await })
+        MaybeReady::boxed(async move {
+            store
+                .backend
+                .run("find_by_id", async { store.record_by_id(&key_id).await })
+                .await
+        })
     }
 
     fn insert(&self, record: KeyRecord, max_active: Option<usize>, now: SystemTime) -> StoreFuture<()> {
