@@ -37,6 +37,41 @@ const RATE: u32 = 1_000_000;
 
 type Body = Full<Bytes>;
 
+// The keys, their plan and the handler both entry points measure.
+struct Fixture {
+    principals: Vec<Principal>,
+    plans: Plans,
+}
+
+impl Fixture {
+    fn new() -> Fixture {
+        Fixture {
+            principals: (0..KEYS)
+                .map(|i| Principal::new("acct", format!("key_{i:08}"), KeyKind::Production).with_plan("bench"))
+                .collect(),
+            // A daily quota far from spent, so each request is admitted and below 80%.
+            plans: Plans::empty().with(
+                Plan::new("bench", RATE)
+                    .with_burst(1_000)
+                    .with_daily_quota(Some(u64::MAX / 2)),
+            ),
+        }
+    }
+
+    // A request by the `i`th key, round-robin.
+    fn request(&self, i: usize) -> Request<Body> {
+        let mut request = Request::new(Body::default());
+        request.extensions_mut().insert(self.principals[i % KEYS].clone());
+        request
+    }
+}
+
+fn handler() -> impl Service<Request<Body>, Response = Response<Body>, Error = Infallible, Future: Send> + Clone {
+    tower::service_fn(|_request: Request<Body>| async {
+        Ok::<_, Infallible>(Response::new(Body::new(Bytes::from_static(b"ok"))))
+    })
+}
+
 // Everything benchmarked here completes on its first poll.
 fn poll_now<F: Future>(future: F) -> F::Output {
     let mut future = pin!(future);
@@ -47,31 +82,17 @@ fn poll_now<F: Future>(future: F) -> F::Output {
 }
 
 fn metering(c: &mut Criterion) {
-    let principals: Vec<Principal> = (0..KEYS)
-        .map(|i| Principal::new("acct", format!("key_{i:08}"), KeyKind::Production).with_plan("bench"))
-        .collect();
-    let request = |i: usize| {
-        let mut request = Request::new(Body::default());
-        request.extensions_mut().insert(principals[i % KEYS].clone());
-        request
-    };
-    let handler = tower::service_fn(|_request: Request<Body>| async {
-        Ok::<_, Infallible>(Response::new(Body::new(Bytes::from_static(b"ok"))))
-    });
-    // A daily quota far from spent, so each request is admitted and below 80%.
-    let plans = Plans::empty().with(
-        Plan::new("bench", RATE)
-            .with_burst(1_000)
-            .with_daily_quota(Some(u64::MAX / 2)),
-    );
+    let fixture = Fixture::new();
+    let request = |i: usize| fixture.request(i);
+    let plans = fixture.plans.clone();
     let mut limited = RateLimitLayer::new(MemoryRateLimitStore::new())
         .plans(plans.clone())
-        .layer(handler);
+        .layer(handler());
     let (alerts, _worker) = Alerts::new(|_: Alert| async {});
     let mut alerting = RateLimitLayer::new(MemoryRateLimitStore::new())
         .plans(plans)
         .alerts(alerts)
-        .layer(handler);
+        .layer(handler());
     let recorder = PrometheusBuilder::new().build_recorder();
     let handle = recorder.handle();
 
@@ -128,22 +149,9 @@ fn measured(iterations: usize, mut one: impl FnMut(usize)) {
 
 // One scenario, `iterations` times, for callgrind.
 fn profile(scenario: &str, iterations: usize) {
-    let principals: Vec<Principal> = (0..KEYS)
-        .map(|i| Principal::new("acct", format!("key_{i:08}"), KeyKind::Production).with_plan("bench"))
-        .collect();
-    let request = |i: usize| {
-        let mut request = Request::new(Body::default());
-        request.extensions_mut().insert(principals[i % KEYS].clone());
-        request
-    };
-    let handler = tower::service_fn(|_request: Request<Body>| async {
-        Ok::<_, Infallible>(Response::new(Body::new(Bytes::from_static(b"ok"))))
-    });
-    let plans = Plans::empty().with(
-        Plan::new("bench", RATE)
-            .with_burst(1_000)
-            .with_daily_quota(Some(u64::MAX / 2)),
-    );
+    let fixture = Fixture::new();
+    let request = |i: usize| fixture.request(i);
+    let plans = fixture.plans.clone();
     let mut layer = RateLimitLayer::new(MemoryRateLimitStore::new()).plans(plans);
     let (alerts, _worker) = Alerts::new(|_: Alert| async {});
     let recorder = PrometheusBuilder::new().build_recorder();
@@ -156,7 +164,7 @@ fn profile(scenario: &str, iterations: usize) {
         }
         other => panic!("unknown scenario {other}"),
     };
-    let mut service = layer.layer(handler);
+    let mut service = layer.layer(handler());
     // Every key seen once, so the measured requests are steady-state.
     let mut call = |i: usize| {
         poll_now(std::future::poll_fn(|cx| service.poll_ready(cx))).unwrap();
