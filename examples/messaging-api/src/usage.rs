@@ -57,16 +57,16 @@ impl Usage {
     }
 
     /// A key's usage on each of the last `days` UTC days that has any,
-    /// today included, oldest first: this instance's counts are added to
-    /// the store first, so they are in the answer.
+    /// today included, oldest first, as the store has it: [`flush`](Usage::flush)
+    /// first (once for all the keys read) to include this instance's counts.
     pub async fn last_days(&self, key_id: &str, days: u32) -> Result<Vec<DayUsage>, StoreError> {
-        self.flush().await?;
         let today = Day::from_unix_secs(unix_secs(self.clock.now()));
         let from = Day(today.0.saturating_sub(days.saturating_sub(1)));
         self.store.days(key_id, from, today).await
     }
 
-    /// Today's (requests, rate_limited) for a key.
+    /// Today's (requests, rate_limited) for a key, as the store has it (see
+    /// [`last_days`](Usage::last_days)).
     pub async fn requests_today(&self, key_id: &str) -> Result<(u64, u64), StoreError> {
         let today = self.last_days(key_id, 1).await?;
         Ok(today.iter().fold((0, 0), |(requests, limited), day| {

@@ -14,6 +14,8 @@ pub async fn get(State(state): State<AppState>, principal: Principal) -> Result<
     let keys = state.keys().list(principal.account_id()).await?;
     let now = state.now();
     let plan = state.plan(principal.account_id());
+    // This instance's counts into the store once, then every key is a read.
+    state.usage().flush().await.map_err(ApiError::unavailable)?;
     let mut data: Vec<Value> = Vec::with_capacity(keys.len());
     for key in &keys {
         let (requests, rate_limited) = state
