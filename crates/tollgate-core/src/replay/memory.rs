@@ -163,7 +163,8 @@ impl MemoryReplayStore {
 
     fn remember(&self, scope: &str, id: &str, ttl: Duration) -> Result<bool, StoreError> {
         let now = unix_nanos(self.clock.now());
-        if self.scope_len(scope) >= self.scope_capacity && now >= self.state.earliest_expiry.load(Ordering::SeqCst) {
+        // The atomic first: the scope's count takes a lock.
+        if now >= self.state.earliest_expiry.load(Ordering::SeqCst) && self.scope_len(scope) >= self.scope_capacity {
             self.sweep(now); // the scope may hold expired ids: make room now
         } else {
             self.sweep_if_due(now);
