@@ -21,6 +21,9 @@ pub struct Cli {
     /// Address to listen on [default: 127.0.0.1:8080].
     #[arg(long, env = "LISTEN_ADDR", hide_env_values = true, value_name = "ADDR")]
     pub listen: Option<SocketAddr>,
+    /// Address of the admin listener, serving GET /metrics (Prometheus) [default: 127.0.0.1:9090].
+    #[arg(long, env = "ADMIN_LISTEN", hide_env_values = true, value_name = "ADDR")]
+    pub admin_listen: Option<SocketAddr>,
     /// A SQLite file (created if missing) or a postgres:// URL.
     #[arg(
         long,
@@ -85,6 +88,9 @@ impl Cli {
         };
         if let Some(listen) = self.listen {
             config.listen = listen;
+        }
+        if let Some(admin_listen) = self.admin_listen {
+            config.admin_listen = admin_listen;
         }
         config.allow_private_webhook_urls |= self.allow_private_webhook_urls;
         let server = &mut config.server;

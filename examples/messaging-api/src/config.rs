@@ -15,6 +15,15 @@ use serde::Deserialize;
 pub struct Config {
     /// Where to listen (`--listen`, `LISTEN_ADDR`).
     pub listen: SocketAddr,
+    /// Where the admin listener serves `GET /metrics` (`--admin-listen`,
+    /// `ADMIN_LISTEN`): loopback by default, never the public listener.
+    pub admin_listen: SocketAddr,
+    /// Whether request metrics carry a `key_id` label (one series per key
+    /// and outcome: only for deployments with few keys).
+    pub metrics_key_id_labels: bool,
+    /// Days after which a key in use is due for rotation (`rotation_due`
+    /// in `GET /v1/keys`, and a `rotation_due` alert once a day).
+    pub rotation_age_days: u64,
     /// Plans by name; the seed's `free`, `premium` and `enterprise` unless overridden.
     pub plans: BTreeMap<String, PlanConfig>,
     /// Accounts and their plans. `acct_demo` is always ensured.
@@ -89,6 +98,8 @@ pub struct RetentionConfig {
     pub max_messages: u64,
     /// How often old messages are deleted, in seconds.
     pub prune_interval_secs: u64,
+    /// Days an audit log entry is kept.
+    pub audit_max_age_days: u64,
 }
 
 impl Default for RetentionConfig {
@@ -97,6 +108,7 @@ impl Default for RetentionConfig {
             max_age_days: 30,
             max_messages: 1_000_000,
             prune_interval_secs: 60,
+            audit_max_age_days: 365,
         }
     }
 }
@@ -164,6 +176,9 @@ impl Default for Config {
     fn default() -> Config {
         Config {
             listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
+            admin_listen: SocketAddr::from(([127, 0, 0, 1], 9090)),
+            metrics_key_id_labels: false,
+            rotation_age_days: tollgate_core::alerts::DEFAULT_ROTATION_AGE.as_secs() / 86_400,
             plans: BTreeMap::new(),
             accounts: Vec::new(),
             max_keys_per_account: 10,
@@ -227,6 +242,9 @@ impl Config {
         if self.failed_auth_per_minute == 0 {
             return Err("failed_auth_per_minute must be at least 1".into());
         }
+        if self.rotation_age_days == 0 {
+            return Err("rotation_age_days must be at least 1".into());
+        }
         if self.max_keys_per_account == 0 {
             return Err("max_keys_per_account must be at least 1".into());
         }
@@ -245,6 +263,7 @@ impl Config {
         if self.retention.max_age_days == 0
             || self.retention.max_messages == 0
             || self.retention.prune_interval_secs == 0
+            || self.retention.audit_max_age_days == 0
         {
             return Err("retention limits must be positive".into());
         }
@@ -254,6 +273,11 @@ impl Config {
     /// The rotation grace period.
     pub fn rotation_grace(&self) -> Duration {
         Duration::from_secs(self.rotation_grace_secs)
+    }
+
+    /// The age past which a key is due for rotation.
+    pub fn rotation_age(&self) -> Duration {
+        Duration::from_secs(self.rotation_age_days.saturating_mul(86_400))
     }
 
     /// The configured account, if any.
@@ -270,6 +294,9 @@ mod tests {
     fn defaults_listen_on_loopback_8080() {
         let config = Config::from_args(Vec::<String>::new()).unwrap();
         assert_eq!(config.listen, "127.0.0.1:8080".parse().unwrap());
+        assert_eq!(config.admin_listen, "127.0.0.1:9090".parse().unwrap());
+        assert_eq!(config.rotation_age(), Duration::from_secs(90 * 86_400));
+        assert!(!config.metrics_key_id_labels);
         assert_eq!(config.max_keys_per_account, 10);
     }
 

@@ -30,7 +30,9 @@ use tollgate_webhook::{Scheme, Signer, WebhookSecret};
 
 use crate::config::WebhookConfig;
 use crate::messages::{random_base62, Message};
+use crate::time::rfc3339;
 use crate::webhooks::WebhookEndpoint;
+use tollgate_core::alerts::Alert;
 
 /// Decides whether a resolved address may be connected to.
 pub type AddressFilter = Arc<dyn Fn(IpAddr) -> bool + Send + Sync>;
@@ -63,6 +65,55 @@ impl Event {
             secret: to.secret.clone(),
             body: serde_json::to_vec(&event).expect("JSON values serialise").into(),
         })
+    }
+}
+
+impl Event {
+    /// The `key.alert` event for `alert`:
+    /// `{"type":"key.alert","data":{"kind","key_id","account_id","at",…}}`,
+    /// with the alert's own fields (`percent`, `limit` and `used` for a
+    /// quota; `client_ip` and `network` for a new network; `created_at`
+    /// for a rotation), and a fresh `evt_…` id. `None` for an alert about no
+    /// key (a burst of failed authentications), which has no account to tell.
+    pub fn key_alert(alert: &Alert, to: &WebhookEndpoint) -> Result<Option<Event>, getrandom::Error> {
+        let (Some(key_id), Some(account_id)) = (alert.key_id(), alert.account_id()) else {
+            return Ok(None);
+        };
+        let mut data = serde_json::json!({"kind": alert.kind(), "key_id": key_id, "account_id": account_id});
+        let at = match alert {
+            Alert::Quota {
+                percent,
+                limit,
+                used,
+                at,
+                ..
+            } => {
+                data["percent"] = (*percent).into();
+                data["limit"] = (*limit).into();
+                data["used"] = (*used).into();
+                *at
+            }
+            Alert::NewNetwork {
+                client_ip, network, at, ..
+            } => {
+                data["client_ip"] = client_ip.to_string().into();
+                data["network"] = network.to_string().into();
+                *at
+            }
+            Alert::RotationDue { created_at, at, .. } => {
+                data["created_at"] = rfc3339(*created_at).into();
+                *at
+            }
+            Alert::AuthFailures { at, .. } => *at,
+        };
+        data["at"] = rfc3339(at).into();
+        let event = serde_json::json!({"type": "key.alert", "data": data});
+        Ok(Some(Event {
+            id: format!("evt_{}", random_base62(24)?),
+            url: to.url.clone(),
+            secret: to.secret.clone(),
+            body: serde_json::to_vec(&event).expect("JSON values serialise").into(),
+        }))
     }
 }
 

@@ -10,6 +10,9 @@
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
+pub mod admin;
+pub mod alerting;
+pub mod audit;
 pub mod bootstrap;
 pub mod cli;
 pub mod config;
@@ -80,6 +83,7 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/keys", get(routes::keys::list))
         .route("/v1/security/ip-allowlist", get(routes::security::get))
         .route("/v1/usage", get(routes::usage::get))
+        .route("/v1/audit-log", get(routes::audit::list))
         .merge(key_management)
         .fallback(middleware::not_found)
         .method_not_allowed_fallback(middleware::method_not_allowed)
@@ -98,7 +102,8 @@ pub fn router(state: AppState) -> Router {
             BearerAuthLayer::from_shared(state.stores().keys.clone())
                 .clock(state.clock().clone())
                 .require_checksum(KeyFormat::default())
-                .limit_failures(FailedAuthLimit::per_minute(config.failed_auth_per_minute)),
+                .limit_failures(FailedAuthLimit::per_minute(config.failed_auth_per_minute))
+                .alerts(state.alerts().clone()),
         )
         .layer(axum::middleware::from_fn(middleware::note_key_id))
         .layer(IpAllowlistLayer::new().shared_store(state.stores().allowlists.clone()))
@@ -108,7 +113,8 @@ pub fn router(state: AppState) -> Router {
                     let principal = parts.extensions.get::<tollgate_core::Principal>()?;
                     Some(plans_state.plan(principal.account_id()))
                 })
-                .count_usage(state.usage().recorder().clone()),
+                .count_usage(state.usage().recorder().clone())
+                .alerts(state.alerts().clone()),
         )
         // Before the body and the idempotency claim: a refused URL is always
         // 400 INVALID_WEBHOOK_URL and leaves the X-Request-ID unused.

@@ -33,6 +33,8 @@ async fn run(cli: Cli) -> Result<(), String> {
     if let Some(key) = &bootstrap_key {
         check_bootstrap_key(key)?;
     }
+    // Before anything reports: the layers' metrics go to this recorder.
+    let metrics = messaging_api::admin::install_prometheus(config.metrics_key_id_labels)?;
     let clock = SharedClock::default();
     let stores = Stores::open(&cli.deployment(&config), clock.clone()).await?;
     let service = stores.service.clone();
@@ -47,6 +49,19 @@ async fn run(cli: Cli) -> Result<(), String> {
         .map_err(|error| format!("cannot listen on {}: {error}", config.listen))?;
     let local = listener.local_addr().map_err(|error| error.to_string())?;
     println!("messaging-api listening on http://{local}");
+    let admin = tokio::net::TcpListener::bind(config.admin_listen)
+        .await
+        .map_err(|error| format!("cannot listen on {} (--admin-listen): {error}", config.admin_listen))?;
+    let admin_local = admin.local_addr().map_err(|error| error.to_string())?;
+    println!("messaging-api admin listening on http://{admin_local}");
+    let admin_limits = config.server.clone();
+    // Ends with the process: the admin listener has nothing to drain.
+    tokio::spawn(async move {
+        let app = messaging_api::admin::router(metrics);
+        if let Err(error) = messaging_api::server::serve(admin, app, &admin_limits, std::future::pending()).await {
+            tracing::error!(%error, "admin server failed");
+        }
+    });
     messaging_api::server::serve(listener, router(state.clone()), &config.server, shutdown_signal())
         .await
         .map_err(|error| format!("server error: {error}"))?;

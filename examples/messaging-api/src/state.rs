@@ -2,17 +2,21 @@
 //! messages, webhook endpoints, usage counts and the webhook deliverer.
 
 use std::collections::BTreeMap;
-use std::sync::Arc;
-use std::time::SystemTime;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime};
 
 use http::HeaderMap;
 use tollgate_auth::KeyManager;
+use tollgate_core::alerts::{AlertWorker, Alerts};
 use tollgate_core::allowlist::AllowlistStore;
 use tollgate_core::rate_limit::Plan;
 use tollgate_core::SharedClock;
 use tollgate_webhook::url_guard::{blocked_range, TokioResolver, WebhookUrlGuard};
 
+use crate::alerting::KeyAlertSink;
+use crate::audit::{AuditEntry, AuditLog, MemoryAudit};
 use crate::config::Config;
+use crate::db::audit::SqlAudit;
 use crate::db::deliveries::SqlDeliveries;
 use crate::db::messages::SqlMessages;
 use crate::db::webhooks::SqlWebhooks;
@@ -41,6 +45,10 @@ struct Inner {
     usage: Usage,
     deliverer: Deliverer,
     url_guard: WebhookUrlGuard,
+    audit: AuditLog,
+    alerts: Alerts,
+    // Taken by the first `start_background`.
+    alert_worker: Mutex<Option<AlertWorker>>,
 }
 
 impl AppState {
@@ -86,7 +94,21 @@ impl AppState {
             None => Arc::new(MemoryUsageStore::new().clock(clock.clone())),
         };
         let usage = Usage::new(usage_store, clock.clone());
+        let audit = match &stores.service {
+            Some(service) => AuditLog::Sql(SqlAudit::new(service.database.clone())),
+            None => AuditLog::Memory(MemoryAudit::default()),
+        };
+        let sink = KeyAlertSink::new(webhooks.clone(), outbox.clone(), deliverer.clone());
+        let (alerts, alert_worker) = Alerts::builder()
+            .store(stores.alerts.clone())
+            .clock(clock.clone())
+            .rotation_age(config.rotation_age())
+            .auth_failure_burst(config.failed_auth_per_minute, Duration::from_secs(60))
+            .build(sink);
         AppState(Arc::new(Inner {
+            audit,
+            alerts,
+            alert_worker: Mutex::new(Some(alert_worker)),
             usage,
             plans,
             stores,
@@ -146,9 +168,38 @@ impl AppState {
         self.0.outbox.as_ref()
     }
 
-    /// Starts what a service runs beside its requests: the outbox's
-    /// workers, message retention and the daily quota counts' flusher.
+    /// The audit log.
+    pub fn audit(&self) -> &AuditLog {
+        &self.0.audit
+    }
+
+    /// Records an audit entry after a change succeeded. A failure is
+    /// logged, not answered: the change is made, and a client retrying a
+    /// 503 would make it twice.
+    pub async fn record_audit(&self, entry: AuditEntry) {
+        let action = entry.action.clone();
+        if let Err(error) = self.0.audit.record(entry).await {
+            tracing::error!(%error, action, "audit entry not recorded");
+        }
+    }
+
+    /// What the layers raise alerts through.
+    pub fn alerts(&self) -> &Alerts {
+        &self.0.alerts
+    }
+
+    /// The worker delivering alerts, unless `start_background` took it.
+    pub fn take_alert_worker(&self) -> Option<AlertWorker> {
+        self.0.alert_worker.lock().expect("not poisoned").take()
+    }
+
+    /// Starts what a service runs beside its requests: the alert worker,
+    /// the outbox's workers, message and audit retention and the daily
+    /// quota counts' flusher.
     pub fn start_background(&self) {
+        if let Some(worker) = self.take_alert_worker() {
+            tokio::spawn(worker.run());
+        }
         if let Some(outbox) = self.outbox() {
             outbox.spawn_workers(4);
         }
@@ -158,6 +209,7 @@ impl AppState {
             quota.spawn_flusher();
         }
         let messages = SqlMessages::new(service.database.clone());
+        let audit = SqlAudit::new(service.database.clone());
         let retention = self.config().retention.clone();
         let clock = self.clock().clone();
         tokio::spawn(async move {
@@ -169,6 +221,12 @@ impl AppState {
                     Ok(0) => {}
                     Ok(deleted) => tracing::info!(deleted, "old messages deleted"),
                     Err(error) => tracing::warn!(%error, "message retention failed; retrying"),
+                }
+                let max_age = std::time::Duration::from_secs(retention.audit_max_age_days.saturating_mul(86_400));
+                match audit.prune(clock.now(), max_age).await {
+                    Ok(0) => {}
+                    Ok(deleted) => tracing::info!(deleted, "old audit log entries deleted"),
+                    Err(error) => tracing::warn!(%error, "audit log retention failed; retrying"),
                 }
             }
         });

@@ -19,6 +19,7 @@
 
 use std::sync::Arc;
 
+use tollgate_core::alerts::{AlertStore, MemoryAlertStore};
 use tollgate_core::allowlist::{AllowlistStore, MemoryAllowlistStore};
 use tollgate_core::idempotency::{IdempotencyStore, MemoryIdempotencyStore};
 use tollgate_core::keys::{CachedKeyStore, KeyRegistry, MemoryKeyStore};
@@ -78,6 +79,10 @@ pub struct Stores {
     pub rate_limits: Arc<dyn RateLimitStore>,
     /// Idempotency records.
     pub idempotency: Arc<dyn IdempotencyStore>,
+    /// Which alerts were sent and which networks each key used: Redis
+    /// when the deployment has it (a fleet sends each alert once), else
+    /// this process's memory.
+    pub alerts: Arc<dyn AlertStore>,
     /// The database and its companions; `None` for in-process stores.
     pub service: Option<ServiceDb>,
 }
@@ -89,7 +94,8 @@ impl Stores {
             keys: Arc::new(MemoryKeyStore::new()),
             allowlists: Arc::new(MemoryAllowlistStore::new()),
             rate_limits: Arc::new(MemoryRateLimitStore::new().with_clock(clock.clone())),
-            idempotency: Arc::new(MemoryIdempotencyStore::new().with_clock(clock)),
+            idempotency: Arc::new(MemoryIdempotencyStore::new().with_clock(clock.clone())),
+            alerts: Arc::new(MemoryAlertStore::new().with_clock(clock)),
             service: None,
         }
     }
@@ -159,11 +165,16 @@ impl Stores {
                 (Arc::new(quota), Arc::new(sql.idempotency_store()))
             }
         };
+        let alerts: Arc<dyn AlertStore> = match &service.redis {
+            Some(redis) => Arc::new(redis.alert_store()),
+            None => Arc::new(MemoryAlertStore::new().with_clock(clock)),
+        };
         Ok(Stores {
             keys,
             allowlists: Arc::new(sql.allowlist_store()),
             rate_limits,
             idempotency,
+            alerts,
             service: Some(service),
         })
     }
@@ -174,6 +185,7 @@ impl Stores {
             allowlists: Arc::new(redis.allowlist_store()),
             rate_limits: Arc::new(redis.rate_limit_store()),
             idempotency: Arc::new(redis.idempotency_store()),
+            alerts: Arc::new(redis.alert_store()),
             service: None,
         }
     }

@@ -11,7 +11,7 @@ use std::time::{Duration, SystemTime};
 use dashmap::DashMap;
 
 use super::{network_of, Alert, AlertSink, AlertStore, MemoryAlertStore, NetworkUse};
-use crate::clock::{unix_secs, Clock, SharedClock};
+use crate::clock::{unix_secs, SharedClock};
 use crate::keys::KeyRecord;
 use crate::metrics;
 use crate::rate_limit::Usage;
@@ -136,9 +136,10 @@ impl AlertsBuilder {
         self
     }
 
-    /// The clock of every window (the memory store's is its own).
-    pub fn clock(mut self, clock: impl Clock) -> Self {
-        self.config.clock = SharedClock::new(clock);
+    /// The clock of every window (the memory store's is its own): any
+    /// [`Clock`](crate::Clock), or a [`SharedClock`] the application already holds.
+    pub fn clock(mut self, clock: impl Into<SharedClock>) -> Self {
+        self.config.clock = clock.into();
         self
     }
 

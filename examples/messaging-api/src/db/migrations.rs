@@ -7,11 +7,14 @@
 use sqlx::AnyPool;
 
 /// (version, description, SQL), oldest first. Never edit a released one: add a new one.
-const MIGRATIONS: &[(i64, &str, &str)] = &[(
-    1,
-    "service tables",
-    include_str!("../../migrations/0001_service_tables.sql"),
-)];
+const MIGRATIONS: &[(i64, &str, &str)] = &[
+    (
+        1,
+        "service tables",
+        include_str!("../../migrations/0001_service_tables.sql"),
+    ),
+    (2, "audit log", include_str!("../../migrations/0002_audit_log.sql")),
+];
 
 /// Applies every migration the database has not recorded yet.
 pub async fn migrate(pool: &AnyPool) -> Result<(), sqlx::Error> {
@@ -64,5 +67,12 @@ mod tests {
             .filter(|statement| statement.contains("CREATE TABLE"))
             .count();
         assert_eq!(creates, 5);
+    }
+
+    #[test]
+    fn the_audit_log_migration_adds_one_table_and_two_indexes() {
+        let statements: Vec<&str> = super::statements(super::MIGRATIONS[1].2).collect();
+        assert_eq!(statements.len(), 3);
+        assert!(statements[0].starts_with("CREATE TABLE api_audit_log"));
     }
 }

@@ -1,5 +1,6 @@
 //! The example's own database: accounts, webhook endpoints, messages,
-//! pending webhook deliveries and (on a single node) daily quota counts.
+//! pending webhook deliveries, the audit log and (on a single node) daily
+//! quota counts.
 //!
 //! One [`Database`] speaks to SQLite (a file, the single-node default) or
 //! PostgreSQL (a fleet) through sqlx's `Any` driver; every query is written
@@ -7,6 +8,7 @@
 //! timeout, so a database that has gone away fails requests closed (503)
 //! instead of hanging them, and the pool reconnects by itself once it is back.
 
+pub mod audit;
 pub mod deliveries;
 pub mod messages;
 pub mod migrations;

@@ -12,9 +12,10 @@ use axum::Json;
 use serde::Deserialize;
 use serde_json::{json, Value};
 use tollgate_auth::{CreatedKey, KeyInfo, NewKey};
-use tollgate_core::{Code, KeyKind, Principal, Rejection};
+use tollgate_core::{ClientIp, Code, KeyKind, Principal, Rejection};
 use tollgate_idempotency::{Storable, StoredReplacement};
 
+use crate::audit::{Action, AuditEntry};
 use crate::error::{ApiError, ApiJson};
 use crate::state::AppState;
 use crate::time::rfc3339;
@@ -44,6 +45,7 @@ pub struct CidrList {
 pub async fn create(
     State(state): State<AppState>,
     principal: Principal,
+    client_ip: Option<ClientIp>,
     ApiJson(request): ApiJson<CreateKey>,
 ) -> Result<Response, ApiError> {
     let kind = KeyKind::parse(&request.kind)
@@ -52,6 +54,16 @@ pub async fn create(
         .label(request.label)
         .plan(state.plan_name(principal.account_id()));
     let created = state.keys().create(new).await?;
+    let details = json!({ "type": created.info.kind.as_str(), "label": created.info.label });
+    audit(
+        &state,
+        &principal,
+        client_ip,
+        Action::KeyCreated,
+        &created.info.id,
+        details,
+    )
+    .await;
     let body = created_json(&created);
     Ok(shown_once(body, already_created(&created.info.id, None)))
 }
@@ -69,10 +81,11 @@ pub async fn list(State(state): State<AppState>, principal: Principal) -> Result
     let shown_since = now
         .checked_sub(REVOKED_KEYS_LISTED_FOR)
         .unwrap_or(SystemTime::UNIX_EPOCH);
+    let rotation_age = state.config().rotation_age();
     let data: Vec<Value> = keys
         .iter()
         .filter(|key| key.revoked_at.is_none_or(|at| at > shown_since))
-        .map(|key| info_json(key, now))
+        .map(|key| info_json(key, now, rotation_age))
         .collect();
     Ok(Json(json!({ "data": data })))
 }
@@ -81,9 +94,11 @@ pub async fn list(State(state): State<AppState>, principal: Principal) -> Result
 pub async fn revoke(
     State(state): State<AppState>,
     principal: Principal,
+    client_ip: Option<ClientIp>,
     Path(key_id): Path<String>,
 ) -> Result<StatusCode, ApiError> {
     state.keys().revoke(principal.account_id(), &key_id).await?;
+    audit(&state, &principal, client_ip, Action::KeyRevoked, &key_id, json!({})).await;
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -93,13 +108,17 @@ pub async fn revoke(
 pub async fn rotate(
     State(state): State<AppState>,
     principal: Principal,
+    client_ip: Option<ClientIp>,
     Path(key_id): Path<String>,
 ) -> Result<Response, ApiError> {
     let grace = state.config().rotation_grace();
     let created = state.keys().rotate(principal.account_id(), &key_id, grace).await?;
+    let valid_until = rfc3339(state.now() + grace);
+    let details = json!({ "new_key_id": created.info.id, "old_key_valid_until": valid_until });
+    audit(&state, &principal, client_ip, Action::KeyRotated, &key_id, details).await;
     let mut body = created_json(&created);
     body["replaces"] = json!(key_id);
-    body["old_key_valid_until"] = json!(rfc3339(state.now() + grace));
+    body["old_key_valid_until"] = json!(valid_until);
     Ok(shown_once(body, already_created(&created.info.id, Some(&key_id))))
 }
 
@@ -107,6 +126,7 @@ pub async fn rotate(
 pub async fn set_ip_allowlist(
     State(state): State<AppState>,
     principal: Principal,
+    client_ip: Option<ClientIp>,
     Path(key_id): Path<String>,
     ApiJson(request): ApiJson<CidrList>,
 ) -> Result<Json<Value>, ApiError> {
@@ -118,6 +138,8 @@ pub async fn set_ip_allowlist(
         .set_key_allowlist(&key_id, set)
         .await
         .map_err(ApiError::unavailable)?;
+    let details = json!({ "networks": cidrs.len() });
+    audit(&state, &principal, client_ip, Action::KeyAllowlistSet, &key_id, details).await;
     Ok(Json(json!({ "key_id": key_id, "cidrs": cidrs })))
 }
 
@@ -125,6 +147,7 @@ pub async fn set_ip_allowlist(
 pub async fn clear_ip_allowlist(
     State(state): State<AppState>,
     principal: Principal,
+    client_ip: Option<ClientIp>,
     Path(key_id): Path<String>,
 ) -> Result<StatusCode, ApiError> {
     state.keys().get(principal.account_id(), &key_id).await?;
@@ -133,6 +156,15 @@ pub async fn clear_ip_allowlist(
         .clear_key_allowlist(&key_id)
         .await
         .map_err(ApiError::unavailable)?;
+    audit(
+        &state,
+        &principal,
+        client_ip,
+        Action::KeyAllowlistRemoved,
+        &key_id,
+        json!({}),
+    )
+    .await;
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -166,7 +198,34 @@ fn created_json(created: &CreatedKey) -> Value {
     })
 }
 
-fn info_json(key: &KeyInfo, now: std::time::SystemTime) -> Value {
+/// Records a change made by `principal` from `client_ip` in the audit log.
+pub async fn audit(
+    state: &AppState,
+    principal: &Principal,
+    client_ip: Option<ClientIp>,
+    action: Action,
+    target_id: &str,
+    details: Value,
+) {
+    let entry = AuditEntry::new(
+        state.now(),
+        principal.account_id(),
+        principal.key_id(),
+        client_ip.map(ClientIp::ip),
+        action,
+        target_id,
+        details,
+    );
+    state.record_audit(entry).await;
+}
+
+// Due for rotation: an active key at least the rotation age old (a retiring
+// key is being replaced already; a revoked or expired one is not in use).
+fn rotation_due(key: &KeyInfo, now: SystemTime, rotation_age: Duration) -> bool {
+    key.status_at(now).as_str() == "active" && now.duration_since(key.created_at).is_ok_and(|age| age >= rotation_age)
+}
+
+fn info_json(key: &KeyInfo, now: SystemTime, rotation_age: Duration) -> Value {
     json!({
         "id": key.id,
         "label": key.label,
@@ -177,5 +236,6 @@ fn info_json(key: &KeyInfo, now: std::time::SystemTime) -> Value {
         "last_used_at": key.last_used_at.map(rfc3339),
         "revoked_at": key.revoked_at.map(rfc3339),
         "expires_at": key.expires_at.map(rfc3339),
+        "rotation_due": rotation_due(key, now, rotation_age),
     })
 }

@@ -5,10 +5,11 @@ use axum::http::StatusCode;
 use axum::Json;
 use serde_json::{json, Value};
 use tollgate_core::allowlist::IpSet;
-use tollgate_core::Principal;
+use tollgate_core::{ClientIp, Principal};
 
+use crate::audit::Action;
 use crate::error::{ApiError, ApiJson};
-use crate::routes::keys::CidrList;
+use crate::routes::keys::{audit, CidrList};
 use crate::state::AppState;
 
 /// The most networks one list may hold.
@@ -18,6 +19,7 @@ pub const MAX_CIDRS: usize = 10_000;
 pub async fn set(
     State(state): State<AppState>,
     principal: Principal,
+    client_ip: Option<ClientIp>,
     ApiJson(request): ApiJson<CidrList>,
 ) -> Result<Json<Value>, ApiError> {
     let set = parse_cidrs(&request.cidrs)?;
@@ -27,17 +29,42 @@ pub async fn set(
         .set_account_allowlist(principal.account_id(), set)
         .await
         .map_err(ApiError::unavailable)?;
+    let details = json!({ "networks": cidrs.len() });
+    let account_id = principal.account_id();
+    audit(
+        &state,
+        &principal,
+        client_ip,
+        Action::AccountAllowlistSet,
+        account_id,
+        details,
+    )
+    .await;
     Ok(Json(json!({ "cidrs": cidrs })))
 }
 
 /// Removes the account's allowlist, so every address is allowed again;
 /// 204 whether or not there was one.
-pub async fn clear(State(state): State<AppState>, principal: Principal) -> Result<StatusCode, ApiError> {
+pub async fn clear(
+    State(state): State<AppState>,
+    principal: Principal,
+    client_ip: Option<ClientIp>,
+) -> Result<StatusCode, ApiError> {
     state
         .allowlists()
         .clear_account_allowlist(principal.account_id())
         .await
         .map_err(ApiError::unavailable)?;
+    let account_id = principal.account_id();
+    audit(
+        &state,
+        &principal,
+        client_ip,
+        Action::AccountAllowlistRemoved,
+        account_id,
+        json!({}),
+    )
+    .await;
     Ok(StatusCode::NO_CONTENT)
 }
 

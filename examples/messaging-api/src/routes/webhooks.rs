@@ -6,11 +6,13 @@ use axum::response::{IntoResponse, Response};
 use axum::Json;
 use serde::Deserialize;
 use serde_json::json;
-use tollgate_core::Principal;
+use tollgate_core::{ClientIp, Principal};
 use tollgate_idempotency::Storable;
 use tollgate_webhook::WebhookSecret;
 
+use crate::audit::Action;
 use crate::error::{ApiError, ApiJson};
+use crate::routes::keys::audit;
 use crate::state::AppState;
 use crate::webhooks::WebhookEndpoint;
 
@@ -32,16 +34,26 @@ pub struct SetWebhook {
 pub async fn set(
     State(state): State<AppState>,
     principal: Principal,
+    client_ip: Option<ClientIp>,
     ApiJson(request): ApiJson<SetWebhook>,
 ) -> Result<Response, ApiError> {
     let url = state.check_webhook_url(&request.url).await?;
     let secret = WebhookSecret::generate().map_err(ApiError::unavailable)?;
     let body = json!({ "url": url, "secret": secret.expose() });
+    let previous_url = state
+        .webhooks()
+        .get(principal.account_id())
+        .await
+        .map_err(ApiError::unavailable)?
+        .map(|endpoint| endpoint.url);
+    let details = json!({ "url": url, "previous_url": previous_url, "secret_changed": true });
     state
         .webhooks()
         .set(principal.account_id(), WebhookEndpoint { url, secret }, state.now())
         .await
         .map_err(ApiError::unavailable)?;
+    let account_id = principal.account_id();
+    audit(&state, &principal, client_ip, Action::WebhookSet, account_id, details).await;
     let mut response = Json(body).into_response();
     response.extensions_mut().insert(Storable::Skip);
     Ok(response)

@@ -19,6 +19,7 @@ const SERVER_VARIABLES: &[&str] = &[
     "REDIS_URL",
     "REDIS_PREFIX",
     "LISTEN_ADDR",
+    "ADMIN_LISTEN",
     "BOOTSTRAP_KEY",
     "SECRETS_KEY",
     "SECRETS_KEY_FILE",
@@ -32,20 +33,22 @@ const SERVER_VARIABLES: &[&str] = &[
 pub struct Server {
     child: Child,
     pub addr: SocketAddr,
+    /// The admin listener (`GET /metrics`).
+    pub admin_addr: SocketAddr,
     output: Arc<Mutex<Vec<String>>>,
     readers: Vec<std::thread::JoinHandle<()>>,
 }
 
 impl Server {
-    /// Starts the binary with `args` (and `--listen 127.0.0.1:0`) and `env`;
-    /// returns once it listens.
+    /// Starts the binary with `args` (and `--listen 127.0.0.1:0
+    /// --admin-listen 127.0.0.1:0`) and `env`; returns once both listen.
     pub fn start(args: &[&str], env: &[(&str, &str)]) -> Server {
         let mut command = Command::new(BINARY);
         for name in SERVER_VARIABLES {
             command.env_remove(name);
         }
         command
-            .args(["--listen", "127.0.0.1:0"])
+            .args(["--listen", "127.0.0.1:0", "--admin-listen", "127.0.0.1:0"])
             .args(args)
             .env("RUST_LOG", "warn")
             .envs(env.iter().copied())
@@ -64,22 +67,30 @@ impl Server {
             readers.push(std::thread::spawn(move || {
                 for line in BufReader::new(stream).lines().map_while(Result::ok) {
                     if let Some(addr) = line.strip_prefix("messaging-api listening on http://") {
-                        let _ = found.send(addr.parse::<SocketAddr>().expect("an address"));
+                        let _ = found.send((false, addr.parse::<SocketAddr>().expect("an address")));
+                    }
+                    if let Some(addr) = line.strip_prefix("messaging-api admin listening on http://") {
+                        let _ = found.send((true, addr.parse::<SocketAddr>().expect("an address")));
                     }
                     output.lock().unwrap().push(line);
                 }
             }));
         }
-        let addr = match listening.recv_timeout(Duration::from_secs(60)) {
-            Ok(addr) => addr,
-            Err(_) => {
-                let _ = child.kill();
-                panic!("the server did not start: {:?}", output.lock().unwrap());
+        let (mut addr, mut admin_addr) = (None, None);
+        while addr.is_none() || admin_addr.is_none() {
+            match listening.recv_timeout(Duration::from_secs(60)) {
+                Ok((true, found)) => admin_addr = Some(found),
+                Ok((false, found)) => addr = Some(found),
+                Err(_) => {
+                    let _ = child.kill();
+                    panic!("the server did not start: {:?}", output.lock().unwrap());
+                }
             }
-        };
+        }
         Server {
             child,
-            addr,
+            addr: addr.expect("found"),
+            admin_addr: admin_addr.expect("found"),
             output,
             readers,
         }
