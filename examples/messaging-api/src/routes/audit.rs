@@ -45,7 +45,7 @@ pub async fn list(
         .map_err(ApiError::unavailable)?;
     let next_cursor = if entries.len() > limit {
         entries.truncate(limit);
-        entries.last().map(|last| URL_SAFE_NO_PAD.encode(&last.id))
+        entries.last().map(|last| URL_SAFE_NO_PAD.encode(last.id.as_bytes()))
     } else {
         None
     };
