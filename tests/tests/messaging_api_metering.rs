@@ -198,6 +198,35 @@ async fn quota_alerts_reach_the_accounts_webhook_signed_once_at_80_and_100_perce
     assert_eq!(next_event(&mut events).await["data"]["kind"], "quota_80");
 }
 
+/// With a database, alerts go through the webhook outbox (durable and
+/// retried), signed like message events.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_a_database_quota_alerts_go_through_the_outbox() {
+    let (_receiver, webhook, mut events) = receiver().await;
+    let path = std::env::temp_dir().join(format!("{}.db", unique("alerts")));
+    let clock = ManualClock::new(SystemTime::UNIX_EPOCH + Duration::from_secs(NOON));
+    let stores = Stores::open(&deployment(path.to_str().unwrap()), SharedClock::from(clock.clone()))
+        .await
+        .expect("a SQLite file");
+    let api = Api::start_on(config(Some(5), Some(webhook)), stores, clock).await;
+    assert!(api.state.outbox().is_some());
+    let key_id = api.bootstrap_key_id().await;
+    for _ in 0..4 {
+        api.get_ok("/v1/keys", &api.key).await;
+    }
+    for (kind, used) in [("quota_80", 4), ("quota_100", 5)] {
+        let event = next_event(&mut events).await;
+        assert_eq!(event["type"], "key.alert");
+        assert_eq!(event["data"]["kind"], kind);
+        assert_eq!(event["data"]["key_id"], key_id.as_str());
+        assert_eq!(event["data"]["used"], used);
+    }
+    no_event(&mut events, "each once").await;
+    for suffix in ["", "-wal", "-shm"] {
+        let _ = std::fs::remove_file(format!("{}{suffix}", path.display()));
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_key_used_from_a_new_network_alerts_once_per_network_but_never_on_first_use() {
     let (_receiver, webhook, mut events) = receiver().await;
