@@ -166,6 +166,10 @@ pub struct WebhookConfig {
     pub initial_backoff_ms: u64,
     /// Time allowed for one attempt.
     pub timeout_ms: u64,
+    /// When not empty, the only networks a webhook URL (`PUT /v1/webhooks`,
+    /// `X-Webhook-URL`) may resolve to, and the only addresses deliveries
+    /// connect to: on top of the URL guard, never instead of it.
+    pub allowed_networks: Vec<ipnet::IpNet>,
 }
 
 fn default_plan() -> String {
@@ -200,6 +204,7 @@ impl Default for WebhookConfig {
             max_attempts: 5,
             initial_backoff_ms: 500,
             timeout_ms: 5000,
+            allowed_networks: Vec::new(),
         }
     }
 }

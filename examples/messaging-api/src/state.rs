@@ -2,6 +2,7 @@
 //! messages, webhook endpoints, usage counts and the webhook deliverer.
 
 use std::collections::BTreeMap;
+use std::net::IpAddr;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
@@ -11,7 +12,7 @@ use tollgate_core::alerts::{AlertWorker, Alerts};
 use tollgate_core::allowlist::AllowlistStore;
 use tollgate_core::rate_limit::Plan;
 use tollgate_core::SharedClock;
-use tollgate_webhook::url_guard::{blocked_range, TokioResolver, WebhookUrlGuard};
+use tollgate_webhook::url_guard::{blocked_range, TokioResolver, UrlRejected, ValidatedUrl, WebhookUrlGuard};
 
 use crate::alerting::KeyAlertSink;
 use crate::audit::{AuditEntry, AuditLog, MemoryAudit};
@@ -61,10 +62,13 @@ impl AppState {
             .allowlists(stores.allowlists.clone());
         let url_guard = webhook_url_guard(&config);
         let allow_private = config.allow_private_webhook_urls;
+        let networks = config.webhooks.allowed_networks.clone();
         let deliverer = Deliverer::new(
             config.webhooks.clone(),
             clock.clone(),
-            Arc::new(move |ip| allow_private || blocked_range(ip, false).is_none()),
+            Arc::new(move |ip| {
+                (allow_private || blocked_range(ip, false).is_none()) && in_networks(&networks, ip)
+            }),
         );
         let (messages, webhooks, outbox) = match &stores.service {
             Some(service) => {
@@ -267,15 +271,32 @@ impl AppState {
             .url_guard
             .check_resolved(url)
             .await
+            .and_then(|validated| self.confine(validated))
             .map(|validated| validated.to_string())
             .map_err(|rejected| ApiError::from(rejected.to_rejection()))
+    }
+
+    // `webhooks.allowed_networks`: every address the URL names or resolves
+    // to must be in one of them; refused as any other forbidden destination.
+    fn confine(&self, validated: ValidatedUrl) -> Result<ValidatedUrl, UrlRejected> {
+        let networks = &self.0.config.webhooks.allowed_networks;
+        if networks.is_empty() {
+            return Ok(validated);
+        }
+        let mut addrs: Vec<IpAddr> = validated.resolved_addrs().iter().map(|addr| addr.ip()).collect();
+        addrs.extend(validated.ip());
+        if addrs.is_empty() || !addrs.iter().all(|ip| in_networks(networks, *ip)) {
+            return Err(UrlRejected::HostNotAllowed(validated.host().to_owned()));
+        }
+        Ok(validated)
     }
 
     /// Reads and checks the request's `X-Webhook-URL` (one at most, ASCII,
     /// passing the SSRF guard): `None` when absent; the error is a 400
     /// `INVALID_WEBHOOK_URL`.
     pub async fn check_webhook_header(&self, headers: &HeaderMap) -> Result<Option<String>, ApiError> {
-        match self.0.url_guard.check_header(headers).await {
+        let checked = self.0.url_guard.check_header(headers).await;
+        match checked.and_then(|url| url.map(|validated| self.confine(validated)).transpose()) {
             Ok(url) => Ok(url.map(|validated| validated.to_string())),
             Err(rejected) => {
                 tracing::info!(reason = %rejected, "X-Webhook-URL refused");
@@ -283,6 +304,11 @@ impl AppState {
             }
         }
     }
+}
+
+// Whether `ip` is in `networks`; every address when there are none.
+fn in_networks(networks: &[ipnet::IpNet], ip: IpAddr) -> bool {
+    networks.is_empty() || networks.iter().any(|network| network.contains(&ip))
 }
 
 fn plans(config: &Config) -> BTreeMap<String, Plan> {
