@@ -1,8 +1,9 @@
 //! Handler errors: every failure is a [`Rejection`] in the seed's JSON shape.
 
 use axum::extract::rejection::JsonRejection;
-use axum::extract::{FromRequest, Request};
+use axum::extract::{FromRequest, FromRequestParts, Request};
 use axum::response::{IntoResponse, Response};
+use http::request::Parts;
 use http::HeaderMap;
 use serde::de::DeserializeOwned;
 use tollgate_auth::KeyManagerError;
@@ -85,4 +86,23 @@ pub fn unsupported_media_type() -> ApiError {
         Code::UnsupportedMediaType,
         "Requests with a body must have Content-Type: application/json.",
     ))
+}
+
+/// `Path<T>` whose failure is a seed-shaped 400 `INVALID_REQUEST` (axum's
+/// own is plain text), for a path parameter that does not decode.
+#[derive(Debug)]
+pub struct ApiPath<T>(pub T);
+
+impl<S: Send + Sync, T: DeserializeOwned + Send> FromRequestParts<S> for ApiPath<T> {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
+        match axum::extract::Path::<T>::from_request_parts(parts, state).await {
+            Ok(axum::extract::Path(value)) => Ok(ApiPath(value)),
+            Err(rejection) => Err(ApiError::invalid(format!(
+                "Invalid path parameter: {}",
+                rejection.body_text()
+            ))),
+        }
+    }
 }

@@ -22,6 +22,7 @@ pub mod error;
 pub mod health;
 pub mod messages;
 pub mod middleware;
+pub mod openapi;
 pub mod outbox;
 pub mod routes;
 pub mod sealed;
@@ -32,7 +33,9 @@ pub mod time;
 pub mod usage;
 pub mod webhooks;
 
-use axum::routing::{get, post, put};
+use std::sync::Arc;
+
+use axum::routing::get;
 use axum::Router;
 use tollgate_auth::{BearerAuthLayer, FailedAuthLimit, KeyFormat, RequireScopeLayer};
 use tollgate_core::allowlist::IpSet;
@@ -41,6 +44,9 @@ use tollgate_idempotency::IdempotencyLayer;
 use tollgate_ip::{ClientIpLayer, IpAllowlistLayer};
 use tollgate_ratelimit::RateLimitLayer;
 use tower::ServiceBuilder;
+use utoipa::OpenApi;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 pub use config::Config;
 pub use state::AppState;
@@ -60,31 +66,49 @@ pub async fn run_main(name: &str, run: impl std::future::Future<Output = Result<
     }
 }
 
+/// The API's routes and their OpenAPI document, from one table: each
+/// handler is mounted with its `#[utoipa::path]` by `routes!`.
+pub fn api_routes() -> OpenApiRouter<AppState> {
+    let production_only = RequireScopeLayer::custom(|principal, _| principal.kind() == KeyKind::Production);
+    let key_management = OpenApiRouter::new()
+        .routes(routes!(routes::keys::create))
+        .routes(routes!(routes::keys::revoke))
+        .routes(routes!(routes::keys::rotate))
+        .routes(routes!(
+            routes::keys::set_ip_allowlist,
+            routes::keys::clear_ip_allowlist
+        ))
+        .routes(routes!(routes::security::set, routes::security::clear))
+        .routes(routes!(routes::webhooks::set))
+        .route_layer(production_only);
+    OpenApiRouter::with_openapi(openapi::ApiDoc::openapi())
+        .routes(routes!(routes::messages::send))
+        .routes(routes!(routes::messages::get))
+        .routes(routes!(routes::keys::list))
+        .routes(routes!(routes::security::get))
+        .routes(routes!(routes::usage::get))
+        .routes(routes!(routes::audit::list))
+        .merge(key_management)
+}
+
+/// [`api_routes`] split into the router and its finished OpenAPI 3.1
+/// document (with [`openapi::StackConventions`]).
+pub fn api_and_document() -> (Router<AppState>, utoipa::openapi::OpenApi) {
+    let (api, mut document) = api_routes().split_for_parts();
+    utoipa::Modify::modify(&openapi::StackConventions, &mut document);
+    (api, document)
+}
+
+/// The OpenAPI 3.1 document `GET /openapi.json` serves.
+pub fn openapi_document() -> utoipa::openapi::OpenApi {
+    api_and_document().1
+}
+
 /// The whole API: routes, every layer, JSON errors for unknown routes.
 pub fn router(state: AppState) -> Router {
-    let production_only = RequireScopeLayer::custom(|principal, _| principal.kind() == KeyKind::Production);
-    let key_management = Router::new()
-        .route("/v1/keys", post(routes::keys::create))
-        .route("/v1/keys/{id}", axum::routing::delete(routes::keys::revoke))
-        .route("/v1/keys/{id}/rotate", post(routes::keys::rotate))
-        .route(
-            "/v1/keys/{id}/ip-allowlist",
-            put(routes::keys::set_ip_allowlist).delete(routes::keys::clear_ip_allowlist),
-        )
-        .route(
-            "/v1/security/ip-allowlist",
-            put(routes::security::set).delete(routes::security::clear),
-        )
-        .route("/v1/webhooks", put(routes::webhooks::set))
-        .route_layer(production_only);
-    let api = Router::new()
-        .route("/v1/messages", post(routes::messages::send))
-        .route("/v1/messages/{id}", get(routes::messages::get))
-        .route("/v1/keys", get(routes::keys::list))
-        .route("/v1/security/ip-allowlist", get(routes::security::get))
-        .route("/v1/usage", get(routes::usage::get))
-        .route("/v1/audit-log", get(routes::audit::list))
-        .merge(key_management)
+    let (api, document) = api_and_document();
+    let document = Arc::new(document);
+    let api = api
         .fallback(middleware::not_found)
         .method_not_allowed_fallback(middleware::method_not_allowed)
         .with_state(state.clone());
@@ -131,6 +155,13 @@ pub fn router(state: AppState) -> Router {
     Router::new()
         .route("/health", get(middleware::health))
         .route("/health/ready", get(health::ready))
+        .route(
+            "/openapi.json",
+            get(move || {
+                let document = document.clone();
+                async move { axum::Json(document.as_ref().clone()) }
+            }),
+        )
         .with_state(state.clone())
         .merge(api.layer(stack))
         .layer(axum::extract::DefaultBodyLimit::max(config.server.max_body_bytes))

@@ -10,23 +10,26 @@ use tollgate_core::Environment;
 use crate::time::rfc3339;
 
 /// The body of `POST /v1/messages`.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct SendMessage {
     /// The recipient, in E.164 form (`+15551234567`).
+    #[schema(pattern = "^\\+[1-9][0-9]{7,14}$")]
     pub to: String,
     /// The message type; `text` is supported.
     #[serde(rename = "type")]
+    #[schema(pattern = "^text$")]
     pub kind: String,
     /// The text, for `text` messages.
     pub text: Option<Text>,
 }
 
 /// A text message's content.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Text {
-    /// The text itself.
+    /// The text itself: 1 to 4096 characters, not only spaces.
+    #[schema(min_length = 1, max_length = 4096, pattern = "\\S")]
     pub body: String,
 }
 
@@ -61,7 +64,7 @@ impl SendMessage {
 }
 
 /// Where a message is in its life.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum Status {
     /// Accepted, not yet handed on.
@@ -81,7 +84,7 @@ impl Status {
 }
 
 /// A stored message, as the API shows it.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct Message {
     /// `msg_…`.
     pub id: String,

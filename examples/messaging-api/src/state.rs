@@ -66,9 +66,7 @@ impl AppState {
         let deliverer = Deliverer::new(
             config.webhooks.clone(),
             clock.clone(),
-            Arc::new(move |ip| {
-                (allow_private || blocked_range(ip, false).is_none()) && in_networks(&networks, ip)
-            }),
+            Arc::new(move |ip| (allow_private || blocked_range(ip, false).is_none()) && in_networks(&networks, ip)),
         );
         let (messages, webhooks, outbox) = match &stores.service {
             Some(service) => {

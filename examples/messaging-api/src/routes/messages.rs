@@ -1,14 +1,15 @@
 //! `POST /v1/messages` and `GET /v1/messages/{id}`.
 
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::http::StatusCode;
 use axum::{Extension, Json};
 use tollgate_core::{Environment, Principal};
 
 use crate::delivery::Event;
-use crate::error::{ApiError, ApiJson};
+use crate::error::{ApiError, ApiJson, ApiPath};
 use crate::messages::{new_message_id, Message, SendMessage, Status};
 use crate::middleware::WebhookOverride;
+use crate::openapi::ErrorBody;
 use crate::state::AppState;
 use crate::webhooks::WebhookEndpoint;
 
@@ -18,6 +19,21 @@ use crate::webhooks::WebhookEndpoint;
 /// `X-Webhook-URL` override (checked by
 /// [`check_webhook_url`](crate::middleware::check_webhook_url)) or the
 /// account's. Sandbox messages stay queued and are never delivered.
+#[utoipa::path(
+    post,
+    operation_id = "send_message",
+    path = "/v1/messages",
+    tag = "messages",
+    request_body = SendMessage,
+    params(
+        ("X-Webhook-URL" = Option<String>, Header,
+         description = "Where this message's status events go instead of the account's webhook (https; the account's webhook must be set)."),
+    ),
+    responses(
+        (status = 201, description = "Accepted, `queued`.", body = Message),
+        (status = 400, description = "An invalid message (`INVALID_REQUEST`) or `X-Webhook-URL` (`INVALID_WEBHOOK_URL`).", body = ErrorBody),
+    )
+)]
 pub async fn send(
     State(state): State<AppState>,
     principal: Principal,
@@ -95,10 +111,21 @@ async fn hand_on(state: &AppState, message: &Message, webhook: Option<WebhookEnd
 }
 
 /// Reads a message of the caller's account in the caller's environment.
+#[utoipa::path(
+    get,
+    operation_id = "get_message",
+    path = "/v1/messages/{id}",
+    tag = "messages",
+    params(("id" = String, Path, description = "The message's id (`msg_…`).")),
+    responses(
+        (status = 200, description = "The message.", body = Message),
+        (status = 404, description = "No such message for this account and environment (`NOT_FOUND`).", body = ErrorBody),
+    )
+)]
 pub async fn get(
     State(state): State<AppState>,
     principal: Principal,
-    Path(id): Path<String>,
+    ApiPath(id): ApiPath<String>,
 ) -> Result<Json<Message>, ApiError> {
     state
         .messages()

@@ -3,9 +3,11 @@
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::Json;
-use serde_json::{json, Value};
+use serde::Serialize;
+use serde_json::json;
 use tollgate_core::allowlist::IpSet;
 use tollgate_core::{ClientIp, Principal};
+use utoipa::ToSchema;
 
 use crate::audit::Action;
 use crate::error::{ApiError, ApiJson};
@@ -15,13 +17,35 @@ use crate::state::AppState;
 /// The most networks one list may hold.
 pub const MAX_CIDRS: usize = 10_000;
 
+/// The account's allowlist as stored.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct AccountAllowlist {
+    /// Its networks, normalised.
+    pub cidrs: Vec<String>,
+}
+
+/// The account's allowlist as read: `null` when there is none.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct MaybeAllowlist {
+    /// Its networks, or `null` for no restriction.
+    pub cidrs: Option<Vec<String>>,
+}
+
 /// Replaces the account's allowlist.
+#[utoipa::path(
+    put,
+    operation_id = "set_account_ip_allowlist",
+    path = "/v1/security/ip-allowlist",
+    tag = "security",
+    request_body = CidrList,
+    responses((status = 200, description = "The allowlist as stored.", body = AccountAllowlist))
+)]
 pub async fn set(
     State(state): State<AppState>,
     principal: Principal,
     client_ip: Option<ClientIp>,
     ApiJson(request): ApiJson<CidrList>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<AccountAllowlist>, ApiError> {
     let set = parse_cidrs(&request.cidrs)?;
     let cidrs = cidr_strings(&set);
     state
@@ -40,11 +64,18 @@ pub async fn set(
         details,
     )
     .await;
-    Ok(Json(json!({ "cidrs": cidrs })))
+    Ok(Json(AccountAllowlist { cidrs }))
 }
 
 /// Removes the account's allowlist, so every address is allowed again;
 /// 204 whether or not there was one.
+#[utoipa::path(
+    delete,
+    operation_id = "clear_account_ip_allowlist",
+    path = "/v1/security/ip-allowlist",
+    tag = "security",
+    responses((status = 204, description = "Removed."))
+)]
 pub async fn clear(
     State(state): State<AppState>,
     principal: Principal,
@@ -69,13 +100,22 @@ pub async fn clear(
 }
 
 /// Reads the account's allowlist (`null` when there is none).
-pub async fn get(State(state): State<AppState>, principal: Principal) -> Result<Json<Value>, ApiError> {
+#[utoipa::path(
+    get,
+    operation_id = "get_account_ip_allowlist",
+    path = "/v1/security/ip-allowlist",
+    tag = "security",
+    responses((status = 200, description = "The allowlist.", body = MaybeAllowlist))
+)]
+pub async fn get(State(state): State<AppState>, principal: Principal) -> Result<Json<MaybeAllowlist>, ApiError> {
     let list = state
         .allowlists()
         .account_allowlist(principal.account_id())
         .await
         .map_err(ApiError::unavailable)?;
-    Ok(Json(json!({ "cidrs": list.map(|set| cidr_strings(&set)) })))
+    Ok(Json(MaybeAllowlist {
+        cidrs: list.map(|set| cidr_strings(&set)),
+    }))
 }
 
 /// Why an empty list is refused: it would lock every client out, including
