@@ -1122,3 +1122,63 @@ async fn revoked_keys_leave_the_list_after_thirty_days() {
     assert_eq!(keys.len(), 1, "only the bootstrap key is left: {keys:?}");
     assert!(!keys.iter().any(|key| key.starts_with(&key_id)), "{keys:?}");
 }
+
+#[tokio::test]
+async fn allowed_networks_confine_webhook_urls_to_them() {
+    let secret = tollgate_webhook::WebhookSecret::generate().unwrap();
+    let mut config = Config {
+        allow_private_webhook_urls: true,
+        ..demo_account_on(
+            None,
+            Some(("http://127.0.0.1:9/hooks".into(), secret.expose().to_owned())),
+        )
+    };
+    config.webhooks.allowed_networks = vec!["127.0.0.0/8".parse().unwrap()];
+    let api = Api::start_at(config, SystemTime::now()).await;
+    let set = |url: &str| json!({ "url": url }).to_string();
+
+    let inside = api
+        .call("PUT", "/v1/webhooks", &api.key, Some(&set("http://127.0.0.2:9/in")))
+        .await;
+    assert_eq!(inside.status, 200, "{}", inside.text());
+    assert_eq!(inside.json()["url"], "http://127.0.0.2:9/in");
+    // Private, so the guard alone would take them; outside the networks.
+    for outside in ["http://10.0.0.1/in", "http://[::1]:9/in", "http://192.168.1.1/in"] {
+        let refused = api.call("PUT", "/v1/webhooks", &api.key, Some(&set(outside))).await;
+        assert_eq!(refused.status, 400, "{outside}");
+        assert_eq!(refused.text(), NOT_PUBLIC, "{outside}");
+    }
+    let header = api
+        .call_with(
+            "POST",
+            "/v1/messages",
+            &api.key,
+            Some(SEND),
+            &[("x-webhook-url", "http://10.1.2.3/in")],
+        )
+        .await;
+    assert_eq!(header.status, 400);
+    assert_eq!(header.text(), NOT_PUBLIC);
+    let allowed = api
+        .call_with(
+            "POST",
+            "/v1/messages",
+            &api.key,
+            Some(SEND),
+            &[("x-webhook-url", "http://127.0.0.1:9/in")],
+        )
+        .await;
+    assert_eq!(allowed.status, 201, "{}", allowed.text());
+}
+
+#[tokio::test]
+async fn without_allowed_networks_private_urls_follow_the_guard_alone() {
+    let config = Config {
+        allow_private_webhook_urls: true,
+        ..demo_account_on(None, None)
+    };
+    let api = Api::start_at(config, SystemTime::now()).await;
+    let body = json!({ "url": "http://10.0.0.1/in" }).to_string();
+    let response = api.call("PUT", "/v1/webhooks", &api.key, Some(&body)).await;
+    assert_eq!(response.status, 200, "{}", response.text());
+}

@@ -383,4 +383,18 @@ mod tests {
         let unknown_plan = Config::from_toml("[[accounts]]\nid = 'a'\nplan = 'gold'").unwrap();
         assert!(unknown_plan.validate().unwrap_err().contains("unknown plan"));
     }
+
+    #[test]
+    fn webhook_networks_parse_and_bad_ones_are_refused() {
+        let config = Config::from_toml("[webhooks]\nallowed_networks = ['127.0.0.0/8', '::1/128']").unwrap();
+        let networks: Vec<String> = config
+            .webhooks
+            .allowed_networks
+            .iter()
+            .map(ToString::to_string)
+            .collect();
+        assert_eq!(networks, ["127.0.0.0/8", "::1/128"]);
+        assert!(Config::default().webhooks.allowed_networks.is_empty());
+        assert!(Config::from_toml("[webhooks]\nallowed_networks = ['loopback']").is_err());
+    }
 }
