@@ -15,7 +15,7 @@ cd "$(dirname "$0")/.."
 SCHEMATHESIS_VERSION=4.32.5
 target_dir="${CARGO_TARGET_DIR:-target}"
 bin="${MESSAGING_API_BIN:-$target_dir/debug/messaging-api}"
-venv="$target_dir/schemathesis-venv"
+venv="$(realpath -m "$target_dir/schemathesis-venv")"
 max_examples="${SCHEMATHESIS_MAX_EXAMPLES:-100}"
 checks=not_a_server_error,status_code_conformance,content_type_conformance,response_headers_conformance,response_schema_conformance,negative_data_rejection,missing_required_header
 
@@ -109,7 +109,9 @@ for group in "${groups[@]}"; do
     key-put) filter=(--include-operation-id set_key_ip_allowlist) ;;
   esac
   echo "== schemathesis: $group"
-  if ! "$venv/bin/schemathesis" run "http://127.0.0.1:$port/openapi.json" \
+  # From the temporary directory: hypothesis and schemathesis leave their
+  # databases and reports in the working directory.
+  if ! (cd "$work" && "$venv/bin/schemathesis" run "http://127.0.0.1:$port/openapi.json" \
     --url "http://127.0.0.1:$port" \
     --header "Authorization: Bearer $key" \
     --checks "$checks" \
@@ -119,7 +121,7 @@ for group in "${groups[@]}"; do
     --request-timeout 10 \
     --no-color \
     --report-dir "$work/report-$group" \
-    "${filter[@]}"; then
+    "${filter[@]}"); then
     failed=1
     echo "-- server log ($group):" >&2
     tail -n 50 "$work/server-$group.log" >&2
