@@ -87,7 +87,7 @@ start_server() {
     --database "$work/db-$group.sqlite" >"$work/server-$group.log" 2>&1 &
   server_pid=$!
   for _ in $(seq 1 100); do
-    curl -fsS "http://127.0.0.1:$port/health" >/dev/null 2>&1 && return 0
+    python3 -c "import urllib.request as r; r.urlopen('http://127.0.0.1:$port/health', timeout=1)" 2>/dev/null && return 0
     kill -0 "$server_pid" 2>/dev/null || break
     sleep 0.1
   done
