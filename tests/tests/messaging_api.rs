@@ -57,18 +57,7 @@ impl Api {
         body: Option<&str>,
         headers: &[(&str, &str)],
     ) -> TestResponse {
-        let mut request = self
-            .server
-            .request(method, path)
-            .header("authorization", format!("Bearer {key}"));
-        if body.is_some() {
-            request = request.header("content-type", "application/json");
-        }
-        for (name, value) in headers {
-            request = request.header(*name, *value);
-        }
-        let body = Full::new(Bytes::from(body.unwrap_or("").to_owned()));
-        self.server.send(request.body(body).expect("a valid request")).await
+        self.server.call(method, path, Some(key), body, headers).await
     }
 
     async fn create_key(&self, kind: &str) -> (String, String) {

@@ -5,8 +5,6 @@ mod support;
 
 use std::collections::BTreeSet;
 
-use bytes::Bytes;
-use http_body_util::Full;
 use messaging_api::config::{AccountConfig, PlanConfig};
 use messaging_api::{bootstrap::bootstrap, router, stores::Stores, AppState, Config};
 use serde_json::Value;
@@ -59,18 +57,6 @@ async fn start() -> (TestServer, String) {
     (TestServer::start(router(state)).await, key)
 }
 
-async fn call(server: &TestServer, method: &str, path: &str, key: Option<&str>, body: Option<&str>) -> TestResponse {
-    let mut request = server.request(method, path);
-    if let Some(key) = key {
-        request = request.header("authorization", format!("Bearer {key}"));
-    }
-    if body.is_some() {
-        request = request.header("content-type", "application/json");
-    }
-    let body = Full::new(Bytes::from(body.unwrap_or("").to_owned()));
-    server.send(request.body(body).expect("a valid request")).await
-}
-
 fn operations(document: &Value) -> BTreeSet<(String, String)> {
     let paths = document["paths"].as_object().expect("paths");
     paths
@@ -92,7 +78,7 @@ fn is_route_fallback(response: &TestResponse) -> bool {
 async fn the_document_needs_no_key_and_leaves_out_health() {
     let (server, _) = start().await;
     for key in [None, Some("tg_live_not_a_key")] {
-        let response = call(&server, "GET", "/openapi.json", key, None).await;
+        let response = server.call("GET", "/openapi.json", key, None, &[]).await;
         assert_eq!(response.status, 200, "{}", response.text());
         assert_eq!(response.header("content-type"), "application/json");
         let document = response.json();
@@ -103,14 +89,14 @@ async fn the_document_needs_no_key_and_leaves_out_health() {
     }
     assert_eq!(
         serde_json::to_value(messaging_api::openapi_document()).unwrap(),
-        call(&server, "GET", "/openapi.json", None, None).await.json()
+        server.call("GET", "/openapi.json", None, None, &[]).await.json()
     );
 }
 
 #[tokio::test]
 async fn the_document_lists_exactly_the_routes_the_router_serves() {
     let (server, key) = start().await;
-    let document = call(&server, "GET", "/openapi.json", None, None).await.json();
+    let document = server.call("GET", "/openapi.json", None, None, &[]).await.json();
     let documented = operations(&document);
     let expected: BTreeSet<(String, String)> = OPERATIONS
         .iter()
@@ -126,7 +112,7 @@ async fn the_document_lists_exactly_the_routes_the_router_serves() {
         let concrete = path.replace("{id}", "key_0000000000000000");
         for method in METHODS {
             let body = matches!(method, "PUT" | "POST" | "PATCH").then_some("{}");
-            let response = call(&server, method, &concrete, Some(&key), body).await;
+            let response = server.call(method, &concrete, Some(&key), body, &[]).await;
             if documented.contains(&(method.to_string(), path.clone())) {
                 assert!(!is_route_fallback(&response), "{method} {path}: {}", response.text());
             } else {
@@ -144,7 +130,7 @@ async fn the_document_lists_exactly_the_routes_the_router_serves() {
         "/v1/webhooks/x",
         "/v1/message",
     ] {
-        let response = call(&server, "GET", undocumented, Some(&key), None).await;
+        let response = server.call("GET", undocumented, Some(&key), None, &[]).await;
         assert_eq!(response.status, 404, "{undocumented}");
         assert!(is_route_fallback(&response), "{undocumented}: {}", response.text());
     }
@@ -205,7 +191,7 @@ async fn a_malformed_path_parameter_is_the_json_400() {
     let (server, key) = start().await;
     for path in ["/v1/messages/%FF", "/v1/keys/%C3%28/rotate"] {
         let method = if path.ends_with("rotate") { "POST" } else { "GET" };
-        let response = call(&server, method, path, Some(&key), None).await;
+        let response = server.call(method, path, Some(&key), None, &[]).await;
         assert_eq!(response.status, 400, "{path}: {}", response.text());
         assert_eq!(response.header("content-type"), "application/json");
         assert_eq!(response.json()["error"]["code"], "INVALID_REQUEST", "{path}");

@@ -53,6 +53,29 @@ impl TestServer {
         }
     }
 
+    /// One request: `key` as a bearer token, `body` as JSON, then `headers`.
+    pub async fn call(
+        &self,
+        method: &str,
+        path: &str,
+        key: Option<&str>,
+        body: Option<&str>,
+        headers: &[(&str, &str)],
+    ) -> TestResponse {
+        let mut request = self.request(method, path);
+        if let Some(key) = key {
+            request = request.header("authorization", format!("Bearer {key}"));
+        }
+        if body.is_some() {
+            request = request.header("content-type", "application/json");
+        }
+        for (name, value) in headers {
+            request = request.header(*name, *value);
+        }
+        let body = Full::new(Bytes::from(body.unwrap_or("").to_owned()));
+        self.send(request.body(body).expect("a valid request")).await
+    }
+
     /// Sends a request with no body.
     pub async fn send_empty(&self, builder: http::request::Builder) -> TestResponse {
         self.send(builder.body(Full::new(Bytes::new())).expect("a valid request"))
