@@ -14,14 +14,14 @@ use utoipa::{IntoParams, ToSchema};
 
 use crate::audit::AuditEntry;
 use crate::error::ApiError;
-use crate::routes::query_param;
+use crate::routes::{bounded_query_param, query_param};
 use crate::state::AppState;
 use crate::time::rfc3339;
 
 /// Entries per page without `?limit=`.
 pub const DEFAULT_LIMIT: usize = 50;
 /// The largest `?limit=`.
-pub const MAX_LIMIT: usize = 200;
+pub const MAX_LIMIT: u32 = 200;
 
 /// The query of `GET /v1/audit-log` (read from the raw query, so a bad
 /// value is the API's own 400).
@@ -81,14 +81,7 @@ pub async fn list(
     RawQuery(query): RawQuery,
 ) -> Result<Json<AuditPage>, ApiError> {
     let query = query.unwrap_or_default();
-    let limit = match query_param(&query, "limit") {
-        None => DEFAULT_LIMIT,
-        Some(text) => text
-            .parse::<usize>()
-            .ok()
-            .filter(|limit| (1..=MAX_LIMIT).contains(limit))
-            .ok_or_else(|| ApiError::invalid(format!("\"limit\" must be a whole number from 1 to {MAX_LIMIT}")))?,
-    };
+    let limit = bounded_query_param(&query, "limit", MAX_LIMIT)?.map_or(DEFAULT_LIMIT, |limit| limit as usize);
     let before = query_param(&query, "cursor").map(decode_cursor).transpose()?;
     // One more than the page: whether there is a next one, without a second query.
     let mut entries = state

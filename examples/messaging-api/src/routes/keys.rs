@@ -10,15 +10,16 @@ use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use serde::{Deserialize, Serialize};
-use serde_json::{json, Value};
-use tollgate_auth::{CreatedKey, KeyInfo, NewKey};
+use serde_json::json;
+use tollgate_auth::{CreatedKey, KeyInfo, KeyStatus, NewKey};
 use tollgate_core::{ClientIp, Code, KeyKind, Principal, Rejection};
 use tollgate_idempotency::{Storable, StoredReplacement};
 use utoipa::ToSchema;
 
-use crate::audit::{Action, AuditEntry};
+use crate::audit::Action;
 use crate::error::{ApiError, ApiJson, ApiPath};
 use crate::openapi::ErrorBody;
+use crate::routes::record_change;
 use crate::state::AppState;
 use crate::time::rfc3339;
 
@@ -142,7 +143,7 @@ pub async fn create(
         .plan(state.plan_name(principal.account_id()));
     let created = state.keys().create(new).await?;
     let details = json!({ "type": created.info.kind.as_str(), "label": created.info.label });
-    audit(
+    record_change(
         &state,
         &principal,
         client_ip,
@@ -204,7 +205,7 @@ pub async fn revoke(
     ApiPath(key_id): ApiPath<String>,
 ) -> Result<StatusCode, ApiError> {
     state.keys().revoke(principal.account_id(), &key_id).await?;
-    audit(&state, &principal, client_ip, Action::KeyRevoked, &key_id, json!({})).await;
+    record_change(&state, &principal, client_ip, Action::KeyRevoked, &key_id, json!({})).await;
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -233,7 +234,7 @@ pub async fn rotate(
     let created = state.keys().rotate(principal.account_id(), &key_id, grace).await?;
     let valid_until = rfc3339(state.now() + grace);
     let details = json!({ "new_key_id": created.info.id, "old_key_valid_until": valid_until });
-    audit(&state, &principal, client_ip, Action::KeyRotated, &key_id, details).await;
+    record_change(&state, &principal, client_ip, Action::KeyRotated, &key_id, details).await;
     let body = RotatedKeyBody {
         created: created_body(&created),
         replaces: key_id.clone(),
@@ -271,7 +272,7 @@ pub async fn set_ip_allowlist(
         .await
         .map_err(ApiError::unavailable)?;
     let details = json!({ "networks": cidrs.len() });
-    audit(&state, &principal, client_ip, Action::KeyAllowlistSet, &key_id, details).await;
+    record_change(&state, &principal, client_ip, Action::KeyAllowlistSet, &key_id, details).await;
     Ok(Json(KeyAllowlist { key_id, cidrs }))
 }
 
@@ -299,7 +300,7 @@ pub async fn clear_ip_allowlist(
         .clear_key_allowlist(&key_id)
         .await
         .map_err(ApiError::unavailable)?;
-    audit(
+    record_change(
         &state,
         &principal,
         client_ip,
@@ -341,31 +342,10 @@ fn created_body(created: &CreatedKey) -> CreatedKeyBody {
     }
 }
 
-/// Records a change made by `principal` from `client_ip` in the audit log.
-pub async fn audit(
-    state: &AppState,
-    principal: &Principal,
-    client_ip: Option<ClientIp>,
-    action: Action,
-    target_id: &str,
-    details: Value,
-) {
-    let entry = AuditEntry::new(
-        state.now(),
-        principal.account_id(),
-        principal.key_id(),
-        client_ip.map(ClientIp::ip),
-        action,
-        target_id,
-        details,
-    );
-    state.record_audit(entry).await;
-}
-
 // Due for rotation: an active key at least the rotation age old (a retiring
 // key is being replaced already; a revoked or expired one is not in use).
 fn rotation_due(key: &KeyInfo, now: SystemTime, rotation_age: Duration) -> bool {
-    key.status_at(now).as_str() == "active" && now.duration_since(key.created_at).is_ok_and(|age| age >= rotation_age)
+    key.status_at(now) == KeyStatus::Active && now.duration_since(key.created_at).is_ok_and(|age| age >= rotation_age)
 }
 
 fn info_json(key: &KeyInfo, now: SystemTime, rotation_age: Duration) -> KeyView {

@@ -11,7 +11,8 @@ use utoipa::ToSchema;
 
 use crate::audit::Action;
 use crate::error::{ApiError, ApiJson};
-use crate::routes::keys::{audit, CidrList};
+use crate::routes::keys::CidrList;
+use crate::routes::record_change;
 use crate::state::AppState;
 
 /// The most networks one list may hold.
@@ -55,7 +56,7 @@ pub async fn set(
         .map_err(ApiError::unavailable)?;
     let details = json!({ "networks": cidrs.len() });
     let account_id = principal.account_id();
-    audit(
+    record_change(
         &state,
         &principal,
         client_ip,
@@ -87,7 +88,7 @@ pub async fn clear(
         .await
         .map_err(ApiError::unavailable)?;
     let account_id = principal.account_id();
-    audit(
+    record_change(
         &state,
         &principal,
         client_ip,

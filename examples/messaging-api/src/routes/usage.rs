@@ -11,7 +11,7 @@ use tollgate_core::{unix_secs, Principal};
 use utoipa::{IntoParams, ToSchema};
 
 use crate::error::ApiError;
-use crate::routes::query_param;
+use crate::routes::bounded_query_param;
 use crate::state::AppState;
 use crate::time::rfc3339;
 
@@ -93,15 +93,7 @@ pub async fn get(
     principal: Principal,
     RawQuery(query): RawQuery,
 ) -> Result<Json<UsageReport>, ApiError> {
-    let days = match query_param(query.as_deref().unwrap_or(""), "days") {
-        None => None,
-        Some(text) => Some(
-            text.parse::<u32>()
-                .ok()
-                .filter(|days| (1..=MAX_DAYS).contains(days))
-                .ok_or_else(|| ApiError::invalid(format!("\"days\" must be a whole number from 1 to {MAX_DAYS}")))?,
-        ),
-    };
+    let days = bounded_query_param(query.as_deref().unwrap_or(""), "days", MAX_DAYS)?;
     let keys = state.keys().list(principal.account_id()).await?;
     let now = state.now();
     let today = Day::from_unix_secs(unix_secs(now));

@@ -14,7 +14,7 @@ use utoipa::ToSchema;
 use crate::audit::Action;
 use crate::error::{ApiError, ApiJson};
 use crate::openapi::ErrorBody;
-use crate::routes::keys::audit;
+use crate::routes::record_change;
 use crate::state::AppState;
 use crate::webhooks::WebhookEndpoint;
 
@@ -81,7 +81,7 @@ pub async fn set(
         .await
         .map_err(ApiError::unavailable)?;
     let account_id = principal.account_id();
-    audit(&state, &principal, client_ip, Action::WebhookSet, account_id, details).await;
+    record_change(&state, &principal, client_ip, Action::WebhookSet, account_id, details).await;
     let mut response = Json(body).into_response();
     response.extensions_mut().insert(Storable::Skip);
     Ok(response)
