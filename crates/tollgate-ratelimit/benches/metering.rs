@@ -1,14 +1,16 @@
 //! The request-path cost of metering: one request through `RateLimitLayer`
 //! (memory store, 10,000 keys) with no recorder installed and with
-//! `metrics-exporter-prometheus`'s recorder, and with alerts on (a key
-//! below 80% of its quota: arithmetic only); and one outcome report alone,
-//! without and with the recorder. All in one run, so they compare.
+//! `metrics-exporter-prometheus`'s recorder, with alerts on (a key below
+//! 80% of its quota: arithmetic only), and with the recorder global and its
+//! handles kept (`metrics::keep_handles`, as messaging-api runs); and one
+//! outcome report alone, the same ways. All in one run, so they compare.
 //!
 //! cargo bench -p tollgate-ratelimit --bench metering -- --warm-up-time 1 --measurement-time 3
 //!
 //! Instruction counts, free of the timer's noise: the binary run as
 //! `metering-<hash> profile <scenario> <iterations>` repeats one scenario
-//! (`no_recorder`, `prometheus`, `prometheus_alerts`) inside `measured`:
+//! (`no_recorder`, `prometheus`, `prometheus_alerts`,
+//! `prometheus_kept_handles`) inside `measured`:
 //!
 //! ```text
 //! valgrind --tool=callgrind --toggle-collect='*measured*' \
@@ -129,13 +131,30 @@ fn metering(c: &mut Criterion) {
             b.iter(|| metering::allowed(black_box(Metered::RateLimit), black_box("key_1")))
         });
     }
+    // Last, because both are for good in this process: the recorder
+    // installed globally and its request counters' handles kept.
+    let global = PrometheusBuilder::new().build_recorder();
+    let global_handle = global.handle();
+    metrics::set_global_recorder(global).expect("no global recorder yet");
+    metering::keep_handles();
+    group.bench_function("rate_limit_layer_prometheus_kept_handles", |b| {
+        b.iter(|| {
+            i += 1;
+            poll_now(std::future::poll_fn(|cx| limited.poll_ready(cx))).unwrap();
+            black_box(poll_now(limited.call(request(i))).unwrap())
+        })
+    });
+    group.bench_function("one_report_prometheus_kept_handles", |b| {
+        b.iter(|| metering::allowed(black_box(Metered::RateLimit), black_box("key_1")))
+    });
     group.finish();
-    // The recorder saw the requests: the exposition names them.
-    let exposition = handle.render();
-    assert!(
-        exposition.contains(r#"tollgate_requests_total{layer="rate_limit",outcome="allowed"}"#),
-        "{exposition}"
-    );
+    // Both recorders saw the requests: their expositions name them.
+    for exposition in [handle.render(), global_handle.render()] {
+        assert!(
+            exposition.contains(r#"tollgate_requests_total{layer="rate_limit",outcome="allowed"}"#),
+            "{exposition}"
+        );
+    }
 }
 
 criterion_group!(benches, metering);
@@ -157,6 +176,11 @@ fn profile(scenario: &str, iterations: usize) {
     let recorder = PrometheusBuilder::new().build_recorder();
     let _local = match scenario {
         "no_recorder" => None,
+        "prometheus_kept_handles" => {
+            metrics::set_global_recorder(recorder).expect("no global recorder yet");
+            metering::keep_handles();
+            None
+        }
         "prometheus" => Some(metrics::set_default_local_recorder(&recorder)),
         "prometheus_alerts" => {
             layer = layer.alerts(alerts);

@@ -210,7 +210,9 @@ fn memory_per_key() {
     }
     let keys: Vec<String> = (0..1_000_000).map(|i| format!("key_{i:08}")).collect();
     let free = Plan::free().limits();
-    let store = MemoryRateLimitStore::new();
+    // Room for every key: the default cap is shared out among shards, so a
+    // million keys would fill one of them first.
+    let store = MemoryRateLimitStore::new().with_capacity(2_000_000);
     let Some(before) = resident_bytes() else {
         println!("memory per key: /proc/self/statm unavailable");
         return;

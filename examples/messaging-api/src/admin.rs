@@ -30,6 +30,9 @@ pub fn install_prometheus(key_id_labels: bool) -> Result<PrometheusHandle, Strin
         .install_recorder()
         .map_err(|error| format!("cannot install the metrics recorder: {error}"))?;
     tollgate_core::metrics::set_key_id_labels(key_id_labels);
+    // The recorder is global and for good: each request counter's handle
+    // can be kept instead of looked up on every report.
+    tollgate_core::metrics::keep_handles();
     spawn_upkeep(handle.clone());
     Ok(handle)
 }
