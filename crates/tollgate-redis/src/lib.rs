@@ -99,6 +99,7 @@ mod config;
 mod idempotency;
 mod key_codec;
 mod key_store;
+mod last_use;
 mod rate_limit;
 mod replay;
 mod response_codec;

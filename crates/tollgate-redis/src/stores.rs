@@ -14,6 +14,7 @@ use crate::backend::{backend_error, Backend, Connection};
 use crate::config::{redact_url, RedisConfig};
 use crate::idempotency::RedisIdempotencyStore;
 use crate::key_store::{account_cache, AccountCache, RedisKeyStore};
+use crate::last_use::spawn_flusher;
 use crate::rate_limit::RedisRateLimitStore;
 use crate::replay::RedisReplayStore;
 use crate::usage::RedisUsageStore;
@@ -76,11 +77,34 @@ impl RedisStores {
     }
 
     fn with_connection(connection: Connection, config: &RedisConfig) -> RedisStores {
-        RedisStores {
+        let stores = RedisStores {
             backend: Backend::new(connection, &config.prefix, config.operation_timeout),
             allowlist_cache: Arc::default(),
             key_accounts: account_cache(),
-        }
+        };
+        // Writes the key stores' noted uses while any of them lives.
+        let backend = stores.backend.clone();
+        spawn_flusher(
+            Arc::downgrade(&stores.key_accounts),
+            config.last_use_flush_interval,
+            move |accounts| {
+                let keys = RedisKeyStore::new(backend.clone(), accounts);
+                async move {
+                    if let Err(error) = keys.flush_last_uses().await {
+                        tracing::warn!(%error, "writing keys' last uses failed; kept for the next flush");
+                    }
+                }
+            },
+        );
+        stores
+    }
+
+    /// Writes the last uses the key stores noted and not yet written (a
+    /// background task does so every
+    /// [flush interval](RedisConfig::last_use_flush_interval)): call it
+    /// before shutting down. Returns how many were written.
+    pub async fn flush_last_uses(&self) -> Result<usize, StoreError> {
+        self.key_store().flush_last_uses().await
     }
 
     /// The API key store. Every store made here shares one cache of
