@@ -63,8 +63,9 @@
 //! changes channel in the same script, so instances with a cache in front
 //! of this store (a `CachedKeyStore` fed by [`crate::subscribe_changes`])
 //! drop the key at once; without a cache, the next `find_by_hash` on any
-//! instance sees it. Rotation announces the retiring key the same way.
-//! Creation is not announced: caches never hold unknown keys.
+//! instance sees it. Rotation announces the retiring key and its successor
+//! the same way, and creation the new key (a cache may remember its hash
+//! as unknown: `CachedKeyStore::negative_ttl`).
 //!
 //! # Rotation
 //!
@@ -394,6 +395,9 @@ impl RedisKeyStore {
             _ => return Err(StoreError::Conflict(format!("key id {} exists", record.id()))),
         }
         let mut create = CREATE.key(self.record_key(record.account_id(), &record.hash));
+        create
+            .arg(self.backend.changes_channel())
+            .arg(Change::Key(record.hash).encode());
         for (field, value) in key_codec::encode(record) {
             create.arg(field).arg(value);
         }
@@ -513,7 +517,8 @@ impl RedisKeyStore {
             .arg(key_codec::account_entry(successor))
             .arg(limit_arg(rotation.max_active))
             .arg(self.backend.changes_channel())
-            .arg(Change::Key(*hash).encode());
+            .arg(Change::Key(*hash).encode())
+            .arg(Change::Key(successor.hash).encode());
         for (field, value) in key_codec::encode(successor) {
             rotate.arg(field).arg(value);
         }
