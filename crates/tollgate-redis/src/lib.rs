@@ -95,6 +95,7 @@ mod alerts;
 mod allowlist;
 mod backend;
 mod changes;
+mod coalesce;
 mod config;
 mod idempotency;
 mod key_codec;

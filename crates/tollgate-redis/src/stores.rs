@@ -11,6 +11,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use crate::allowlist::{ListCache, RedisAllowlistStore};
 use crate::backend::{backend_error, Backend, Connection};
+use crate::coalesce::Coalescer;
 use crate::config::{redact_url, RedisConfig};
 use crate::idempotency::RedisIdempotencyStore;
 use crate::key_store::{account_cache, AccountCache, RedisKeyStore};
@@ -29,6 +30,7 @@ pub struct RedisStores {
     backend: Backend,
     allowlist_cache: Arc<ListCache>,
     key_accounts: Arc<AccountCache>,
+    rate_limits: Arc<Coalescer>,
 }
 
 impl RedisStores {
@@ -81,6 +83,7 @@ impl RedisStores {
             backend: Backend::new(connection, &config.prefix, config.operation_timeout),
             allowlist_cache: Arc::default(),
             key_accounts: account_cache(),
+            rate_limits: Arc::default(),
         };
         // Writes the key stores' noted uses while any of them lives.
         let backend = stores.backend.clone();
@@ -113,9 +116,11 @@ impl RedisStores {
         RedisKeyStore::new(self.backend.clone(), Arc::clone(&self.key_accounts))
     }
 
-    /// The rate-limit store (GCRA plus daily quota, one script per check).
+    /// The rate-limit store (GCRA plus daily quota, one script call per
+    /// check or per batch of concurrent checks). Every store made here
+    /// shares one queue of checks.
     pub fn rate_limit_store(&self) -> RedisRateLimitStore {
-        RedisRateLimitStore::new(self.backend.clone())
+        RedisRateLimitStore::new(self.backend.clone(), Arc::clone(&self.rate_limits))
     }
 
     /// The idempotency store.
