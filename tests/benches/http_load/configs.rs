@@ -77,7 +77,7 @@ impl Config {
             }
             Config::FullRedis => "the full stack, tollgate-redis stores",
             Config::FullRedisFleet => {
-                "the full stack on tollgate-redis with CachedKeyStore (60 s TTL, 5 s negative TTL) and CachedAllowlistStore (60 s) invalidated by Redis pub/sub, RefusalCache in front of the rate-limit store"
+                "the full stack on tollgate-redis with CachedKeyStore (5 min TTL, 5 s negative TTL) and CachedAllowlistStore (5 min) invalidated by Redis pub/sub, RefusalCache in front of the rate-limit store"
             }
             Config::MemoryOverLimit => "`memory` with Free-plan keys (10/s, burst 10) driven past their limit",
             Config::RedisOverLimit => "`redis` with Free-plan keys (10/s, burst 10) driven past their limit",
