@@ -66,10 +66,9 @@ async fn send(router: &mut Router, secret: &str) -> StatusCode {
 /// Round trips (commands not run by a script), by command, while
 /// [`REQUESTS`] requests are sent one after another, each answered `expect`.
 async fn counted(url: &str, router: &mut Router, secret: &str, expect: StatusCode) -> BTreeMap<String, usize> {
-    let mut router = router;
     monitored(url, async move {
         for _ in 0..REQUESTS {
-            assert_eq!(send(&mut router, secret).await, expect);
+            assert_eq!(send(router, secret).await, expect);
         }
     })
     .await

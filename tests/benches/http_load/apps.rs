@@ -61,7 +61,7 @@ pub struct App {
     /// Its Redis URL, if any.
     pub redis_url: Option<String>,
     /// The subscription feeding its caches' invalidation, if any (kept while it serves).
-    pub subscription: Option<ChangeSubscription>,
+    pub _subscription: Option<ChangeSubscription>,
 }
 
 /// Builds `config`'s server and serves it on 127.0.0.1. Must run inside
@@ -175,7 +175,7 @@ pub async fn start(config: Config, redis_url: Option<&str>) -> Result<App, Strin
         },
         redis,
         redis_url: redis_url.filter(|_| config.uses_redis()).map(str::to_owned),
-        subscription,
+        _subscription: subscription,
     })
 }
 
