@@ -75,6 +75,11 @@ impl Backend {
         self.connection.clone()
     }
 
+    /// Whether this is a Redis Cluster connection.
+    pub(crate) fn is_cluster(&self) -> bool {
+        matches!(self.connection, Connection::Cluster(_))
+    }
+
     pub(crate) fn prefix(&self) -> &str {
         &self.prefix
     }

@@ -28,6 +28,7 @@ pub struct RedisConfig {
     pub(crate) operation_timeout: Duration,
     pub(crate) connection_timeout: Duration,
     pub(crate) reconnect_max_delay: Duration,
+    pub(crate) last_use_flush_interval: Duration,
 }
 
 impl RedisConfig {
@@ -35,6 +36,8 @@ impl RedisConfig {
     pub const DEFAULT_PREFIX: &'static str = "tollgate:";
     /// The default bound on one store operation, all its round trips included.
     pub const DEFAULT_OPERATION_TIMEOUT: Duration = Duration::from_millis(200);
+    /// How often keys' last uses are written behind by default.
+    pub const DEFAULT_LAST_USE_FLUSH_INTERVAL: Duration = Duration::from_secs(1);
 
     /// A configuration for the server at `url` (`redis://[:password@]host:port[/db]`),
     /// with the default prefix `tollgate:`, a 200 ms operation timeout, a
@@ -47,6 +50,7 @@ impl RedisConfig {
             operation_timeout: RedisConfig::DEFAULT_OPERATION_TIMEOUT,
             connection_timeout: Duration::from_secs(1),
             reconnect_max_delay: Duration::from_millis(500),
+            last_use_flush_interval: RedisConfig::DEFAULT_LAST_USE_FLUSH_INTERVAL,
         }
     }
 
@@ -101,6 +105,15 @@ impl RedisConfig {
         self
     }
 
+    /// How often the key store writes the last uses it noted (see
+    /// [`RedisKeyStore`](crate::RedisKeyStore)): the delay before other
+    /// instances see a key's use, and the most a crash loses of them.
+    /// At least a millisecond.
+    pub fn last_use_flush_interval(mut self, interval: Duration) -> RedisConfig {
+        self.last_use_flush_interval = interval.max(Duration::from_millis(1));
+        self
+    }
+
     /// The key prefix.
     pub fn key_prefix(&self) -> &str {
         &self.prefix
@@ -116,6 +129,7 @@ impl fmt::Debug for RedisConfig {
             .field("operation_timeout", &self.operation_timeout)
             .field("connection_timeout", &self.connection_timeout)
             .field("reconnect_max_delay", &self.reconnect_max_delay)
+            .field("last_use_flush_interval", &self.last_use_flush_interval)
             .finish()
     }
 }

@@ -22,7 +22,9 @@
 //! its record (one round trip, the revocation state read fresh every time);
 //! a key not seen before is a `GET` of its pointer and then the `HGETALL`;
 //! an unknown key is the `GET` alone, and is not remembered. Recording a
-//! key's last use is likewise one script call once its id was seen.
+//! key's last use costs no round trip: it is noted in memory and written
+//! behind, every key used in a second in one script call per account (see
+//! [`RedisConfig::last_use_flush_interval`](crate::RedisConfig::last_use_flush_interval)).
 //!
 //! Records written by versions before this layout (`key:{<hash>}`,
 //! `keyid:{<id>}` holding only the hash) are not read: keys created by
@@ -61,8 +63,9 @@
 //! changes channel in the same script, so instances with a cache in front
 //! of this store (a `CachedKeyStore` fed by [`crate::subscribe_changes`])
 //! drop the key at once; without a cache, the next `find_by_hash` on any
-//! instance sees it. Rotation announces the retiring key the same way.
-//! Creation is not announced: caches never hold unknown keys.
+//! instance sees it. Rotation announces the retiring key and its successor
+//! the same way, and creation the new key (a cache may remember its hash
+//! as unknown: `CachedKeyStore::negative_ttl`).
 //!
 //! # Rotation
 //!
@@ -89,6 +92,7 @@ use tollgate_core::keys::{KeyHash, KeyRecord, KeyRegistry, KeyStore, RotateRefus
 use tollgate_core::{MaybeReady, StoreError, StoreFuture};
 
 use crate::backend::{backend_error, Backend};
+use crate::last_use::{LastUse, BATCH};
 use crate::{key_codec, timestamp};
 
 static RESERVE: LazyLock<Script> = LazyLock::new(|| Script::new(include_str!("scripts/key_reserve.lua")));
@@ -113,6 +117,8 @@ type RotateReply = (i64, HashMap<String, String>);
 pub(crate) struct AccountCache {
     by_hash: Cache<KeyHash, Arc<str>>,
     by_id: Cache<String, (KeyHash, Arc<str>)>,
+    // Uses noted by the stores sharing this cache, written behind.
+    last_use: LastUse,
 }
 
 impl std::fmt::Debug for AccountCache {
@@ -120,6 +126,7 @@ impl std::fmt::Debug for AccountCache {
         f.debug_struct("AccountCache")
             .field("by_hash", &self.by_hash.len())
             .field("by_id", &self.by_id.len())
+            .field("pending_uses", &self.last_use.len())
             .finish()
     }
 }
@@ -128,6 +135,7 @@ pub(crate) fn account_cache() -> Arc<AccountCache> {
     Arc::new(AccountCache {
         by_hash: Cache::new(DEFAULT_CACHED_ACCOUNTS),
         by_id: Cache::new(DEFAULT_CACHED_ACCOUNTS),
+        last_use: LastUse::default(),
     })
 }
 
@@ -153,6 +161,57 @@ impl RedisKeyStore {
         RedisKeyStore { backend, accounts }
     }
 
+    /// How many noted uses wait to be written.
+    pub fn pending_last_uses(&self) -> usize {
+        self.accounts.last_use.len()
+    }
+
+    /// Writes the uses noted so far (the background task does this every
+    /// flush interval; call it before shutting down to lose none): one
+    /// script call per account and [`BATCH`] keys. Returns how many uses
+    /// were written. On failure every use stays pending for the next flush.
+    pub async fn flush_last_uses(&self) -> Result<usize, StoreError> {
+        self.backend.run("flush_last_uses", self.flush_steps()).await
+    }
+
+    async fn flush_steps(&self) -> Result<usize, StoreError> {
+        let batch = self.accounts.last_use.batch();
+        if batch.is_empty() {
+            return Ok(0);
+        }
+        let mut by_account: HashMap<String, Vec<(String, String)>> = HashMap::new();
+        for (key_id, at) in &batch {
+            match self.pointer_of(key_id).await {
+                Ok(Some((hash, account))) => {
+                    let record = self.record_key(&account, &hash);
+                    by_account
+                        .entry(account)
+                        .or_default()
+                        .push((record, timestamp::encode(*at)));
+                }
+                // An unknown id has no record to write; a corrupt pointer
+                // would fail every flush: both are dropped.
+                Ok(None) | Err(StoreError::Corrupt(_)) => {}
+                Err(error) => return Err(error),
+            }
+        }
+        let mut connection = self.backend.connection();
+        for touches in by_account.values() {
+            for chunk in touches.chunks(BATCH) {
+                let mut touch = TOUCH.prepare_invoke();
+                for (record, at) in chunk {
+                    touch.key(record).arg(at);
+                }
+                touch
+                    .invoke_async::<i64>(&mut connection)
+                    .await
+                    .map_err(backend_error)?;
+            }
+        }
+        self.accounts.last_use.written(&batch);
+        Ok(batch.len())
+    }
+
     fn record_key(&self, account_id: &str, hash: &KeyHash) -> String {
         self.backend
             .key("account", account_id, &format!(":key:{}", hash.to_hex()))
@@ -176,7 +235,7 @@ impl RedisKeyStore {
             .query_async(&mut self.backend.connection())
             .await
             .map_err(backend_error)?;
-        key_codec::decode(hash, &fields)
+        Ok(key_codec::decode(hash, &fields)?.map(|record| self.accounts.last_use.apply(record)))
     }
 
     async fn account_of(&self, hash: &KeyHash) -> Result<Option<Arc<str>>, StoreError> {
@@ -200,8 +259,10 @@ impl RedisKeyStore {
             return Ok(None);
         };
         let record = self.record(&account, hash).await?;
-        if record.is_some() {
-            self.accounts.by_hash.insert(*hash, account);
+        if let Some(record) = &record {
+            self.accounts.by_hash.insert(*hash, account.clone());
+            // So that writing its use behind needs no pointer read.
+            self.accounts.by_id.insert(record.id().to_owned(), (*hash, account));
         }
         Ok(record)
     }
@@ -334,6 +395,9 @@ impl RedisKeyStore {
             _ => return Err(StoreError::Conflict(format!("key id {} exists", record.id()))),
         }
         let mut create = CREATE.key(self.record_key(record.account_id(), &record.hash));
+        create
+            .arg(self.backend.changes_channel())
+            .arg(Change::Key(record.hash).encode());
         for (field, value) in key_codec::encode(record) {
             create.arg(field).arg(value);
         }
@@ -404,7 +468,7 @@ impl RedisKeyStore {
         for (hash, fields) in hashes.iter().zip(&all) {
             // A reservation whose record was never written is not a key.
             if let Some(record) = key_codec::decode(hash, fields)? {
-                records.push(record);
+                records.push(self.accounts.last_use.apply(record));
             }
         }
         records.sort_by(|a, b| a.created_at.cmp(&b.created_at).then_with(|| a.id().cmp(b.id())));
@@ -453,7 +517,8 @@ impl RedisKeyStore {
             .arg(key_codec::account_entry(successor))
             .arg(limit_arg(rotation.max_active))
             .arg(self.backend.changes_channel())
-            .arg(Change::Key(*hash).encode());
+            .arg(Change::Key(*hash).encode())
+            .arg(Change::Key(successor.hash).encode());
         for (field, value) in key_codec::encode(successor) {
             rotate.arg(field).arg(value);
         }
@@ -477,25 +542,6 @@ impl RedisKeyStore {
             other => Err(StoreError::Corrupt(format!("key rotation status {other}"))),
         }
     }
-
-    async fn touch_steps(&self, key_id: &str, at: SystemTime) -> Result<(), StoreError> {
-        let Some((hash, account)) = self.pointer_of(key_id).await? else {
-            return Ok(());
-        };
-        let found: i64 = TOUCH
-            .key(self.record_key(&account, &hash))
-            .arg(timestamp::encode(at))
-            .invoke_async(&mut self.backend.connection())
-            .await
-            .map_err(backend_error)?;
-        if found == 1 {
-            // The record exists: the next use is recorded in one round trip.
-            self.accounts
-                .by_id
-                .insert(key_id.to_owned(), (hash, Arc::from(account)));
-        }
-        Ok(())
-    }
 }
 
 // A limit as the scripts take it: -1 for none.
@@ -510,13 +556,9 @@ impl KeyStore for RedisKeyStore {
     }
 
     fn record_last_use(&self, key_id: &str, at: SystemTime) -> StoreFuture<()> {
-        let (store, key_id) = (self.clone(), key_id.to_owned());
-        MaybeReady::boxed(async move {
-            store
-                .backend
-                .run("record_last_use", store.touch_steps(&key_id, at))
-                .await
-        })
+        // Written behind (see the module docs): no round trip here.
+        self.accounts.last_use.note(key_id, at);
+        MaybeReady::ready(Ok(()))
     }
 }
 

@@ -23,8 +23,8 @@
 //!
 //! | store | keys (tag in braces) | written with |
 //! |---|---|---|
-//! | [keys](RedisKeyStore) | `account:{<account>}:key:<hash>` (the record), `account:{<account>}:keys` (the account's index), `keyhash:{<hash>}` (hash → account), `keyid:{<id>}` (id → hash and account) | scripts on the account's slot; insertion is four atomic steps; rotation one script |
-//! | [rate limits](RedisRateLimitStore) | `rl:{<key>}` | one script per check, TTL until idle |
+//! | [keys](RedisKeyStore) | `account:{<account>}:key:<hash>` (the record), `account:{<account>}:keys` (the account's index), `keyhash:{<hash>}` (hash → account), `keyid:{<id>}` (id → hash and account) | scripts on the account's slot; insertion is four atomic steps; rotation one script; last uses written behind, one script per account |
+//! | [rate limits](RedisRateLimitStore) | `rl:{<key>}` | one script call per check, or per batch of concurrent checks (one server), TTL until idle |
 //! | [idempotency](RedisIdempotencyStore) | `idem:{<scope>:<key>}` | `SET NX GET PX`, scripts checking the claim token |
 //! | [allowlists](RedisAllowlistStore) | `allow:account:{<account>}`, `allow:key:{<key id>}` | one `HSET` per list |
 //! | [replay](RedisReplayStore) | `replay:{<message id>}` | `SET NX PX` |
@@ -34,7 +34,7 @@
 //!
 //! # Changes
 //!
-//! Revocations, rotations and allowlist writes `PUBLISH` what changed on
+//! Creations, revocations, rotations and allowlist writes `PUBLISH` what changed on
 //! `<prefix>changes` in the same atomic step as the write;
 //! [`subscribe_changes`] delivers it to a [`Changes`](tollgate_core::changes::Changes)
 //! hub, so a `CachedKeyStore` with a long TTL drops a revoked key on every
@@ -95,10 +95,12 @@ mod alerts;
 mod allowlist;
 mod backend;
 mod changes;
+mod coalesce;
 mod config;
 mod idempotency;
 mod key_codec;
 mod key_store;
+mod last_use;
 mod rate_limit;
 mod replay;
 mod response_codec;

@@ -9,9 +9,9 @@
 //! exactly). A string rather than a hash, so one `SET … PX` writes the
 //! state and its TTL together.
 //!
-//! # One round trip, one script
+//! # One round trip, one script, many checks
 //!
-//! Each check is one `EVALSHA` of a Lua script (loaded on first use and
+//! Each check is part of one `EVALSHA` of a Lua script (loaded on first use and
 //! again after a `SCRIPT FLUSH` or a restart: `redis::Script` retries a
 //! `NOSCRIPT` with the script's source). The script reads the state, takes
 //! the time from Redis `TIME` (so instances with skewed clocks agree), and
@@ -21,7 +21,13 @@
 //! new state with a TTL that ends when the state becomes
 //! [idle](KeyState::is_idle_at): the TAT for the burst, the end of the UTC day
 //! for a daily count. Idle keys vanish by themselves. Inside the script:
-//! `GET`, `TIME` and, when admitting, one `SET … PX`.
+//! one `TIME`, then per check a `GET` and, when admitting, one `SET … PX`.
+//!
+//! Concurrent checks are coalesced (`coalesce.rs`): while a call is on its
+//! way, the checks arriving meanwhile wait and go in the next call, at
+//! most 64, checked in arrival order within the one atomic script run. On
+//! a Redis Cluster each check is a call of its own, since the keys of
+//! different checks lie on different slots.
 //!
 //! The script returns the state it found and the time it used; the client
 //! then runs [`KeyState::check`] on them to build the [`Decision`] (remaining,
@@ -30,13 +36,14 @@
 //! a disagreement is reported as [`StoreError::Corrupt`] rather than guessed
 //! at (the property test in this module checks they always agree).
 
-use std::sync::LazyLock;
+use std::sync::{Arc, LazyLock};
 
 use redis::Script;
 use tollgate_core::rate_limit::{Decision, KeyState, Limits, RateLimitStore};
 use tollgate_core::{MaybeReady, StoreError, StoreFuture};
 
 use crate::backend::{backend_error, Backend};
+use crate::coalesce::{copy_error, Coalescer, Waiting};
 
 static CHECK: LazyLock<Script> = LazyLock::new(|| Script::new(include_str!("scripts/rate_limit.lua")));
 
@@ -45,6 +52,7 @@ static CHECK: LazyLock<Script> = LazyLock::new(|| Script::new(include_str!("scri
 #[derive(Debug, Clone)]
 pub struct RedisRateLimitStore {
     backend: Backend,
+    coalescer: Arc<Coalescer>,
 }
 
 /// What the script needs beyond the state: the limits reduced to integers.
@@ -72,8 +80,17 @@ impl ScriptArgs {
         }
     }
 
+    /// A call of the script for this one check.
+    #[cfg(test)]
     fn invocation(&self, key: &str) -> redis::ScriptInvocation<'static> {
-        let mut invocation = CHECK.key(key);
+        let mut invocation = CHECK.prepare_invoke();
+        self.add_to(&mut invocation, key);
+        invocation
+    }
+
+    /// Adds this check to a call of the script.
+    fn add_to(&self, invocation: &mut redis::ScriptInvocation<'static>, key: &str) {
+        invocation.key(key);
         let (increment, capacity, cost) = (split(self.increment), split(self.capacity), split(self.cost.into()));
         invocation
             .arg(increment.0)
@@ -85,7 +102,6 @@ impl ScriptArgs {
             None => invocation.arg("-").arg("-"),
         };
         invocation.arg(cost.0).arg(cost.1).arg(u8::from(self.impossible));
-        invocation
     }
 }
 
@@ -118,12 +134,13 @@ fn decode_state(text: &str) -> Option<KeyState> {
     })
 }
 
-/// The script's answer: the state before (if any), the server's time, the verdict.
+/// The script's answer for one check: the state before (if any), the
+/// server's time, the verdict.
 type ScriptReply = (Option<String>, u64, u64, i64);
 
 impl RedisRateLimitStore {
-    pub(crate) fn new(backend: Backend) -> RedisRateLimitStore {
-        RedisRateLimitStore { backend }
+    pub(crate) fn new(backend: Backend, coalescer: Arc<Coalescer>) -> RedisRateLimitStore {
+        RedisRateLimitStore { backend, coalescer }
     }
 
     /// The Redis key holding `key`'s state.
@@ -133,12 +150,56 @@ impl RedisRateLimitStore {
 }
 
 async fn check_once(backend: &Backend, state_key: &str, limits: Limits, cost: u32) -> Result<Decision, StoreError> {
-    let reply: ScriptReply = ScriptArgs::new(&limits, cost)
-        .invocation(state_key)
+    let mut invocation = CHECK.prepare_invoke();
+    ScriptArgs::new(&limits, cost).add_to(&mut invocation, state_key);
+    let replies: Vec<ScriptReply> = invocation
         .invoke_async(&mut backend.connection())
         .await
         .map_err(backend_error)?;
-    decide(&reply, &limits, cost)
+    match replies.as_slice() {
+        [reply] => decide(reply, &limits, cost),
+        _ => Err(StoreError::Corrupt(format!(
+            "{} rate-limit replies for one check",
+            replies.len()
+        ))),
+    }
+}
+
+/// Checks a batch in one script call (within the operation timeout) and
+/// answers each check.
+pub(crate) async fn send_batch(backend: &Backend, batch: Vec<Waiting>) {
+    let mut invocation = CHECK.prepare_invoke();
+    for waiting in &batch {
+        ScriptArgs::new(&waiting.limits, waiting.cost).add_to(&mut invocation, &waiting.state_key);
+    }
+    let sent = backend
+        .run("check_batch", async {
+            let replies: Vec<ScriptReply> = invocation
+                .invoke_async(&mut backend.connection())
+                .await
+                .map_err(backend_error)?;
+            if replies.len() == batch.len() {
+                Ok(replies)
+            } else {
+                Err(StoreError::Corrupt(format!(
+                    "{} rate-limit replies for {} checks",
+                    replies.len(),
+                    batch.len()
+                )))
+            }
+        })
+        .await;
+    match sent {
+        Ok(replies) => {
+            for (waiting, reply) in batch.into_iter().zip(&replies) {
+                let decision = decide(reply, &waiting.limits, waiting.cost);
+                waiting.answer(decision);
+            }
+        }
+        Err(error) => batch
+            .into_iter()
+            .for_each(|waiting| waiting.answer(Err(copy_error(&error)))),
+    }
 }
 
 // Replays the script's verdict through the reference to get every figure.
@@ -164,10 +225,17 @@ impl RateLimitStore for RedisRateLimitStore {
     fn check(&self, key: &str, limits: &Limits, cost: u32) -> StoreFuture<Decision> {
         // The state key is named here, so the future owns all it needs.
         let (backend, state_key, limits) = (self.backend.clone(), self.state_key(key), *limits);
+        if backend.is_cluster() {
+            return MaybeReady::boxed(async move {
+                backend
+                    .run("check", check_once(&backend, &state_key, limits, cost))
+                    .await
+            });
+        }
+        let coalescer = self.coalescer.clone();
         MaybeReady::boxed(async move {
-            backend
-                .run("check", check_once(&backend, &state_key, limits, cost))
-                .await
+            let queued = coalescer.check(backend.clone(), state_key, limits, cost);
+            backend.run("check", queued).await
         })
     }
 }
@@ -315,11 +383,13 @@ mod tests {
                     .unwrap();
             }
             let before = if fresh { KeyState::default() } else { before };
-            let reply: ScriptReply = ScriptArgs::new(&limits, cost)
+            let mut replies: Vec<ScriptReply> = ScriptArgs::new(&limits, cost)
                 .invocation(&key)
                 .invoke_async(&mut connection)
                 .await
                 .unwrap();
+            assert_eq!(replies.len(), 1);
+            let reply = replies.remove(0);
             let context = format!("seed {seed} case {case}: {limits:?} cost {cost} from {before:?}");
             // The verdicts agree (decide() refuses a disagreement) ...
             let decision = decide(&reply, &limits, cost).unwrap_or_else(|error| panic!("{context}: {error}"));

@@ -11,9 +11,11 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use crate::allowlist::{ListCache, RedisAllowlistStore};
 use crate::backend::{backend_error, Backend, Connection};
+use crate::coalesce::Coalescer;
 use crate::config::{redact_url, RedisConfig};
 use crate::idempotency::RedisIdempotencyStore;
 use crate::key_store::{account_cache, AccountCache, RedisKeyStore};
+use crate::last_use::spawn_flusher;
 use crate::rate_limit::RedisRateLimitStore;
 use crate::replay::RedisReplayStore;
 use crate::usage::RedisUsageStore;
@@ -28,6 +30,7 @@ pub struct RedisStores {
     backend: Backend,
     allowlist_cache: Arc<ListCache>,
     key_accounts: Arc<AccountCache>,
+    rate_limits: Arc<Coalescer>,
 }
 
 impl RedisStores {
@@ -76,11 +79,35 @@ impl RedisStores {
     }
 
     fn with_connection(connection: Connection, config: &RedisConfig) -> RedisStores {
-        RedisStores {
+        let stores = RedisStores {
             backend: Backend::new(connection, &config.prefix, config.operation_timeout),
             allowlist_cache: Arc::default(),
             key_accounts: account_cache(),
-        }
+            rate_limits: Arc::default(),
+        };
+        // Writes the key stores' noted uses while any of them lives.
+        let backend = stores.backend.clone();
+        spawn_flusher(
+            Arc::downgrade(&stores.key_accounts),
+            config.last_use_flush_interval,
+            move |accounts| {
+                let keys = RedisKeyStore::new(backend.clone(), accounts);
+                async move {
+                    if let Err(error) = keys.flush_last_uses().await {
+                        tracing::warn!(%error, "writing keys' last uses failed; kept for the next flush");
+                    }
+                }
+            },
+        );
+        stores
+    }
+
+    /// Writes the last uses the key stores noted and not yet written (a
+    /// background task does so every
+    /// [flush interval](RedisConfig::last_use_flush_interval)): call it
+    /// before shutting down. Returns how many were written.
+    pub async fn flush_last_uses(&self) -> Result<usize, StoreError> {
+        self.key_store().flush_last_uses().await
     }
 
     /// The API key store. Every store made here shares one cache of
@@ -89,9 +116,11 @@ impl RedisStores {
         RedisKeyStore::new(self.backend.clone(), Arc::clone(&self.key_accounts))
     }
 
-    /// The rate-limit store (GCRA plus daily quota, one script per check).
+    /// The rate-limit store (GCRA plus daily quota, one script call per
+    /// check or per batch of concurrent checks). Every store made here
+    /// shares one queue of checks.
     pub fn rate_limit_store(&self) -> RedisRateLimitStore {
-        RedisRateLimitStore::new(self.backend.clone())
+        RedisRateLimitStore::new(self.backend.clone(), Arc::clone(&self.rate_limits))
     }
 
     /// The idempotency store.

@@ -80,7 +80,7 @@ async fn heard_exactly(heard: &Heard, expected: Vec<Change>) {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn revocations_rotations_and_allowlist_writes_are_announced() {
+async fn creations_revocations_rotations_and_allowlist_writes_are_announced() {
     let Some(redis) = TestRedis::connect("changes_announced").await else {
         return;
     };
@@ -112,8 +112,12 @@ async fn revocations_rotations_and_allowlist_writes_are_announced() {
     heard_exactly(
         &heard,
         vec![
+            // Two creations, a revocation, a rotation (the retiring key and its successor).
             Change::Key(KeyHash::from_bytes([1; 32])),
             Change::Key(KeyHash::from_bytes([2; 32])),
+            Change::Key(KeyHash::from_bytes([1; 32])),
+            Change::Key(KeyHash::from_bytes([2; 32])),
+            Change::Key(KeyHash::from_bytes([3; 32])),
             Change::AccountAllowlist(account.clone()),
             Change::KeyAllowlist("key_3".into()),
             Change::KeyAllowlist("key_3".into()),
@@ -401,5 +405,39 @@ async fn a_fleet_of_long_ttl_caches_refuses_a_revoked_key_at_once_and_the_ttl_bo
         tokio::time::sleep(Duration::from_millis(1)).await;
     }
     drop(there_stores);
+    redis.cleanup().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_key_remembered_as_unknown_is_known_once_another_instance_creates_it() {
+    let Some(redis) = TestRedis::connect("changes_negative").await else {
+        return;
+    };
+    let there = redis.another_instance().await.key_store();
+    let changes = Changes::new();
+    // The longest negative TTL, on a clock that stands still: only the
+    // announcement can make the key known here.
+    let here = CachedKeyStore::new(redis.key_store())
+        .negative_ttl(Duration::from_secs(5))
+        .clock(ManualClock::new(SystemTime::now()))
+        .invalidated_by(&changes);
+    let _subscription = subscribe_changes(redis.config(), changes.clone()).unwrap();
+    eventually("subscribed", PATIENCE, || changes.is_connected()).await;
+
+    let account = unique_name("acct");
+    let hash = KeyHash::from_bytes([42; 32]);
+    assert!(here.find_by_hash(&hash).await.unwrap().is_none());
+    assert_eq!(here.cached_misses(), 1);
+    there
+        .insert(record(&account, &unique_name("key"), 42), None, SystemTime::now())
+        .await
+        .unwrap();
+    let started = Instant::now();
+    while here.find_by_hash(&hash).await.unwrap().is_none() {
+        assert!(started.elapsed() < Duration::from_secs(2), "never known here");
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
+    let took = started.elapsed();
+    assert!(took < Duration::from_millis(100), "known here after {took:?}");
     redis.cleanup().await;
 }

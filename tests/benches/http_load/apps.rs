@@ -18,15 +18,16 @@ use axum::Router;
 use futures_util::{StreamExt, TryStreamExt};
 use http::{HeaderValue, Request};
 use tollgate_auth::{BearerAuthLayer, KeyManager, NewKey};
-use tollgate_core::allowlist::MemoryAllowlistStore;
+use tollgate_core::allowlist::{CachedAllowlistStore, MemoryAllowlistStore};
+use tollgate_core::changes::Changes;
 use tollgate_core::conformance::unique_name;
 use tollgate_core::idempotency::MemoryIdempotencyStore;
-use tollgate_core::keys::{CachedKeyStore, KeyRegistry, KeyStore, MemoryKeyStore};
+use tollgate_core::keys::{CachedKeyStore, KeyRegistry, KeyStore, MemoryKeyStore, MAX_NEGATIVE_TTL};
 use tollgate_core::rate_limit::Plan;
 use tollgate_core::rate_limit::{MemoryRateLimitStore, RateLimitStore, RefusalCache};
 use tollgate_core::KeyKind;
 use tollgate_ratelimit::RateLimitLayer;
-use tollgate_redis::{RedisConfig, RedisStores};
+use tollgate_redis::{subscribe_changes, ChangeSubscription, RedisConfig, RedisStores};
 use tower::ServiceBuilder;
 use tower_governor::governor::GovernorConfigBuilder;
 use tower_governor::key_extractor::KeyExtractor;
@@ -40,6 +41,14 @@ use crate::stacks::{full_stack, handler, plans, ACCOUNT, KEYS, NEVER_REACHED, PL
 // Keys created at once while setting up (Redis: round trips in flight).
 const CREATING_AT_ONCE: usize = 32;
 
+// The fleet configuration's cache TTL. Pushed changes invalidate at once,
+// so the TTL only bounds a change whose message is lost while the
+// subscription looks healthy (a lost connection drops everything when it
+// comes back). Longer than the whole benchmark: with one minute, every
+// entry filled in the first run expires within the same second, about
+// when the round trips are counted.
+const FLEET_TTL: Duration = Duration::from_secs(300);
+
 // Generous, so that a busy shared machine shows up as latency, not as 503s.
 const REDIS_OPERATION_TIMEOUT: Duration = Duration::from_secs(2);
 
@@ -51,6 +60,8 @@ pub struct App {
     pub redis: Option<RedisStores>,
     /// Its Redis URL, if any.
     pub redis_url: Option<String>,
+    /// The subscription feeding its caches' invalidation, if any (kept while it serves).
+    pub _subscription: Option<ChangeSubscription>,
 }
 
 /// Builds `config`'s server and serves it on 127.0.0.1. Must run inside
@@ -58,6 +69,7 @@ pub struct App {
 /// spawned onto it.
 pub async fn start(config: Config, redis_url: Option<&str>) -> Result<App, String> {
     let mut redis = None;
+    let mut subscription = None;
     let plan = if config.over_limit() {
         Plan::free()
     } else {
@@ -88,13 +100,14 @@ pub async fn start(config: Config, redis_url: Option<&str>) -> Result<App, Strin
         Config::Redis
         | Config::RedisCached
         | Config::FullRedis
+        | Config::FullRedisFleet
         | Config::RedisOverLimit
         | Config::RedisOverLimitRefusalCache => {
             let url = redis_url.ok_or("REDIS_URL is not set")?;
             let config_redis = RedisConfig::new(url)
                 .prefix(format!("{}:", unique_name("tgbench")))
                 .operation_timeout(REDIS_OPERATION_TIMEOUT);
-            let stores = RedisStores::connect(config_redis)
+            let stores = RedisStores::connect(config_redis.clone())
                 .await
                 .map_err(|error| format!("connecting to Redis: {error}"))?;
             let keys = Arc::new(stores.key_store());
@@ -107,6 +120,26 @@ pub async fn start(config: Config, redis_url: Option<&str>) -> Result<App, Strin
                 // The default TTL (1 s): the messaging-api's fleet setting.
                 Config::RedisCached => {
                     auth_and_rate_limit(Arc::new(CachedKeyStore::from_shared(keys)), stores.rate_limit_store())
+                }
+                Config::FullRedisFleet => {
+                    let changes = Changes::new();
+                    subscription = Some(
+                        subscribe_changes(&config_redis, changes.clone())
+                            .map_err(|error| format!("subscribing to changes: {error}"))?,
+                    );
+                    let cached_keys = CachedKeyStore::from_shared(keys)
+                        .ttl(FLEET_TTL)
+                        .negative_ttl(MAX_NEGATIVE_TTL)
+                        .invalidated_by(&changes);
+                    let lists = CachedAllowlistStore::new(stores.allowlist_store())
+                        .ttl(FLEET_TTL)
+                        .invalidated_by(&changes);
+                    full_stack(
+                        Arc::new(cached_keys),
+                        lists,
+                        RefusalCache::new(stores.rate_limit_store()),
+                        stores.idempotency_store(),
+                    )
                 }
                 _ => full_stack(
                     keys,
@@ -142,6 +175,7 @@ pub async fn start(config: Config, redis_url: Option<&str>) -> Result<App, Strin
         },
         redis,
         redis_url: redis_url.filter(|_| config.uses_redis()).map(str::to_owned),
+        _subscription: subscription,
     })
 }
 

@@ -18,6 +18,9 @@ pub enum Config {
     RedisCached,
     /// tollgate's whole stack on Redis stores.
     FullRedis,
+    /// The whole stack on Redis as a fleet instance runs it: cached keys and
+    /// allowlists invalidated by push, a refusal cache, coalesced checks.
+    FullRedisFleet,
     /// `Memory`, its Free-plan keys driven past their limit.
     MemoryOverLimit,
     /// `Redis`, its Free-plan keys driven past their limit.
@@ -28,7 +31,7 @@ pub enum Config {
 
 impl Config {
     /// Every configuration, in report order.
-    pub const ALL: [Config; 10] = [
+    pub const ALL: [Config; 11] = [
         Config::Bare,
         Config::Full,
         Config::Governor,
@@ -36,6 +39,7 @@ impl Config {
         Config::Redis,
         Config::RedisCached,
         Config::FullRedis,
+        Config::FullRedisFleet,
         Config::MemoryOverLimit,
         Config::RedisOverLimit,
         Config::RedisOverLimitRefusalCache,
@@ -51,6 +55,7 @@ impl Config {
             Config::Redis => "redis",
             Config::RedisCached => "redis-cached",
             Config::FullRedis => "full-redis",
+            Config::FullRedisFleet => "full-redis-fleet",
             Config::MemoryOverLimit => "memory-429",
             Config::RedisOverLimit => "redis-429",
             Config::RedisOverLimitRefusalCache => "redis-429-refusals",
@@ -71,16 +76,19 @@ impl Config {
                 "BearerAuth over CachedKeyStore (1 s TTL) in front of tollgate-redis → RateLimit on tollgate-redis"
             }
             Config::FullRedis => "the full stack, tollgate-redis stores",
+            Config::FullRedisFleet => {
+                "the full stack on tollgate-redis with CachedKeyStore (5 min TTL, 5 s negative TTL) and CachedAllowlistStore (5 min) invalidated by Redis pub/sub, RefusalCache in front of the rate-limit store"
+            }
             Config::MemoryOverLimit => "`memory` with Free-plan keys (10/s, burst 10) driven past their limit",
             Config::RedisOverLimit => "`redis` with Free-plan keys (10/s, burst 10) driven past their limit",
             Config::RedisOverLimitRefusalCache => "`redis-429` with a RefusalCache in front of the Redis rate-limit store",
         }
     }
 
-    /// Whether it runs without arguments: all but `FullRedis` and the
-    /// over-limit ones (about three and a half minutes).
+    /// Whether it runs without arguments: all but the full Redis stacks and
+    /// the over-limit ones (about three and a half minutes).
     pub fn runs_by_default(self) -> bool {
-        !matches!(self, Config::FullRedis) && !self.over_limit()
+        !matches!(self, Config::FullRedis | Config::FullRedisFleet) && !self.over_limit()
     }
 
     /// Whether it needs `REDIS_URL`.
@@ -90,6 +98,7 @@ impl Config {
             Config::Redis
                 | Config::RedisCached
                 | Config::FullRedis
+                | Config::FullRedisFleet
                 | Config::RedisOverLimit
                 | Config::RedisOverLimitRefusalCache
         )

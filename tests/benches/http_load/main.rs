@@ -292,6 +292,7 @@ fn print_report(
         (Config::Redis, Config::Memory),
         (Config::RedisCached, Config::Memory),
         (Config::FullRedis, Config::Full),
+        (Config::FullRedisFleet, Config::Full),
         (Config::RedisOverLimit, Config::MemoryOverLimit),
         (Config::RedisOverLimitRefusalCache, Config::RedisOverLimit),
     ] {

@@ -24,6 +24,15 @@ pub const DEFAULT_TTL: Duration = Duration::from_secs(1);
 /// How many records are cached at most by default.
 pub const DEFAULT_MAX_ENTRIES: usize = 100_000;
 
+/// The longest an unknown key's absence is served from memory
+/// ([`CachedKeyStore::negative_ttl`] is capped here): a key created on
+/// another instance whose announcement is lost works here after this long.
+pub const MAX_NEGATIVE_TTL: Duration = Duration::from_secs(5);
+
+/// How many unknown keys are remembered at most by default, once
+/// [`CachedKeyStore::negative_ttl`] turns that on.
+pub const DEFAULT_MAX_MISSES: usize = 10_000;
+
 // The id index is pruned of ids whose record has left the cache once it
 // holds twice as many ids as the cache holds records, and never below this.
 const MIN_INDEX_PRUNE: usize = 1024;
@@ -49,11 +58,16 @@ const MIN_INDEX_PRUNE: usize = 1024;
 ///   go to the backend and then drop this instance's cached entries, also
 ///   when the write's future is dropped half-way; a lookup that read the
 ///   backend before the write finished is not cached either.
-/// - **Unknown keys are never cached**: a key created on another instance
-///   works here at once. The price is that an unknown token reaches the
-///   backend on every request (a checksum check in the auth layer is the
-///   cheap defence against garbage tokens). A lookup that finds nothing
-///   drops the key's cached entry, if any.
+/// - **Unknown keys are never cached as valid.** By default nothing is
+///   kept of them: a key created on another instance works here at once,
+///   and an unknown token reaches the backend on every request (a checksum
+///   check in the auth layer is the cheap defence against garbage tokens).
+///   [`negative_ttl`](CachedKeyStore::negative_ttl) (at most
+///   [`MAX_NEGATIVE_TTL`], five seconds; bounded by
+///   [`max_misses`](CachedKeyStore::max_misses)) remembers an absence
+///   instead; creations through this store, and creations announced on the
+///   hub, forget it at once. A lookup that finds nothing drops the key's
+///   cached entry, if any.
 /// - **A hit costs no future**: a fresh hit is answered with
 ///   [`MaybeReady::ready`], without an allocation; so is a miss over an inner
 ///   store that answers at once (the [`MemoryKeyStore`](super::MemoryKeyStore)).
@@ -128,12 +142,14 @@ impl<S: KeyStore> CachedKeyStore<S> {
     pub fn from_shared(inner: Arc<S>) -> CachedKeyStore<S> {
         CachedKeyStore {
             inner,
-            cache: Arc::new(Cache::new(
-                DEFAULT_TTL,
-                DEFAULT_MAX_ENTRIES,
-                SharedClock::default(),
-                None,
-            )),
+            cache: Arc::new(Cache::new(Settings {
+                ttl: DEFAULT_TTL,
+                max_entries: DEFAULT_MAX_ENTRIES,
+                negative_ttl: Duration::ZERO,
+                max_misses: DEFAULT_MAX_MISSES,
+                clock: SharedClock::default(),
+                changes: None,
+            })),
         }
     }
 }
@@ -143,54 +159,58 @@ impl<S> CachedKeyStore<S> {
     /// again: the longest another instance's revocation can go unnoticed
     /// here. `Duration::ZERO` turns caching off.
     pub fn ttl(self, ttl: Duration) -> Self {
-        let cache = Cache::new(
-            ttl,
-            self.cache.max_entries,
-            self.cache.clock.clone(),
-            self.cache.changes.clone(),
-        );
-        self.with_cache(cache)
+        self.with_settings(|settings| settings.ttl = ttl)
     }
 
     /// The most records cached at once (0 turns caching off).
     pub fn max_entries(self, max_entries: usize) -> Self {
-        let cache = Cache::new(
-            self.cache.ttl,
-            max_entries,
-            self.cache.clock.clone(),
-            self.cache.changes.clone(),
-        );
-        self.with_cache(cache)
+        self.with_settings(|settings| settings.max_entries = max_entries)
+    }
+
+    /// Also remembers that a key is unknown, for `ttl` (at most
+    /// [`MAX_NEGATIVE_TTL`]; off by default), so a client retrying a wrong
+    /// or deleted key costs the backend one lookup per `ttl` instead of one
+    /// per request. A key created through this store is known here at once;
+    /// one created on another instance, once its creation is announced on
+    /// the [`Changes`] hub ([`invalidated_by`](CachedKeyStore::invalidated_by))
+    /// or `ttl` passed. An unknown key is never taken for a valid one: what
+    /// is remembered is only the absence.
+    pub fn negative_ttl(self, ttl: Duration) -> Self {
+        self.with_settings(|settings| settings.negative_ttl = ttl.min(MAX_NEGATIVE_TTL))
+    }
+
+    /// The most unknown keys remembered at once ([`DEFAULT_MAX_MISSES`]);
+    /// past it the least asked-for are forgotten (and asked for again).
+    pub fn max_misses(self, max_misses: usize) -> Self {
+        self.with_settings(|settings| settings.max_misses = max_misses)
     }
 
     /// The clock that ages cached records.
     pub fn clock(self, clock: impl Into<SharedClock>) -> Self {
-        let cache = Cache::new(
-            self.cache.ttl,
-            self.cache.max_entries,
-            clock.into(),
-            self.cache.changes.clone(),
-        );
-        self.with_cache(cache)
+        let clock = clock.into();
+        self.with_settings(|settings| settings.clock = clock)
     }
 
     /// Drops cached records as `changes` announces them changed elsewhere:
-    /// a key's entry on [`Change::Key`], every entry on [`Change::Everything`].
+    /// a key's entry (and its remembered absence) on [`Change::Key`], every
+    /// entry on [`Change::Everything`].
     /// The hub holds the cache weakly: it listens as long as a clone of this
     /// store lives.
     pub fn invalidated_by(self, changes: &Changes) -> Self {
-        let cache = Cache::new(
-            self.cache.ttl,
-            self.cache.max_entries,
-            self.cache.clock.clone(),
-            Some(changes.clone()),
-        );
-        self.with_cache(cache)
+        let changes = changes.clone();
+        self.with_settings(|settings| settings.changes = Some(changes))
+    }
+
+    // A new, empty cache with the settings changed.
+    fn with_settings(self, change: impl FnOnce(&mut Settings)) -> Self {
+        let mut settings = self.cache.settings.clone();
+        change(&mut settings);
+        self.with_cache(Cache::new(settings))
     }
 
     fn with_cache(self, cache: Cache) -> Self {
         let cache = Arc::new(cache);
-        if let Some(changes) = &cache.changes {
+        if let Some(changes) = &cache.settings.changes {
             let listener: Arc<dyn ChangeListener> = cache.clone();
             changes.subscribe(&listener);
         }
@@ -209,6 +229,12 @@ impl<S> CachedKeyStore<S> {
     /// dropped included).
     pub fn cached_entries(&self) -> usize {
         self.cache.entries.len()
+    }
+
+    /// How many unknown keys are remembered now (see
+    /// [`negative_ttl`](CachedKeyStore::negative_ttl)).
+    pub fn cached_misses(&self) -> usize {
+        self.cache.misses.len()
     }
 
     /// Forgets this instance's cached record of the key, so the next lookup
@@ -243,9 +269,11 @@ impl<S: fmt::Debug> fmt::Debug for CachedKeyStore<S> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("CachedKeyStore")
             .field("inner", &self.inner)
-            .field("ttl", &self.cache.ttl)
-            .field("max_entries", &self.cache.max_entries)
+            .field("ttl", &self.cache.settings.ttl)
+            .field("max_entries", &self.cache.settings.max_entries)
+            .field("negative_ttl", &self.cache.settings.negative_ttl)
             .field("cached_entries", &self.cached_entries())
+            .field("cached_misses", &self.cached_misses())
             .finish()
     }
 }
@@ -254,9 +282,12 @@ impl<S: KeyStore> KeyStore for CachedKeyStore<S> {
     fn find_by_hash(&self, hash: &KeyHash) -> StoreFuture<Option<Arc<KeyRecord>>> {
         // Read before the inner store is asked: the entry's age then covers
         // the whole round trip, which keeps the bound strict.
-        let now = self.cache.clock.now();
+        let now = self.cache.settings.clock.now();
         if let Some(record) = self.cache.fresh(hash, now) {
             return MaybeReady::ready(Ok(Some(record)));
+        }
+        if self.cache.known_missing(hash, now) {
+            return MaybeReady::ready(Ok(None));
         }
         let writes_before = self.cache.writes_seen();
         match self.inner.find_by_hash(hash).into_ready() {
@@ -343,11 +374,28 @@ impl Drop for Invalidation {
 
 // Found records by hash, one unit of weight each, hashed with the digest's
 // own bytes.
-type Entries =
-    quick_cache::sync::Cache<KeyHash, Entry, UnitWeighter, BuildDigestHasher, DefaultLifecycle<KeyHash, Entry>>;
+type Bounded<V> = quick_cache::sync::Cache<KeyHash, V, UnitWeighter, BuildDigestHasher, DefaultLifecycle<KeyHash, V>>;
+type Entries = Bounded<Entry>;
+
+// What a cache is made with; the builder methods make a new cache from it.
+#[derive(Clone)]
+struct Settings {
+    ttl: Duration,
+    max_entries: usize,
+    // Zero: unknown keys are not remembered.
+    negative_ttl: Duration,
+    max_misses: usize,
+    clock: SharedClock,
+    // The hub this cache listens to, if any.
+    changes: Option<Changes>,
+}
 
 struct Cache {
     entries: Entries,
+    // Unknown keys, by when the lookup that found nothing began. Guarded
+    // by `writes` like the entries: a miss read before a write or an
+    // announced change ended is not remembered.
+    misses: Bounded<SystemTime>,
     // The hash of every cached record's id, for the writes by id. An id is
     // put here before its record is cached, and a key's id and hash never
     // change, so the index is never wrong, only larger than the cache: the
@@ -361,12 +409,7 @@ struct Cache {
     // invalidation, the index's pruning), so that a count checked is still
     // the count when the entry goes in.
     writes: RwLock<u64>,
-    ttl: Duration,
-    max_entries: usize,
-    clock: SharedClock,
-    // The hub this cache listens to, if any (kept so the builder methods
-    // can subscribe the cache they make instead).
-    changes: Option<Changes>,
+    settings: Settings,
 }
 
 #[derive(Clone)]
@@ -377,26 +420,63 @@ struct Entry {
 }
 
 impl Cache {
-    fn new(ttl: Duration, max_entries: usize, clock: SharedClock, changes: Option<Changes>) -> Cache {
+    fn new(settings: Settings) -> Cache {
         Cache {
-            entries: entries(max_entries),
+            entries: bounded(settings.max_entries),
+            misses: bounded(settings.max_misses),
             hash_by_id: DashMap::new(),
             writes: RwLock::new(0),
-            ttl,
-            max_entries,
-            clock,
-            changes,
+            settings,
         }
     }
 
     fn caches(&self) -> bool {
-        !self.ttl.is_zero() && self.max_entries > 0
+        !self.settings.ttl.is_zero() && self.settings.max_entries > 0
+    }
+
+    fn caches_misses(&self) -> bool {
+        !self.settings.negative_ttl.is_zero() && self.settings.max_misses > 0
+    }
+
+    fn known_missing(&self, hash: &KeyHash, now: SystemTime) -> bool {
+        if !self.caches_misses() {
+            return false;
+        }
+        let Some(fetched_at) = self.misses.get(hash) else {
+            return false;
+        };
+        // As for records, a clock that stepped back makes it stale.
+        now.duration_since(fetched_at)
+            .is_ok_and(|age| age < self.settings.negative_ttl)
+    }
+
+    fn remember_miss(&self, hash: KeyHash, fetched_at: SystemTime, writes_before: u64) {
+        if !self.caches_misses() {
+            return;
+        }
+        let writes = read(&self.writes);
+        if *writes != writes_before {
+            return;
+        }
+        // Of two lookups that raced, the later start is kept.
+        let mut fetched = Some(fetched_at);
+        let found = self.misses.entry(&hash, None, |_, existing| {
+            if *existing <= fetched_at {
+                *existing = fetched.take().expect("called once");
+            }
+            EntryAction::Retain(())
+        });
+        if let (EntryResult::Vacant(slot), Some(fetched)) = (found, fetched) {
+            let _ = slot.insert(fetched);
+        }
+        drop(writes);
     }
 
     fn is_fresh(&self, entry: &Entry, now: SystemTime) -> bool {
         // A clock that stepped back makes every entry stale: re-reading is
         // always safe, serving forever is not.
-        now.duration_since(entry.fetched_at).is_ok_and(|age| age < self.ttl)
+        now.duration_since(entry.fetched_at)
+            .is_ok_and(|age| age < self.settings.ttl)
     }
 
     fn fresh(&self, hash: &KeyHash, now: SystemTime) -> Option<Arc<KeyRecord>> {
@@ -415,8 +495,14 @@ impl Cache {
     // and an unknown key's stale entry (if any) dropped.
     fn remember(&self, hash: &KeyHash, found: &Option<Arc<KeyRecord>>, now: SystemTime, writes_before: u64) {
         match found {
-            Some(record) => self.fill(*hash, record.clone(), now, writes_before),
-            None => drop(self.entries.remove(hash)),
+            Some(record) => {
+                self.misses.remove(hash);
+                self.fill(*hash, record.clone(), now, writes_before);
+            }
+            None => {
+                self.entries.remove(hash);
+                self.remember_miss(*hash, now, writes_before);
+            }
         }
     }
 
@@ -457,7 +543,7 @@ impl Cache {
     }
 
     fn index_prune_at(&self) -> usize {
-        self.max_entries.saturating_mul(2).max(MIN_INDEX_PRUNE)
+        self.settings.max_entries.saturating_mul(2).max(MIN_INDEX_PRUNE)
     }
 
     // Forgets the ids whose record is no longer cached. With every entry
@@ -476,6 +562,7 @@ impl Cache {
         *writes = writes.wrapping_add(1);
         if let Some(hash) = hash {
             self.entries.remove(&hash);
+            self.misses.remove(&hash);
         }
         if let Some((_, hash)) = self.hash_by_id.remove(key_id) {
             self.entries.remove(&hash);
@@ -488,12 +575,15 @@ impl Cache {
         let mut writes = write(&self.writes);
         *writes = writes.wrapping_add(1);
         self.entries.remove(hash);
+        // A creation announced: the key is known now.
+        self.misses.remove(hash);
     }
 
     fn invalidate_all(&self) {
         let mut writes = write(&self.writes);
         *writes = writes.wrapping_add(1);
         self.entries.clear();
+        self.misses.clear();
         self.hash_by_id.clear();
     }
 
@@ -534,9 +624,9 @@ impl ChangeListener for Cache {
 // At most `max_entries`: the cache splits its capacity evenly among its
 // shards, rounding up, so the capacity is rounded down to a multiple of
 // their number (shards hold at least 32 entries each, so little is lost).
-fn entries(max_entries: usize) -> Entries {
+fn bounded<V: Clone>(max_entries: usize) -> Bounded<V> {
     let max = u64::try_from(max_entries).unwrap_or(u64::MAX);
-    let entries = Entries::with(
+    let entries = Bounded::with(
         max_entries,
         max,
         UnitWeighter,
@@ -1024,7 +1114,7 @@ mod tests {
     #[test]
     fn the_capacity_split_among_shards_is_never_rounded_up() {
         for max in [0, 1, 31, 33, 100, 299, 1001, 4099, DEFAULT_MAX_ENTRIES + 3] {
-            let entries = entries(max);
+            let entries = bounded::<Entry>(max);
             let (capacity, shards) = (entries.capacity(), entries.num_shards() as u64);
             assert!(capacity <= max as u64, "{capacity} for at most {max}");
             assert!(
@@ -1163,6 +1253,117 @@ mod tests {
         gate.open();
         assert!(matches!(poll_once(&mut early), Poll::Ready(Ok(Some(_)))));
         assert_eq!(keys.cached_entries(), 0, "what it read may predate the change");
+    }
+
+    fn find<S: KeyStore>(store: &CachedKeyStore<S>, n: u32) -> Option<Arc<KeyRecord>> {
+        ready(store.find_by_hash(&hash_of(n))).expect("no fault")
+    }
+
+    #[test]
+    fn unknown_keys_are_asked_for_every_time_unless_a_negative_ttl_is_set() {
+        let (clock, probe, keys) = cached([1]);
+        for _ in 0..5 {
+            assert!(find(&keys, 9).is_none());
+        }
+        assert_eq!(lookups(&probe), 5, "off by default");
+        assert_eq!(keys.cached_misses(), 0);
+
+        let keys = cache_over(&probe, &clock).negative_ttl(Duration::from_secs(2));
+        for _ in 0..5 {
+            assert!(find(&keys, 9).is_none());
+            clock.advance(300 * MS);
+        }
+        assert_eq!(lookups(&probe), 6, "one read, then four answers from memory");
+        assert_eq!(keys.cached_misses(), 1);
+        clock.advance(500 * MS); // 2 s after the read
+        assert!(find(&keys, 9).is_none());
+        assert_eq!(lookups(&probe), 7, "read again once the negative TTL is over");
+        assert!(find(&keys, 1).is_some(), "known keys are unaffected");
+    }
+
+    #[test]
+    fn the_negative_ttl_is_capped_at_five_seconds() {
+        let (clock, probe, _) = cached([]);
+        let keys = cache_over(&probe, &clock).negative_ttl(Duration::from_secs(3600));
+        assert!(format!("{keys:?}").contains("negative_ttl: 5s"), "{keys:?}");
+        assert!(find(&keys, 9).is_none());
+        clock.advance(Duration::from_secs(5) - MS);
+        assert!(find(&keys, 9).is_none());
+        assert_eq!(lookups(&probe), 1);
+        clock.advance(MS);
+        assert!(find(&keys, 9).is_none());
+        assert_eq!(lookups(&probe), 2, "five seconds at most");
+    }
+
+    #[test]
+    fn a_key_created_through_the_cache_or_announced_is_known_at_once() {
+        let (clock, probe, _) = cached([]);
+        let changes = Changes::new();
+        let keys = cache_over(&probe, &clock)
+            .negative_ttl(MAX_NEGATIVE_TTL)
+            .invalidated_by(&changes);
+        for n in [1, 2, 3, 4] {
+            assert!(find(&keys, n).is_none());
+        }
+        assert_eq!(keys.cached_misses(), 4);
+
+        // Created here.
+        ready(keys.insert(record(1), None, t0())).expect("insert");
+        assert!(find(&keys, 1).expect("created here").is_valid_at(clock.now()));
+        // Created here as a rotation's successor.
+        ready(probe.inner().insert(record(5), None, t0())).expect("insert");
+        let rotated = ready(keys.rotate(Rotation::new("key_5", record(2), t0(), t0()))).expect("rotate");
+        assert!(rotated.is_ok());
+        assert!(find(&keys, 2).expect("the successor").is_valid_at(clock.now()));
+        // Created on another instance, which announces it.
+        ready(probe.inner().insert(record(3), None, t0())).expect("insert");
+        changes.deliver(&Change::Key(hash_of(3)));
+        assert!(find(&keys, 3).expect("announced").is_valid_at(clock.now()));
+        // Created elsewhere, the announcement lost: the negative TTL bounds it.
+        ready(probe.inner().insert(record(4), None, t0())).expect("insert");
+        assert!(find(&keys, 4).is_none(), "still remembered as unknown");
+        clock.advance(MAX_NEGATIVE_TTL);
+        assert!(find(&keys, 4).expect("asked again").is_valid_at(clock.now()));
+        assert_eq!(keys.cached_misses(), 0);
+
+        // A reconnected source forgets every absence.
+        assert!(find(&keys, 8).is_none());
+        changes.deliver(&Change::Everything);
+        assert_eq!(keys.cached_misses(), 0);
+    }
+
+    #[test]
+    fn a_miss_read_before_an_announced_creation_is_not_remembered() {
+        let (clock, probe, _) = cached([]);
+        let changes = Changes::new();
+        let keys = cache_over(&probe, &clock)
+            .negative_ttl(MAX_NEGATIVE_TTL)
+            .invalidated_by(&changes);
+        let gate = Gate::closed();
+        probe.gate(Some(gate.clone()));
+        let mut early = keys.find_by_hash(&hash_of(1));
+        assert!(poll_once(&mut early).is_pending(), "read nothing, then held");
+        probe.gate(None);
+        ready(probe.inner().insert(record(1), None, t0())).expect("insert");
+        changes.deliver(&Change::Key(hash_of(1)));
+        gate.open();
+        assert!(matches!(poll_once(&mut early), Poll::Ready(Ok(None))));
+        assert_eq!(keys.cached_misses(), 0, "what it read predates the creation");
+        assert!(find(&keys, 1).is_some());
+    }
+
+    #[test]
+    fn remembered_misses_stay_within_their_bound() {
+        let (clock, probe, _) = cached([]);
+        let keys = cache_over(&probe, &clock).negative_ttl(MAX_NEGATIVE_TTL).max_misses(40);
+        for n in 0..1_000 {
+            assert!(find(&keys, n).is_none());
+            assert!(keys.cached_misses() <= 40, "{} remembered", keys.cached_misses());
+        }
+        assert!(keys.cached_misses() > 0);
+        let keys = cache_over(&probe, &clock).negative_ttl(MAX_NEGATIVE_TTL).max_misses(0);
+        assert!(find(&keys, 1).is_none());
+        assert_eq!(keys.cached_misses(), 0, "0 turns it off");
     }
 
     #[test]

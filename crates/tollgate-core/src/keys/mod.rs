@@ -8,7 +8,7 @@ mod cached;
 pub(crate) mod conformance;
 mod memory;
 
-pub use cached::{CachedKeyStore, DEFAULT_MAX_ENTRIES, DEFAULT_TTL};
+pub use cached::{CachedKeyStore, DEFAULT_MAX_ENTRIES, DEFAULT_MAX_MISSES, DEFAULT_TTL, MAX_NEGATIVE_TTL};
 pub use memory::MemoryKeyStore;
 
 use std::fmt;

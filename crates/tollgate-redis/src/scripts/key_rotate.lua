@@ -10,8 +10,9 @@
 -- ARGV[1] old key id, ARGV[2] old key's expiry (or -), ARGV[3] now,
 -- ARGV[4] retire at, ARGV[5] successor id,
 -- ARGV[6] successor's account index entry, ARGV[7] limit (-1: none),
--- ARGV[8] the changes channel, ARGV[9] the old key's change (published
--- with the write), ARGV[10..] successor's record fields and values.
+-- ARGV[8] the changes channel, ARGV[9] the old key's change and ARGV[10]
+-- the successor's (both published with the write), ARGV[11..] successor's
+-- record fields and values.
 -- Returns {status, fields}: {1, the old record's fields after the change}
 -- rotated; else no fields and 0 the old key is unknown, -1 it is retiring,
 -- -2 it is no longer valid, -3 the successor's id exists, -4 a record with
@@ -63,9 +64,10 @@ if redis.call('EXISTS', KEYS[3]) == 1 then
   return {-4, {}}
 end
 redis.call('HSET', KEYS[2], ARGV[5], ARGV[6])
-redis.call('HSET', KEYS[3], unpack(ARGV, 10))
+redis.call('HSET', KEYS[3], unpack(ARGV, 11))
 redis.call('HSET', KEYS[1], 'revoked_at', ARGV[4])
 redis.call('PUBLISH', ARGV[8], ARGV[9])
+redis.call('PUBLISH', ARGV[8], ARGV[10])
 local entry = redis.call('HGET', KEYS[2], ARGV[1])
 if entry then
   local head = string.match(entry, '^(%x+ %S+) %S+$')
