@@ -131,7 +131,7 @@ pub struct SecretRotated {
     path = "/v1/webhooks/secret/rotate",
     tag = "webhooks",
     responses(
-        (status = 200, description = "The new signing secret, shown this once.", body = SecretRotated),
+        (status = 201, description = "The new signing secret, shown this once.", body = SecretRotated),
         (status = 403, description = "Only a Production key may rotate the secret (`FORBIDDEN`), or the address is not allowed.", body = ErrorBody),
         (status = 404, description = "The account has no webhook (`NOT_FOUND`).", body = ErrorBody),
     )
@@ -142,7 +142,7 @@ pub async fn rotate_secret(
     client_ip: Option<ClientIp>,
 ) -> Result<Response, ApiError> {
     let body = rotate_webhook_secret(&state, &principal, client_ip).await?;
-    let mut response = Json(body).into_response();
+    let mut response = (http::StatusCode::CREATED, Json(body)).into_response();
     response.extensions_mut().insert(Storable::Skip);
     Ok(response)
 }
