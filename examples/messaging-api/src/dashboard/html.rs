@@ -138,6 +138,7 @@ impl Page {
             "<!doctype html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">\
              <meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">\
              <title>{title} · messaging-api dashboard</title>\
+             <link rel=\"icon\" href=\"/dashboard/assets/favicon.svg\" type=\"image/svg+xml\">\
              <link rel=\"stylesheet\" href=\"/dashboard/assets/dashboard.css\">\
              <script src=\"/dashboard/assets/dashboard.js\" defer></script></head><body>\
              <a class=\"skip\" href=\"#main\">Skip to content</a><header><span class=\"brand\">messaging-api</span>"
@@ -209,14 +210,16 @@ pub fn button_form(action: &str, csrf: &str, button: &str, label: Option<&str>) 
 }
 
 /// The headers every dashboard response carries: the CSP, no sniffing,
-/// no framing, no referrer, and no caching (pages show account data and,
+/// no framing, no referrer to other sites, and no caching (pages show account data and,
 /// once, secrets).
 pub fn add_security_headers(headers: &mut HeaderMap) {
     let fixed: [(HeaderName, &'static str); 5] = [
         (header::CONTENT_SECURITY_POLICY, CSP),
         (header::X_CONTENT_TYPE_OPTIONS, "nosniff"),
         (header::X_FRAME_OPTIONS, "DENY"),
-        (header::REFERRER_POLICY, "no-referrer"),
+        // Not `no-referrer`: under it browsers send `Origin: null` with a
+        // form POST, which the origin check must refuse.
+        (header::REFERRER_POLICY, "same-origin"),
         (HeaderName::from_static("cross-origin-opener-policy"), "same-origin"),
     ];
     for (name, value) in fixed {

@@ -43,6 +43,7 @@ use html::{Notice, Page};
 
 const CSS: &str = include_str!("assets/dashboard.css");
 const JS: &str = include_str!("assets/dashboard.js");
+const ICON: &str = include_str!("assets/favicon.svg");
 
 /// The dashboard's routes with their layers, to merge into the API's router.
 pub fn router(state: AppState, global: IpSet) -> Router {
@@ -79,6 +80,7 @@ pub fn router(state: AppState, global: IpSet) -> Router {
             "/dashboard/assets/dashboard.js",
             get(|| asset(JS, "text/javascript; charset=utf-8")),
         )
+        .route("/dashboard/assets/favicon.svg", get(|| asset(ICON, "image/svg+xml")))
         .merge(signed_in)
         .with_state(state.clone())
         .layer(axum::middleware::from_fn(auth::check_origin))
