@@ -195,9 +195,24 @@ async fn sign_in_takes_only_a_working_production_key_and_sets_a_strict_cookie() 
     let signed_in = dashboard.sign_in_response(&dashboard.key).await;
     assert_eq!(signed_in.status, 303);
     let cookie = signed_in.header("set-cookie");
+    let first = cookie.split(';').next().unwrap().to_owned();
+    assert_eq!(dashboard.get("/dashboard/keys", Some(&first)).await.status, 200);
     let (pair, attributes) = cookie.split_once("; ").unwrap();
     assert_eq!(pair.len(), "tg_session=".len() + 43, "{cookie}");
     assert_eq!(attributes, "Path=/dashboard; HttpOnly; SameSite=Strict; Max-Age=43200");
+    // Signing in again from the same browser ends the session it had.
+    let origin = dashboard.origin();
+    let again = dashboard
+        .post(
+            "/dashboard/sign-in",
+            Some(&first),
+            &format!("key={}", dashboard.key),
+            &[("origin", origin.as_str())],
+        )
+        .await;
+    assert_eq!(again.status, 303);
+    assert_ne!(again.header("set-cookie").split(';').next().unwrap(), first);
+    assert_eq!(dashboard.get("/dashboard/keys", Some(&first)).await.status, 303);
 
     // Configured behind TLS: Secure as well.
     let config = Config {

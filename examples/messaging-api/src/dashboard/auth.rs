@@ -88,6 +88,8 @@ fn refused(status: StatusCode, message: &str) -> Response {
 pub async fn sign_in(State(state): State<AppState>, request: Request) -> Response {
     let client_ip = request.extensions().get::<ClientIp>().copied();
     let secure = is_secure(&state, &request);
+    // Signing in again replaces the browser's session: the old one ends.
+    let previous = session_cookie(&request).map(|id| id_hash(&id));
     let Form(form) = match Form::<SignInForm>::from_request(request, &()).await {
         Ok(form) => form,
         Err(_) => return refused(StatusCode::BAD_REQUEST, "Enter an API key."),
@@ -137,6 +139,11 @@ pub async fn sign_in(State(state): State<AppState>, request: Request) -> Respons
     };
     if let Err(error) = sessions.insert(&id_hash(&session_id), &session).await {
         return unavailable(error);
+    }
+    if let Some(previous) = previous {
+        if let Err(error) = sessions.remove(&previous).await {
+            tracing::warn!(%error, "the replaced dashboard session was not deleted");
+        }
     }
     tracing::info!(account_id = %session.account_id, key_id = %session.key_id, "dashboard sign-in");
     let mut response = see_other("/dashboard/keys");
