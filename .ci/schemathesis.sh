@@ -51,9 +51,13 @@ timeout_ms = 500
 per_second = 100000
 burst = 100000
 
+# A webhook from the start, so that rotating its secret is tested beyond
+# 404 (nothing listens on port 9: deliveries fail at once, once).
 [[accounts]]
 id = "acct_demo"
 plan = "conformance"
+webhook_url = "http://127.0.0.1:9/hook"
+webhook_secret = "whsec_c2NoZW1hdGhlc2lzLWNvbmZvcm1hbmNlLXJ1bg=="
 TOML
 
 # A well-formed production key: tg_live_, 30 random base62 characters, and

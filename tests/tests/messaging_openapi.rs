@@ -14,7 +14,7 @@ use tollgate_core::{ManualClock, SharedClock};
 const METHODS: [&str; 5] = ["GET", "PUT", "POST", "DELETE", "PATCH"];
 
 // Every operation of the API, as the document must list it.
-const OPERATIONS: [(&str, &str); 14] = [
+const OPERATIONS: [(&str, &str); 15] = [
     ("GET", "/v1/audit-log"),
     ("GET", "/v1/keys"),
     ("POST", "/v1/keys"),
@@ -29,6 +29,7 @@ const OPERATIONS: [(&str, &str); 14] = [
     ("DELETE", "/v1/security/ip-allowlist"),
     ("GET", "/v1/usage"),
     ("PUT", "/v1/webhooks"),
+    ("POST", "/v1/webhooks/secret/rotate"),
 ];
 
 async fn start() -> (TestServer, String) {

@@ -10,11 +10,44 @@
 //! shares ([`crate::stores::Stores::alerts`]): Redis for a fleet, so a
 //! fleet sends each alert once.
 
+use std::collections::{HashMap, VecDeque};
+use std::sync::{Arc, Mutex};
+
 use tollgate_core::alerts::{Alert, AlertSink, SinkFuture};
 
 use crate::delivery::{Deliverer, Event};
 use crate::outbox::Outbox;
 use crate::webhooks::Webhooks;
+
+/// How many alerts [`RecentAlerts`] keeps per account.
+pub const RECENT_PER_ACCOUNT: usize = 20;
+
+/// The alerts this instance raised lately, newest first, per account (for
+/// the dashboard; the webhook is the durable record). Clones share them.
+#[derive(Debug, Clone, Default)]
+pub struct RecentAlerts {
+    by_account: Arc<Mutex<HashMap<String, VecDeque<Alert>>>>,
+}
+
+impl RecentAlerts {
+    /// Keeps `alert` if it concerns an account, dropping the oldest past
+    /// [`RECENT_PER_ACCOUNT`].
+    pub fn remember(&self, alert: &Alert) {
+        let Some(account_id) = alert.account_id() else { return };
+        let mut map = self.by_account.lock().expect("not poisoned");
+        let list = map.entry(account_id.to_owned()).or_default();
+        list.push_front(alert.clone());
+        list.truncate(RECENT_PER_ACCOUNT);
+    }
+
+    /// The account's recent alerts, newest first.
+    pub fn of(&self, account_id: &str) -> Vec<Alert> {
+        let map = self.by_account.lock().expect("not poisoned");
+        map.get(account_id)
+            .map(|list| list.iter().cloned().collect())
+            .unwrap_or_default()
+    }
+}
 
 /// Logs alerts and sends `key.alert` webhooks. Clones share everything.
 #[derive(Clone)]
@@ -22,6 +55,7 @@ pub struct KeyAlertSink {
     webhooks: Webhooks,
     outbox: Option<Outbox>,
     deliverer: Deliverer,
+    recent: Option<RecentAlerts>,
 }
 
 impl KeyAlertSink {
@@ -31,12 +65,22 @@ impl KeyAlertSink {
             webhooks,
             outbox,
             deliverer,
+            recent: None,
         }
+    }
+
+    /// Also keeps each alert in `recent`.
+    pub fn remember(mut self, recent: RecentAlerts) -> KeyAlertSink {
+        self.recent = Some(recent);
+        self
     }
 
     /// Logs `alert` and hands its webhook on.
     pub async fn handle(&self, alert: Alert) {
         log(&alert);
+        if let Some(recent) = &self.recent {
+            recent.remember(&alert);
+        }
         let Some(account_id) = alert.account_id() else { return };
         let endpoint = match self.webhooks.get(account_id).await {
             Ok(Some(endpoint)) => endpoint,

@@ -44,6 +44,9 @@ pub enum Action {
     /// `webhook.set`: a URL set and, with it, a new signing secret issued
     /// (the details say so; never the secret).
     WebhookSet,
+    /// `webhook.secret_rotated`: a new signing secret, the old one signing
+    /// too until the details' `previous_secret_valid_until`.
+    WebhookSecretRotated,
 }
 
 impl Action {
@@ -58,6 +61,7 @@ impl Action {
             Action::KeyAllowlistSet => "key_allowlist.set",
             Action::KeyAllowlistRemoved => "key_allowlist.removed",
             Action::WebhookSet => "webhook.set",
+            Action::WebhookSecretRotated => "webhook.secret_rotated",
         }
     }
 }

@@ -46,10 +46,7 @@ pub async fn bootstrap(state: &AppState, bootstrap_key: Option<&str>) -> Result<
                 .webhooks()
                 .set(
                     &account.id,
-                    WebhookEndpoint {
-                        url: url.clone(),
-                        secret: WebhookSecret::new(secret),
-                    },
+                    WebhookEndpoint::new(url.clone(), WebhookSecret::new(secret)),
                     state.now(),
                 )
                 .await

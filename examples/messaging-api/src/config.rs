@@ -48,6 +48,32 @@ pub struct Config {
     pub server: ServerConfig,
     /// How long messages are kept.
     pub retention: RetentionConfig,
+    /// The browser dashboard under `/dashboard`.
+    pub dashboard: DashboardConfig,
+}
+
+/// The dashboard's sessions.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct DashboardConfig {
+    /// A session ends this long after sign-in, in seconds, however busy.
+    pub session_ttl_secs: u64,
+    /// A session unused for this long ends, in seconds.
+    pub idle_timeout_secs: u64,
+    /// Always mark the session cookie `Secure` (behind a TLS-terminating
+    /// proxy that is not in `trusted_proxies`). The cookie is `Secure`
+    /// anyway when a trusted proxy says the request came over HTTPS.
+    pub secure_cookies: bool,
+}
+
+impl Default for DashboardConfig {
+    fn default() -> DashboardConfig {
+        DashboardConfig {
+            session_ttl_secs: 12 * 3600,
+            idle_timeout_secs: 3600,
+            secure_cookies: false,
+        }
+    }
 }
 
 /// The HTTP server's limits: every one bounded by default.
@@ -170,6 +196,9 @@ pub struct WebhookConfig {
     /// `X-Webhook-URL`) may resolve to, and the only addresses deliveries
     /// connect to: on top of the URL guard, never instead of it.
     pub allowed_networks: Vec<ipnet::IpNet>,
+    /// After `POST /v1/webhooks/secret/rotate`, how long deliveries are
+    /// signed with the old secret too, in seconds.
+    pub secret_rotation_grace_secs: u64,
 }
 
 fn default_plan() -> String {
@@ -194,6 +223,7 @@ impl Default for Config {
             allow_private_webhook_urls: false,
             server: ServerConfig::default(),
             retention: RetentionConfig::default(),
+            dashboard: DashboardConfig::default(),
         }
     }
 }
@@ -205,6 +235,7 @@ impl Default for WebhookConfig {
             initial_backoff_ms: 500,
             timeout_ms: 5000,
             allowed_networks: Vec::new(),
+            secret_rotation_grace_secs: 24 * 3600,
         }
     }
 }
@@ -272,12 +303,20 @@ impl Config {
         {
             return Err("retention limits must be positive".into());
         }
+        if self.dashboard.session_ttl_secs == 0 || self.dashboard.idle_timeout_secs == 0 {
+            return Err("dashboard session limits must be positive".into());
+        }
         Ok(())
     }
 
     /// The rotation grace period.
     pub fn rotation_grace(&self) -> Duration {
         Duration::from_secs(self.rotation_grace_secs)
+    }
+
+    /// How long a rotated webhook secret keeps signing deliveries.
+    pub fn webhook_secret_grace(&self) -> Duration {
+        Duration::from_secs(self.webhooks.secret_rotation_grace_secs)
     }
 
     /// The age past which a key is due for rotation.

@@ -28,10 +28,12 @@ use tollgate_core::unix_secs;
 use tollgate_core::SharedClock;
 use tollgate_webhook::{Scheme, Signer, WebhookSecret};
 
+use crate::history::{DeliveryHistory, DeliveryRecord, Outcome};
+
 use crate::config::WebhookConfig;
 use crate::messages::{random_base62, Message};
 use crate::time::rfc3339;
-use crate::webhooks::WebhookEndpoint;
+use crate::webhooks::{PreviousSecret, WebhookEndpoint};
 use tollgate_core::alerts::Alert;
 
 /// Decides whether a resolved address may be connected to.
@@ -42,12 +44,56 @@ pub type AddressFilter = Arc<dyn Fn(IpAddr) -> bool + Send + Sync>;
 pub struct Event {
     /// The webhook id (`webhook-id`), unique per event.
     pub id: String,
+    /// The account it is for (its delivery history).
+    pub account_id: String,
     /// The receiver.
     pub url: String,
     /// The account's signing secret.
     pub secret: WebhookSecret,
+    /// The secret a rotation replaced, signing too until its deadline.
+    pub previous: Option<PreviousSecret>,
     /// The exact JSON bytes that are signed and sent.
     pub body: Bytes,
+}
+
+impl Event {
+    /// The event as `to` signs it now: its URL, secret and previous secret.
+    pub fn for_endpoint(id: String, account_id: &str, to: &WebhookEndpoint, body: Bytes) -> Event {
+        Event {
+            id,
+            account_id: account_id.to_owned(),
+            url: to.url.clone(),
+            secret: to.secret.clone(),
+            previous: to.previous.clone(),
+            body,
+        }
+    }
+}
+
+/// How one attempt went.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Attempt {
+    /// The receiver answered 2xx.
+    Delivered(u16),
+    /// The receiver answered something else.
+    Refused(u16),
+    /// No answer: connection, TLS or timeout.
+    Failed,
+}
+
+impl Attempt {
+    /// Whether the receiver took the event.
+    pub fn is_delivered(self) -> bool {
+        matches!(self, Attempt::Delivered(_))
+    }
+
+    /// The receiver's status, when it answered.
+    pub fn status(self) -> Option<u16> {
+        match self {
+            Attempt::Delivered(status) | Attempt::Refused(status) => Some(status),
+            Attempt::Failed => None,
+        }
+    }
 }
 
 impl Event {
@@ -59,12 +105,12 @@ impl Event {
             "type": "message.status",
             "data": {"id": message.id, "status": message.status, "to": message.to, "created_at": message.created_at},
         });
-        Ok(Event {
-            id: format!("evt_{}", random_base62(24)?),
-            url: to.url.clone(),
-            secret: to.secret.clone(),
-            body: serde_json::to_vec(&event).expect("JSON values serialise").into(),
-        })
+        Ok(Event::for_endpoint(
+            format!("evt_{}", random_base62(24)?),
+            &message.account_id,
+            to,
+            serde_json::to_vec(&event).expect("JSON values serialise").into(),
+        ))
     }
 }
 
@@ -108,12 +154,12 @@ impl Event {
         };
         data["at"] = rfc3339(at).into();
         let event = serde_json::json!({"type": "key.alert", "data": data});
-        Ok(Some(Event {
-            id: format!("evt_{}", random_base62(24)?),
-            url: to.url.clone(),
-            secret: to.secret.clone(),
-            body: serde_json::to_vec(&event).expect("JSON values serialise").into(),
-        }))
+        Ok(Some(Event::for_endpoint(
+            format!("evt_{}", random_base62(24)?),
+            account_id,
+            to,
+            serde_json::to_vec(&event).expect("JSON values serialise").into(),
+        )))
     }
 }
 
@@ -123,6 +169,7 @@ pub struct Deliverer {
     client: Client<HttpsConnector<HttpConnector<GuardedResolver>>, Full<Bytes>>,
     config: WebhookConfig,
     clock: SharedClock,
+    history: Option<DeliveryHistory>,
 }
 
 impl Deliverer {
@@ -140,7 +187,19 @@ impl Deliverer {
             .enable_http1()
             .wrap_connector(http);
         let client = Client::builder(TokioExecutor::new()).build(https);
-        Deliverer { client, config, clock }
+        Deliverer {
+            client,
+            config,
+            clock,
+            history: None,
+        }
+    }
+
+    /// Records the outcome of each event [`deliver`](Deliverer::deliver)
+    /// sends in `history` (the outbox records its own).
+    pub fn history(mut self, history: DeliveryHistory) -> Deliverer {
+        self.history = Some(history);
+        self
     }
 
     /// Delivers in the background; returns at once.
@@ -163,16 +222,20 @@ impl Deliverer {
     /// Delivers with retries; true when the receiver answered 2xx.
     pub async fn deliver(&self, event: Event) -> bool {
         let mut backoff = Duration::from_millis(self.config.initial_backoff_ms);
-        for attempt in 1..=self.config.max_attempts.max(1) {
-            match self.attempt(&event).await {
-                Ok(status) if status.is_success() => {
-                    tracing::info!(webhook_id = %event.id, attempt, %status, "webhook delivered");
-                    return true;
-                }
-                Ok(status) => tracing::warn!(webhook_id = %event.id, attempt, %status, "webhook refused"),
-                Err(error) => tracing::warn!(webhook_id = %event.id, attempt, %error, "webhook delivery failed"),
+        let attempts = self.config.max_attempts.max(1);
+        for attempt in 1..=attempts {
+            let outcome = self.attempt_once(&event, i64::from(attempt)).await;
+            let outcome_name = match outcome {
+                Attempt::Delivered(_) => Outcome::Delivered,
+                _ if attempt == attempts => Outcome::Abandoned,
+                _ => Outcome::Retrying,
+            };
+            self.record(&event, outcome_name, i64::from(attempt), outcome.status())
+                .await;
+            if outcome.is_delivered() {
+                return true;
             }
-            if attempt < self.config.max_attempts {
+            if attempt < attempts {
                 tokio::time::sleep(backoff).await;
                 backoff = backoff.saturating_mul(2);
             }
@@ -181,21 +244,29 @@ impl Deliverer {
         false
     }
 
-    /// One attempt, no retry: true when the receiver answered 2xx. The
-    /// outbox ([`crate::outbox`]) schedules retries itself.
-    pub async fn attempt_once(&self, event: &Event, attempt: i64) -> bool {
+    async fn record(&self, event: &Event, outcome: Outcome, attempts: i64, status: Option<u16>) {
+        if let Some(history) = &self.history {
+            history
+                .record(DeliveryRecord::of(event, outcome, attempts, status, self.clock.now()))
+                .await;
+        }
+    }
+
+    /// One attempt, no retry. The outbox ([`crate::outbox`]) schedules
+    /// retries itself.
+    pub async fn attempt_once(&self, event: &Event, attempt: i64) -> Attempt {
         match self.attempt(event).await {
             Ok(status) if status.is_success() => {
                 tracing::info!(webhook_id = %event.id, attempt, %status, "webhook delivered");
-                true
+                Attempt::Delivered(status.as_u16())
             }
             Ok(status) => {
                 tracing::warn!(webhook_id = %event.id, attempt, %status, "webhook refused");
-                false
+                Attempt::Refused(status.as_u16())
             }
             Err(error) => {
                 tracing::warn!(webhook_id = %event.id, attempt, %error, "webhook delivery failed");
-                false
+                Attempt::Failed
             }
         }
     }
@@ -215,9 +286,17 @@ impl Deliverer {
         }
     }
 
-    // Each attempt is signed afresh: Standard Webhooks receivers check the timestamp.
+    // Each attempt is signed afresh: Standard Webhooks receivers check the
+    // timestamp. During a secret rotation's grace period the Standard
+    // Webhooks header carries a signature by each secret (new first); the
+    // seed's single-signature header is the new secret's.
     fn signed_request(&self, event: &Event) -> Result<Request<Full<Bytes>>, String> {
-        let timestamp = unix_secs(self.clock.now());
+        let now = self.clock.now();
+        let timestamp = unix_secs(now);
+        let mut secrets = vec![event.secret.clone()];
+        if let Some(previous) = event.previous.as_ref().filter(|previous| previous.until > now) {
+            secrets.push(previous.secret.clone());
+        }
         let mut request = Request::builder()
             .method(Method::POST)
             .uri(&event.url)
@@ -226,7 +305,7 @@ impl Deliverer {
             .body(Full::new(event.body.clone()))
             .map_err(|error| error.to_string())?;
         for scheme in [Scheme::hex(), Scheme::standard_webhooks()] {
-            let signer = Signer::new(scheme, event.secret.clone()).map_err(|error| error.to_string())?;
+            let signer = Signer::with_secrets(scheme, secrets.iter().cloned()).map_err(|error| error.to_string())?;
             let headers = signer
                 .sign(&event.body, timestamp, &event.id)
                 .map_err(|error| error.to_string())?;

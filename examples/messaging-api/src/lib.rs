@@ -16,10 +16,12 @@ pub mod audit;
 pub mod bootstrap;
 pub mod cli;
 pub mod config;
+pub mod dashboard;
 pub mod db;
 pub mod delivery;
 pub mod error;
 pub mod health;
+pub mod history;
 pub mod messages;
 pub mod middleware;
 pub mod openapi;
@@ -27,6 +29,7 @@ pub mod outbox;
 pub mod routes;
 pub mod sealed;
 pub mod server;
+pub mod sessions;
 pub mod state;
 pub mod stores;
 pub mod time;
@@ -80,6 +83,7 @@ pub fn api_routes() -> OpenApiRouter<AppState> {
         ))
         .routes(routes!(routes::security::set, routes::security::clear))
         .routes(routes!(routes::webhooks::set))
+        .routes(routes!(routes::webhooks::rotate_secret))
         .route_layer(production_only);
     OpenApiRouter::with_openapi(openapi::ApiDoc::openapi())
         .routes(routes!(routes::messages::send))
@@ -163,6 +167,7 @@ pub fn router(state: AppState) -> Router {
             }),
         )
         .with_state(state.clone())
+        .merge(dashboard::router(state.clone(), global_allowlist(config)))
         .merge(api.layer(stack))
         .layer(axum::extract::DefaultBodyLimit::max(config.server.max_body_bytes))
         .layer(axum::middleware::from_fn(move |request, next| {

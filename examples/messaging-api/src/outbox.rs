@@ -13,6 +13,7 @@ use tollgate_core::{unix_nanos, SharedClock};
 use crate::db::deliveries::{Outgoing, SqlDeliveries};
 use crate::db::DbError;
 use crate::delivery::{Deliverer, Event};
+use crate::history::{DeliveryHistory, DeliveryRecord, Outcome};
 use crate::messages::random_base62;
 use crate::webhooks::Webhooks;
 
@@ -25,19 +26,28 @@ pub struct Outbox {
     deliveries: SqlDeliveries,
     webhooks: Webhooks,
     deliverer: Deliverer,
+    history: DeliveryHistory,
     clock: SharedClock,
     wake: Arc<Notify>,
     owner: Arc<str>,
 }
 
 impl Outbox {
-    /// An outbox over `deliveries`, signing with `webhooks`' secrets.
-    pub fn new(deliveries: SqlDeliveries, webhooks: Webhooks, deliverer: Deliverer, clock: SharedClock) -> Outbox {
+    /// An outbox over `deliveries`, signing with `webhooks`' secrets and
+    /// recording each attempt's outcome in `history`.
+    pub fn new(
+        deliveries: SqlDeliveries,
+        webhooks: Webhooks,
+        deliverer: Deliverer,
+        history: DeliveryHistory,
+        clock: SharedClock,
+    ) -> Outbox {
         let owner = format!("inst_{}", random_base62(16).unwrap_or_else(|_| "unknown".into()));
         Outbox {
             deliveries,
             webhooks,
             deliverer,
+            history,
             clock,
             wake: Arc::new(Notify::new()),
             owner: owner.into(),
@@ -104,14 +114,27 @@ impl Outbox {
             return Ok(true);
         };
         let event = Event {
-            id: claimed.event_id.clone(),
             url: claimed.url,
-            secret: endpoint.secret,
-            body: claimed.body.into_bytes().into(),
+            ..Event::for_endpoint(
+                claimed.event_id.clone(),
+                &claimed.account_id,
+                &endpoint,
+                claimed.body.into_bytes().into(),
+            )
         };
-        if self.deliverer.attempt_once(&event, claimed.attempts).await {
-            self.deliveries.finish(&claimed.event_id, &self.owner).await?;
+        let attempt = self.deliverer.attempt_once(&event, claimed.attempts).await;
+        let outcome = if attempt.is_delivered() {
+            Outcome::Delivered
         } else if claimed.attempts >= i64::from(config.max_attempts.max(1)) {
+            Outcome::Abandoned
+        } else {
+            Outcome::Retrying
+        };
+        let record = DeliveryRecord::of(&event, outcome, claimed.attempts, attempt.status(), self.clock.now());
+        self.history.record(record).await;
+        if outcome == Outcome::Delivered {
+            self.deliveries.finish(&claimed.event_id, &self.owner).await?;
+        } else if outcome == Outcome::Abandoned {
             tracing::error!(webhook_id = %claimed.event_id, attempts = claimed.attempts, "webhook abandoned");
             self.deliveries.finish(&claimed.event_id, &self.owner).await?;
         } else {

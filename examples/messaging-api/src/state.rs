@@ -14,17 +14,21 @@ use tollgate_core::rate_limit::Plan;
 use tollgate_core::SharedClock;
 use tollgate_webhook::url_guard::{blocked_range, TokioResolver, UrlRejected, ValidatedUrl, WebhookUrlGuard};
 
-use crate::alerting::KeyAlertSink;
+use crate::alerting::{KeyAlertSink, RecentAlerts};
 use crate::audit::{AuditEntry, AuditLog, MemoryAudit};
 use crate::config::Config;
 use crate::db::audit::SqlAudit;
 use crate::db::deliveries::SqlDeliveries;
+use crate::db::history::SqlHistory;
 use crate::db::messages::SqlMessages;
+use crate::db::sessions::SqlSessions;
 use crate::db::webhooks::SqlWebhooks;
 use crate::delivery::Deliverer;
 use crate::error::ApiError;
+use crate::history::{DeliveryHistory, MemoryHistory};
 use crate::messages::{MessageStore, Messages};
 use crate::outbox::Outbox;
+use crate::sessions::{MemorySessions, Sessions};
 use crate::stores::{ServiceDb, Stores};
 use crate::usage::Usage;
 use crate::webhooks::{WebhookEndpoints, Webhooks};
@@ -47,6 +51,9 @@ struct Inner {
     deliverer: Deliverer,
     url_guard: WebhookUrlGuard,
     audit: AuditLog,
+    history: DeliveryHistory,
+    sessions: Sessions,
+    recent_alerts: RecentAlerts,
     alerts: Alerts,
     // Taken by the first `start_background`.
     alert_worker: Mutex<Option<AlertWorker>>,
@@ -63,11 +70,22 @@ impl AppState {
         let url_guard = webhook_url_guard(&config);
         let allow_private = config.allow_private_webhook_urls;
         let networks = config.webhooks.allowed_networks.clone();
+        let (history, sessions) = match &stores.service {
+            Some(service) => (
+                DeliveryHistory::Sql(SqlHistory::new(service.database.clone())),
+                Sessions::Sql(SqlSessions::new(service.database.clone(), service.sealer.clone())),
+            ),
+            None => (
+                DeliveryHistory::Memory(MemoryHistory::default()),
+                Sessions::Memory(MemorySessions::default()),
+            ),
+        };
         let deliverer = Deliverer::new(
             config.webhooks.clone(),
             clock.clone(),
             Arc::new(move |ip| (allow_private || blocked_range(ip, false).is_none()) && in_networks(&networks, ip)),
-        );
+        )
+        .history(history.clone());
         let (messages, webhooks, outbox) = match &stores.service {
             Some(service) => {
                 let webhooks = Webhooks::Sql(SqlWebhooks::new(service.database.clone(), service.sealer.clone()));
@@ -75,6 +93,7 @@ impl AppState {
                     SqlDeliveries::new(service.database.clone()),
                     webhooks.clone(),
                     deliverer.clone(),
+                    history.clone(),
                     clock.clone(),
                 );
                 (
@@ -100,7 +119,9 @@ impl AppState {
             Some(service) => AuditLog::Sql(SqlAudit::new(service.database.clone())),
             None => AuditLog::Memory(MemoryAudit::default()),
         };
-        let sink = KeyAlertSink::new(webhooks.clone(), outbox.clone(), deliverer.clone());
+        let recent_alerts = RecentAlerts::default();
+        let sink =
+            KeyAlertSink::new(webhooks.clone(), outbox.clone(), deliverer.clone()).remember(recent_alerts.clone());
         let (alerts, alert_worker) = Alerts::builder()
             .store(stores.alerts.clone())
             .clock(clock.clone())
@@ -108,6 +129,9 @@ impl AppState {
             .auth_failure_burst(config.failed_auth_per_minute, Duration::from_secs(60))
             .build(sink);
         AppState(Arc::new(Inner {
+            history,
+            sessions,
+            recent_alerts,
             audit,
             alerts,
             alert_worker: Mutex::new(Some(alert_worker)),
@@ -183,6 +207,21 @@ impl AppState {
         if let Err(error) = self.0.audit.record(entry).await {
             tracing::error!(%error, action, "audit entry not recorded");
         }
+    }
+
+    /// Recent webhook deliveries per account.
+    pub fn delivery_history(&self) -> &DeliveryHistory {
+        &self.0.history
+    }
+
+    /// The dashboard's sessions.
+    pub fn sessions(&self) -> &Sessions {
+        &self.0.sessions
+    }
+
+    /// The alerts this instance raised lately, per account.
+    pub fn recent_alerts(&self) -> &RecentAlerts {
+        &self.0.recent_alerts
     }
 
     /// What the layers raise alerts through.

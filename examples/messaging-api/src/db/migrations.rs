@@ -14,6 +14,7 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
         include_str!("../../migrations/0001_service_tables.sql"),
     ),
     (2, "audit log", include_str!("../../migrations/0002_audit_log.sql")),
+    (3, "dashboard", include_str!("../../migrations/0003_dashboard.sql")),
 ];
 
 /// Applies every migration the database has not recorded yet.
@@ -74,5 +75,13 @@ mod tests {
         let statements: Vec<&str> = super::statements(super::MIGRATIONS[1].2).collect();
         assert_eq!(statements.len(), 3);
         assert!(statements[0].contains("CREATE TABLE api_audit_log ("));
+    }
+
+    #[test]
+    fn the_dashboard_migration_adds_three_tables_and_two_columns() {
+        let statements: Vec<&str> = super::statements(super::MIGRATIONS[2].2).collect();
+        let creates = statements.iter().filter(|s| s.contains("CREATE TABLE")).count();
+        let alters = statements.iter().filter(|s| s.contains("ALTER TABLE")).count();
+        assert_eq!((statements.len(), creates, alters), (7, 3, 2));
     }
 }

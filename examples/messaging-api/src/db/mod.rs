@@ -10,9 +10,11 @@
 
 pub mod audit;
 pub mod deliveries;
+pub mod history;
 pub mod messages;
 pub mod migrations;
 pub mod quota;
+pub mod sessions;
 pub mod webhooks;
 
 use std::future::Future;

@@ -136,24 +136,38 @@ pub async fn create(
     client_ip: Option<ClientIp>,
     ApiJson(request): ApiJson<CreateKey>,
 ) -> Result<Response, ApiError> {
-    let kind = KeyKind::parse(&request.kind)
+    let created = create_key(&state, &principal, client_ip, request.label, &request.kind).await?;
+    let body = created_body(&created);
+    Ok(shown_once(body, already_created(&created.info.id, None)))
+}
+
+/// Creates a key of `kind` (`production`, `sandbox`, `read_only`) for the
+/// principal's account and records it in the audit log: what
+/// `POST /v1/keys` and the dashboard both do.
+pub async fn create_key(
+    state: &AppState,
+    principal: &Principal,
+    client_ip: Option<ClientIp>,
+    label: String,
+    kind: &str,
+) -> Result<CreatedKey, ApiError> {
+    let kind = KeyKind::parse(kind)
         .ok_or_else(|| ApiError::invalid("\"type\" must be \"production\", \"sandbox\" or \"read_only\""))?;
     let new = NewKey::new(principal.account_id(), kind)
-        .label(request.label)
+        .label(label)
         .plan(state.plan_name(principal.account_id()));
     let created = state.keys().create(new).await?;
     let details = json!({ "type": created.info.kind.as_str(), "label": created.info.label });
     record_change(
-        &state,
-        &principal,
+        state,
+        principal,
         client_ip,
         Action::KeyCreated,
         &created.info.id,
         details,
     )
     .await;
-    let body = created_body(&created);
-    Ok(shown_once(body, already_created(&created.info.id, None)))
+    Ok(created)
 }
 
 /// How long a revoked key stays in `GET /v1/keys`: long enough to see what
@@ -171,7 +185,13 @@ pub const REVOKED_KEYS_LISTED_FOR: Duration = Duration::from_secs(30 * 86_400);
     responses((status = 200, description = "The account's keys.", body = KeyList))
 )]
 pub async fn list(State(state): State<AppState>, principal: Principal) -> Result<Json<KeyList>, ApiError> {
-    let keys = state.keys().list(principal.account_id()).await?;
+    let data = list_views(&state, principal.account_id()).await?;
+    Ok(Json(KeyList { data }))
+}
+
+/// The account's keys as `GET /v1/keys` lists them.
+pub async fn list_views(state: &AppState, account_id: &str) -> Result<Vec<KeyView>, ApiError> {
+    let keys = state.keys().list(account_id).await?;
     let now = state.now();
     let shown_since = now
         .checked_sub(REVOKED_KEYS_LISTED_FOR)
@@ -182,7 +202,7 @@ pub async fn list(State(state): State<AppState>, principal: Principal) -> Result
         .filter(|key| key.revoked_at.is_none_or(|at| at > shown_since))
         .map(|key| info_json(key, now, rotation_age))
         .collect();
-    Ok(Json(KeyList { data }))
+    Ok(data)
 }
 
 /// Revokes a key at once.
@@ -204,9 +224,20 @@ pub async fn revoke(
     client_ip: Option<ClientIp>,
     ApiPath(key_id): ApiPath<String>,
 ) -> Result<StatusCode, ApiError> {
-    state.keys().revoke(principal.account_id(), &key_id).await?;
-    record_change(&state, &principal, client_ip, Action::KeyRevoked, &key_id, json!({})).await;
+    revoke_key(&state, &principal, client_ip, &key_id).await?;
     Ok(StatusCode::NO_CONTENT)
+}
+
+/// Revokes one of the principal's account's keys and records it.
+pub async fn revoke_key(
+    state: &AppState,
+    principal: &Principal,
+    client_ip: Option<ClientIp>,
+    key_id: &str,
+) -> Result<(), ApiError> {
+    state.keys().revoke(principal.account_id(), key_id).await?;
+    record_change(state, principal, client_ip, Action::KeyRevoked, key_id, json!({})).await;
+    Ok(())
 }
 
 /// Replaces a key; the old one keeps working for the configured grace period.
@@ -230,17 +261,29 @@ pub async fn rotate(
     client_ip: Option<ClientIp>,
     ApiPath(key_id): ApiPath<String>,
 ) -> Result<Response, ApiError> {
-    let grace = state.config().rotation_grace();
-    let created = state.keys().rotate(principal.account_id(), &key_id, grace).await?;
-    let valid_until = rfc3339(state.now() + grace);
-    let details = json!({ "new_key_id": created.info.id, "old_key_valid_until": valid_until });
-    record_change(&state, &principal, client_ip, Action::KeyRotated, &key_id, details).await;
+    let (created, valid_until) = rotate_key(&state, &principal, client_ip, &key_id).await?;
     let body = RotatedKeyBody {
         created: created_body(&created),
         replaces: key_id.clone(),
         old_key_valid_until: valid_until,
     };
     Ok(shown_once(body, already_created(&created.info.id, Some(&key_id))))
+}
+
+/// Replaces a key (the old one works for the configured grace period)
+/// and records it: the new key and until when the old one works (RFC 3339).
+pub async fn rotate_key(
+    state: &AppState,
+    principal: &Principal,
+    client_ip: Option<ClientIp>,
+    key_id: &str,
+) -> Result<(CreatedKey, String), ApiError> {
+    let grace = state.config().rotation_grace();
+    let created = state.keys().rotate(principal.account_id(), key_id, grace).await?;
+    let valid_until = rfc3339(state.now() + grace);
+    let details = json!({ "new_key_id": created.info.id, "old_key_valid_until": valid_until });
+    record_change(state, principal, client_ip, Action::KeyRotated, key_id, details).await;
+    Ok((created, valid_until))
 }
 
 /// Restricts one key to a list of networks.
@@ -263,17 +306,30 @@ pub async fn set_ip_allowlist(
     ApiPath(key_id): ApiPath<String>,
     ApiJson(request): ApiJson<CidrList>,
 ) -> Result<Json<KeyAllowlist>, ApiError> {
-    state.keys().get(principal.account_id(), &key_id).await?;
-    let set = crate::routes::security::parse_cidrs(&request.cidrs)?;
+    let cidrs = set_key_allowlist(&state, &principal, client_ip, &key_id, &request.cidrs).await?;
+    Ok(Json(KeyAllowlist { key_id, cidrs }))
+}
+
+/// Replaces one key's allowlist (the key must be the account's) and
+/// records it; the list as stored.
+pub async fn set_key_allowlist(
+    state: &AppState,
+    principal: &Principal,
+    client_ip: Option<ClientIp>,
+    key_id: &str,
+    cidrs: &[String],
+) -> Result<Vec<String>, ApiError> {
+    state.keys().get(principal.account_id(), key_id).await?;
+    let set = crate::routes::security::parse_cidrs(cidrs)?;
     let cidrs = crate::routes::security::cidr_strings(&set);
     state
         .allowlists()
-        .set_key_allowlist(&key_id, set)
+        .set_key_allowlist(key_id, set)
         .await
         .map_err(ApiError::unavailable)?;
     let details = json!({ "networks": cidrs.len() });
-    record_change(&state, &principal, client_ip, Action::KeyAllowlistSet, &key_id, details).await;
-    Ok(Json(KeyAllowlist { key_id, cidrs }))
+    record_change(state, principal, client_ip, Action::KeyAllowlistSet, key_id, details).await;
+    Ok(cidrs)
 }
 
 /// Removes one key's allowlist; 204 whether or not it had one.
@@ -294,22 +350,33 @@ pub async fn clear_ip_allowlist(
     client_ip: Option<ClientIp>,
     ApiPath(key_id): ApiPath<String>,
 ) -> Result<StatusCode, ApiError> {
-    state.keys().get(principal.account_id(), &key_id).await?;
+    clear_key_allowlist(&state, &principal, client_ip, &key_id).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// Removes one key's allowlist (the key must be the account's) and records it.
+pub async fn clear_key_allowlist(
+    state: &AppState,
+    principal: &Principal,
+    client_ip: Option<ClientIp>,
+    key_id: &str,
+) -> Result<(), ApiError> {
+    state.keys().get(principal.account_id(), key_id).await?;
     state
         .allowlists()
-        .clear_key_allowlist(&key_id)
+        .clear_key_allowlist(key_id)
         .await
         .map_err(ApiError::unavailable)?;
     record_change(
-        &state,
-        &principal,
+        state,
+        principal,
         client_ip,
         Action::KeyAllowlistRemoved,
-        &key_id,
+        key_id,
         json!({}),
     )
     .await;
-    Ok(StatusCode::NO_CONTENT)
+    Ok(())
 }
 
 /// A 201 showing a new key's value, marked so that the idempotency layer

@@ -62,7 +62,7 @@ pub async fn send(
             .map_err(ApiError::unavailable)?
             .map(|endpoint| WebhookEndpoint {
                 url: webhook_override.map_or(endpoint.url, |Extension(WebhookOverride(url))| url),
-                secret: endpoint.secret,
+                ..endpoint
             });
         hand_on(&state, &message, webhook).await?;
     }

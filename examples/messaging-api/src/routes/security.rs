@@ -47,7 +47,18 @@ pub async fn set(
     client_ip: Option<ClientIp>,
     ApiJson(request): ApiJson<CidrList>,
 ) -> Result<Json<AccountAllowlist>, ApiError> {
-    let set = parse_cidrs(&request.cidrs)?;
+    let cidrs = set_account_allowlist(&state, &principal, client_ip, &request.cidrs).await?;
+    Ok(Json(AccountAllowlist { cidrs }))
+}
+
+/// Replaces the principal's account's allowlist and records it; the list as stored.
+pub async fn set_account_allowlist(
+    state: &AppState,
+    principal: &Principal,
+    client_ip: Option<ClientIp>,
+    cidrs: &[String],
+) -> Result<Vec<String>, ApiError> {
+    let set = parse_cidrs(cidrs)?;
     let cidrs = cidr_strings(&set);
     state
         .allowlists()
@@ -57,15 +68,15 @@ pub async fn set(
     let details = json!({ "networks": cidrs.len() });
     let account_id = principal.account_id();
     record_change(
-        &state,
-        &principal,
+        state,
+        principal,
         client_ip,
         Action::AccountAllowlistSet,
         account_id,
         details,
     )
     .await;
-    Ok(Json(AccountAllowlist { cidrs }))
+    Ok(cidrs)
 }
 
 /// Removes the account's allowlist, so every address is allowed again;
@@ -82,6 +93,16 @@ pub async fn clear(
     principal: Principal,
     client_ip: Option<ClientIp>,
 ) -> Result<StatusCode, ApiError> {
+    clear_account_allowlist(&state, &principal, client_ip).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// Removes the principal's account's allowlist and records it.
+pub async fn clear_account_allowlist(
+    state: &AppState,
+    principal: &Principal,
+    client_ip: Option<ClientIp>,
+) -> Result<(), ApiError> {
     state
         .allowlists()
         .clear_account_allowlist(principal.account_id())
@@ -89,15 +110,15 @@ pub async fn clear(
         .map_err(ApiError::unavailable)?;
     let account_id = principal.account_id();
     record_change(
-        &state,
-        &principal,
+        state,
+        principal,
         client_ip,
         Action::AccountAllowlistRemoved,
         account_id,
         json!({}),
     )
     .await;
-    Ok(StatusCode::NO_CONTENT)
+    Ok(())
 }
 
 /// Reads the account's allowlist (`null` when there is none).
@@ -109,14 +130,18 @@ pub async fn clear(
     responses((status = 200, description = "The allowlist.", body = MaybeAllowlist))
 )]
 pub async fn get(State(state): State<AppState>, principal: Principal) -> Result<Json<MaybeAllowlist>, ApiError> {
+    let cidrs = account_allowlist(&state, principal.account_id()).await?;
+    Ok(Json(MaybeAllowlist { cidrs }))
+}
+
+/// The account's allowlist, `None` when there is none.
+pub async fn account_allowlist(state: &AppState, account_id: &str) -> Result<Option<Vec<String>>, ApiError> {
     let list = state
         .allowlists()
-        .account_allowlist(principal.account_id())
+        .account_allowlist(account_id)
         .await
         .map_err(ApiError::unavailable)?;
-    Ok(Json(MaybeAllowlist {
-        cidrs: list.map(|set| cidr_strings(&set)),
-    }))
+    Ok(list.map(|set| cidr_strings(&set)))
 }
 
 /// Why an empty list is refused: it would lock every client out, including

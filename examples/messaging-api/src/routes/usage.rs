@@ -94,10 +94,16 @@ pub async fn get(
     RawQuery(query): RawQuery,
 ) -> Result<Json<UsageReport>, ApiError> {
     let days = bounded_query_param(query.as_deref().unwrap_or(""), "days", MAX_DAYS)?;
-    let keys = state.keys().list(principal.account_id()).await?;
+    Ok(Json(report(&state, principal.account_id(), days).await?))
+}
+
+/// The usage report of `GET /v1/usage` for an account, with `days` of
+/// history per key when given.
+pub async fn report(state: &AppState, account_id: &str, days: Option<u32>) -> Result<UsageReport, ApiError> {
+    let keys = state.keys().list(account_id).await?;
     let now = state.now();
     let today = Day::from_unix_secs(unix_secs(now));
-    let plan = state.plan(principal.account_id());
+    let plan = state.plan(account_id);
     // This instance's counts into the store once, then every key is a read.
     state.usage().flush().await.map_err(ApiError::unavailable)?;
     let mut data: Vec<KeyUsage> = Vec::with_capacity(keys.len());
@@ -138,7 +144,7 @@ pub async fn get(
             days: per_day,
         });
     }
-    Ok(Json(UsageReport {
+    Ok(UsageReport {
         date: rfc3339(now)[..10].to_owned(),
         plan: PlanView {
             name: plan.name,
@@ -147,7 +153,7 @@ pub async fn get(
             daily_limit: plan.daily_quota,
         },
         keys: data,
-    }))
+    })
 }
 
 // `YYYY-MM-DD`.
