@@ -88,11 +88,11 @@ use std::time::SystemTime;
 use quick_cache::sync::Cache;
 use redis::Script;
 use tollgate_core::changes::Change;
-use tollgate_core::keys::{KeyHash, KeyRecord, KeyRegistry, KeyStore, RotateRefusal, Rotation};
+use tollgate_core::keys::{KeyHash, KeyRecord, KeyRegistry, KeyStore, PendingUses, RotateRefusal, Rotation};
 use tollgate_core::{MaybeReady, StoreError, StoreFuture};
 
 use crate::backend::{backend_error, Backend};
-use crate::last_use::{LastUse, BATCH};
+use crate::last_use::BATCH;
 use crate::{key_codec, timestamp};
 
 static RESERVE: LazyLock<Script> = LazyLock::new(|| Script::new(include_str!("scripts/key_reserve.lua")));
@@ -118,7 +118,7 @@ pub(crate) struct AccountCache {
     by_hash: Cache<KeyHash, Arc<str>>,
     by_id: Cache<String, (KeyHash, Arc<str>)>,
     // Uses noted by the stores sharing this cache, written behind.
-    last_use: LastUse,
+    last_use: PendingUses,
 }
 
 impl std::fmt::Debug for AccountCache {
@@ -135,7 +135,7 @@ pub(crate) fn account_cache() -> Arc<AccountCache> {
     Arc::new(AccountCache {
         by_hash: Cache::new(DEFAULT_CACHED_ACCOUNTS),
         by_id: Cache::new(DEFAULT_CACHED_ACCOUNTS),
-        last_use: LastUse::default(),
+        last_use: PendingUses::default(),
     })
 }
 

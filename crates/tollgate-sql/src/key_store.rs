@@ -131,7 +131,7 @@ impl SqlKeyStore {
     }
 
     fn record(&self, row: KeyRow) -> Result<Arc<KeyRecord>, StoreError> {
-        Ok(self.shared.last_use.apply(decode(row)?))
+        Ok(self.shared.last_use.apply(Arc::new(decode(row)?)))
     }
 
     async fn insert_record(

@@ -6,15 +6,15 @@ use std::time::Duration;
 
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
+use tollgate_core::keys::PendingUses;
 use tollgate_core::StoreError;
 
-use crate::last_use::LastUse;
 use crate::pool::{database, Backend, Pool};
 use crate::{SqlAllowlistStore, SqlConfig, SqlIdempotencyStore, SqlKeyStore, SqlUsageStore};
 
 pub(crate) struct Shared {
     pub(crate) pool: Pool,
-    pub(crate) last_use: LastUse,
+    pub(crate) last_use: PendingUses,
     pub(crate) config: SqlConfig,
 }
 
@@ -79,7 +79,7 @@ impl SqlStores {
         crate::migrate::migrate(&pool).await?;
         let shared = Arc::new(Shared {
             pool,
-            last_use: LastUse::default(),
+            last_use: PendingUses::default(),
             config,
         });
         tokio::spawn(maintain(Arc::downgrade(&shared), shared.config.flush_interval));
@@ -145,7 +145,7 @@ impl SqlStores {
     /// how many keys were written (the background task does this every
     /// flush interval).
     pub async fn flush(&self) -> Result<usize, StoreError> {
-        self.shared.last_use.flush(&self.shared.pool).await
+        crate::last_use::flush(&self.shared.last_use, &self.shared.pool).await
     }
 
     /// How many last-used times wait for the next flush.
@@ -221,7 +221,7 @@ async fn maintain(shared: Weak<Shared>, interval: Duration) {
         if shared.pool.is_closed() {
             return;
         }
-        if let Err(error) = shared.last_use.flush(&shared.pool).await {
+        if let Err(error) = crate::last_use::flush(&shared.last_use, &shared.pool).await {
             tracing::warn!(%error, "could not write last-used times; kept for the next flush");
         }
         if let Err(error) = crate::idempotency::purge_expired(&shared).await {

@@ -7,9 +7,11 @@ mod cached;
 #[cfg(any(test, feature = "conformance"))]
 pub(crate) mod conformance;
 mod memory;
+mod pending_uses;
 
 pub use cached::{CachedKeyStore, DEFAULT_MAX_ENTRIES, DEFAULT_MAX_MISSES, DEFAULT_TTL, MAX_NEGATIVE_TTL};
 pub use memory::MemoryKeyStore;
+pub use pending_uses::PendingUses;
 
 use std::fmt;
 use std::sync::Arc;
