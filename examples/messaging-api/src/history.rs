@@ -4,7 +4,7 @@
 //! the outbox (whose rows are deleted once finished), else in memory.
 
 use std::collections::{HashMap, VecDeque};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::SystemTime;
 
 use tollgate_core::unix_nanos;
@@ -90,7 +90,7 @@ pub struct MemoryHistory {
 
 impl MemoryHistory {
     fn record(&self, record: DeliveryRecord) {
-        let mut map = self.by_account.lock().expect("not poisoned");
+        let mut map = self.by_account.lock().unwrap_or_else(PoisonError::into_inner);
         let list = map.entry(record.account_id.clone()).or_default();
         list.retain(|kept| kept.event_id != record.event_id);
         list.push_front(record);
@@ -98,7 +98,7 @@ impl MemoryHistory {
     }
 
     fn recent(&self, account_id: &str) -> Vec<DeliveryRecord> {
-        let map = self.by_account.lock().expect("not poisoned");
+        let map = self.by_account.lock().unwrap_or_else(PoisonError::into_inner);
         map.get(account_id)
             .map(|list| list.iter().cloned().collect())
             .unwrap_or_default()

@@ -14,7 +14,7 @@
 //! deleted as it is read.
 
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::SystemTime;
 
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
@@ -71,6 +71,17 @@ pub struct MemorySessions {
     flashes: Arc<Mutex<HashMap<String, String>>>,
 }
 
+// Every change to the maps is one step: a poisoned lock is used as is.
+impl MemorySessions {
+    fn sessions(&self) -> MutexGuard<'_, HashMap<String, Session>> {
+        self.sessions.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    fn flashes(&self) -> MutexGuard<'_, HashMap<String, String>> {
+        self.flashes.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+}
+
 /// Where sessions live.
 #[derive(Debug, Clone)]
 pub enum Sessions {
@@ -85,7 +96,7 @@ impl Sessions {
     pub async fn insert(&self, id_hash: &str, session: &Session) -> Result<(), DbError> {
         match self {
             Sessions::Memory(memory) => {
-                let mut sessions = memory.sessions.lock().expect("not poisoned");
+                let mut sessions = memory.sessions();
                 sessions.insert(id_hash.to_owned(), session.clone());
                 Ok(())
             }
@@ -96,7 +107,7 @@ impl Sessions {
     /// The session under `id_hash`, whether or not it has ended.
     pub async fn get(&self, id_hash: &str) -> Result<Option<Session>, DbError> {
         match self {
-            Sessions::Memory(memory) => Ok(memory.sessions.lock().expect("not poisoned").get(id_hash).cloned()),
+            Sessions::Memory(memory) => Ok(memory.sessions().get(id_hash).cloned()),
             Sessions::Sql(sql) => sql.get(id_hash).await,
         }
     }
@@ -105,7 +116,7 @@ impl Sessions {
     pub async fn touch(&self, id_hash: &str, now: SystemTime) -> Result<(), DbError> {
         match self {
             Sessions::Memory(memory) => {
-                if let Some(session) = memory.sessions.lock().expect("not poisoned").get_mut(id_hash) {
+                if let Some(session) = memory.sessions().get_mut(id_hash) {
                     session.last_seen = now;
                 }
                 Ok(())
@@ -118,8 +129,8 @@ impl Sessions {
     pub async fn remove(&self, id_hash: &str) -> Result<(), DbError> {
         match self {
             Sessions::Memory(memory) => {
-                memory.sessions.lock().expect("not poisoned").remove(id_hash);
-                memory.flashes.lock().expect("not poisoned").remove(id_hash);
+                memory.sessions().remove(id_hash);
+                memory.flashes().remove(id_hash);
                 Ok(())
             }
             Sessions::Sql(sql) => sql.remove(id_hash).await,
@@ -136,15 +147,11 @@ impl Sessions {
     ) -> Result<u64, DbError> {
         match self {
             Sessions::Memory(memory) => {
-                let mut sessions = memory.sessions.lock().expect("not poisoned");
+                let mut sessions = memory.sessions();
                 let before = sessions.len();
                 sessions.retain(|_, session| session.expires_at > now && session.last_seen > idle_since);
                 let deleted = (before - sessions.len()) as u64;
-                memory
-                    .flashes
-                    .lock()
-                    .expect("not poisoned")
-                    .retain(|hash, _| sessions.contains_key(hash));
+                memory.flashes().retain(|hash, _| sessions.contains_key(hash));
                 Ok(deleted)
             }
             Sessions::Sql(sql) => sql.prune(now, idle_since, flash_since).await,
@@ -155,7 +162,7 @@ impl Sessions {
     pub async fn put_flash(&self, id_hash: &str, text: &str, now: SystemTime) -> Result<(), DbError> {
         match self {
             Sessions::Memory(memory) => {
-                let mut flashes = memory.flashes.lock().expect("not poisoned");
+                let mut flashes = memory.flashes();
                 flashes.insert(id_hash.to_owned(), text.to_owned());
                 Ok(())
             }
@@ -166,7 +173,7 @@ impl Sessions {
     /// Takes the session's one-time message: a second call gets `None`.
     pub async fn take_flash(&self, id_hash: &str) -> Result<Option<String>, DbError> {
         match self {
-            Sessions::Memory(memory) => Ok(memory.flashes.lock().expect("not poisoned").remove(id_hash)),
+            Sessions::Memory(memory) => Ok(memory.flashes().remove(id_hash)),
             Sessions::Sql(sql) => sql.take_flash(id_hash).await,
         }
     }
