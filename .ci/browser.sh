@@ -20,11 +20,11 @@ artifacts="$(realpath -m tests/browser/artifacts)"
 
 if [[ ! -x "$chromium" ]]; then
   echo "== installing chromium"
-  if [[ "$(id -u)" -eq 0 ]]; then
-    apt-get install -y chromium >/dev/null
-  else
-    sudo apt-get install -y chromium >/dev/null
-  fi
+  as_root=()
+  [[ "$(id -u)" -eq 0 ]] || as_root=(sudo)
+  # A fresh machine may have no package lists yet.
+  "${as_root[@]}" apt-get install -y chromium >/dev/null ||
+    { "${as_root[@]}" apt-get update >/dev/null && "${as_root[@]}" apt-get install -y chromium >/dev/null; }
 fi
 command -v node >/dev/null || { echo "node is needed to drive the browser" >&2; exit 1; }
 
