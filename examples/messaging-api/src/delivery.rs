@@ -28,9 +28,8 @@ use tollgate_core::unix_secs;
 use tollgate_core::SharedClock;
 use tollgate_webhook::{Scheme, Signer, WebhookSecret};
 
-use crate::history::{DeliveryHistory, DeliveryRecord, Outcome};
-
 use crate::config::WebhookConfig;
+use crate::history::{DeliveryHistory, DeliveryRecord, Outcome};
 use crate::messages::{random_base62, Message};
 use crate::time::rfc3339;
 use crate::webhooks::{PreviousSecret, WebhookEndpoint};
@@ -54,20 +53,6 @@ pub struct Event {
     pub previous: Option<PreviousSecret>,
     /// The exact JSON bytes that are signed and sent.
     pub body: Bytes,
-}
-
-impl Event {
-    /// The event as `to` signs it now: its URL, secret and previous secret.
-    pub fn for_endpoint(id: String, account_id: &str, to: &WebhookEndpoint, body: Bytes) -> Event {
-        Event {
-            id,
-            account_id: account_id.to_owned(),
-            url: to.url.clone(),
-            secret: to.secret.clone(),
-            previous: to.previous.clone(),
-            body,
-        }
-    }
 }
 
 /// How one attempt went.
@@ -97,6 +82,18 @@ impl Attempt {
 }
 
 impl Event {
+    /// The event as `to` signs it now: its URL, secret and previous secret.
+    pub fn for_endpoint(id: String, account_id: &str, to: &WebhookEndpoint, body: Bytes) -> Event {
+        Event {
+            id,
+            account_id: account_id.to_owned(),
+            url: to.url.clone(),
+            secret: to.secret.clone(),
+            previous: to.previous.clone(),
+            body,
+        }
+    }
+
     /// The `message.status` event for `message` as it is now:
     /// `{"type":"message.status","data":{"id","status","to","created_at"}}`,
     /// with a fresh `evt_…` id.

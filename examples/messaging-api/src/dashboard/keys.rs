@@ -206,29 +206,17 @@ pub async fn generate(
     form: Result<Form<GenerateForm>, axum::extract::rejection::FormRejection>,
 ) -> Response {
     let Ok(Form(form)) = form else {
-        let notice = Notice::Error("The form could not be read; fill in a label and a type.".into());
-        return render(
-            &state,
-            &principal,
-            &session,
-            None,
-            Some(notice),
-            StatusCode::BAD_REQUEST,
-        )
-        .await;
+        let notice = Some(Notice::Error(
+            "The form could not be read; fill in a label and a type.".into(),
+        ));
+        return render(&state, &principal, &session, None, notice, StatusCode::BAD_REQUEST).await;
     };
     let label = form.label.trim().to_owned();
     if label.is_empty() {
-        let notice = Notice::Error("Give the key a label, such as “Production Server” or “Staging”.".into());
-        return render(
-            &state,
-            &principal,
-            &session,
-            None,
-            Some(notice),
-            StatusCode::BAD_REQUEST,
-        )
-        .await;
+        let notice = Some(Notice::Error(
+            "Give the key a label, such as “Production Server” or “Staging”.".into(),
+        ));
+        return render(&state, &principal, &session, None, notice, StatusCode::BAD_REQUEST).await;
     }
     match create_key(&state, &principal, client_ip, label, &form.kind).await {
         Ok(created) => {
